@@ -1,0 +1,13 @@
+// Package luasrc holds the Lua scripts the strategies run on Redis. The
+// *.lua files are the source of truth; go generate writes scripts_gen.go,
+// which embeds each source with the SHA1 Redis will know it by.
+package luasrc
+
+//go:generate go run ../gen -dir . -out scripts_gen.go
+
+// Script is one generated Lua script.
+type Script struct {
+	Name   string // file name without .lua
+	Source string
+	SHA1   string // hex SHA1 of Source, as SCRIPT LOAD returns it
+}
