@@ -1,0 +1,55 @@
+-- heartbeat: fencing check, state patch, last_seen, TTL, reaper index,
+-- conn_meta and the update event, atomically: one round trip.
+-- KEYS[1] the conn hash   KEYS[2] last_seen zset   KEYS[3] conn_meta hash
+-- ARGV[1] conn id   ARGV[2] now ms   ARGV[3] ttl ms
+-- ARGV[4] the caller's epoch, or '' when it sent none
+-- ARGV[5] room events channel   ARGV[6] room id
+-- ARGV[7..] patch: top-level key, canonical JSON value, pairs
+-- Returns {1, changed (0/1), epoch} | {0, 'NOTFOUND'} | {0, 'STALE', stored}.
+-- State values are compared as the bytes Go encoded; nothing is re-encoded
+-- here, since cjson would reorder keys and round numbers.
+local function fmt(n) return string.format('%.0f', n) end
+
+local cur = redis.call('HMGET', KEYS[1], 'epoch', 'user')
+if not cur[1] then return {0, 'NOTFOUND'} end
+local stored = tonumber(cur[1])
+if ARGV[4] ~= '' then
+  local e = tonumber(ARGV[4])
+  if e < stored then return {0, 'STALE', stored} end
+  if e > stored then
+    stored = e
+    redis.call('HSET', KEYS[1], 'epoch', fmt(e))
+    redis.call('HSET', KEYS[3], ARGV[1], fmt(e) .. ':' .. cur[2])
+  end
+end
+
+local changed = 0
+for i = 7, #ARGV, 2 do
+  local f = 's:' .. ARGV[i]
+  if redis.call('HGET', KEYS[1], f) ~= ARGV[i + 1] then
+    redis.call('HSET', KEYS[1], f, ARGV[i + 1])
+    changed = 1
+  end
+end
+redis.call('HSET', KEYS[1], 'last_seen_ms', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+
+if changed == 1 then
+  local h = redis.call('HGETALL', KEYS[1])
+  local keys, vals = {}, {}
+  for i = 1, #h, 2 do
+    if string.sub(h[i], 1, 2) == 's:' then
+      local k = string.sub(h[i], 3)
+      keys[#keys + 1] = k
+      vals[k] = h[i + 1]
+    end
+  end
+  table.sort(keys)
+  local parts = {}
+  for _, k in ipairs(keys) do parts[#parts + 1] = cjson.encode(k) .. ':' .. vals[k] end
+  redis.call('PUBLISH', ARGV[5], '{"type":"update","roomId":' .. cjson.encode(ARGV[6]) ..
+    ',"userId":' .. cjson.encode(cur[2]) .. ',"connId":' .. cjson.encode(ARGV[1]) ..
+    ',"state":{' .. table.concat(parts, ',') .. '},"ts":' .. ARGV[2] .. ',"epoch":' .. fmt(stored) .. '}')
+end
+return {1, changed, stored}

@@ -1,0 +1,73 @@
+-- join: add a connection to a room, or rejoin it, with a fresh epoch, and
+-- return the room's snapshot, atomically in the room's slot.
+-- KEYS[1] conns set        KEYS[2] members set     KEYS[3] last_seen zset
+-- KEYS[4] conn_meta hash   KEYS[5] user_conns hash KEYS[6] gone zset
+-- KEYS[7] the conn hash
+-- ARGV[1] conn id   ARGV[2] user id   ARGV[3] room id   ARGV[4] now ms
+-- ARGV[5] ttl ms    ARGV[6] room events channel   ARGV[7] conn key prefix
+-- ARGV[8..] state: top-level key, canonical JSON value, pairs
+-- Returns {epoch, {{connId, {field, value, ...}}, ...}}.
+-- The new epoch is max(previous + 1, now): previous is the largest epoch
+-- the conn hash, conn_meta or the gone index remember, so it strictly grows.
+local conn, user, room = ARGV[1], ARGV[2], ARGV[3]
+local now = tonumber(ARGV[4])
+
+local function fmt(n) return string.format('%.0f', n) end
+
+local prev = -1
+local cur = redis.call('HMGET', KEYS[7], 'epoch', 'user')
+if cur[1] then prev = tonumber(cur[1]) end
+local olduser = cur[2]
+local meta = redis.call('HGET', KEYS[4], conn)
+if meta then
+  local sep = string.find(meta, ':', 1, true)
+  local e = tonumber(string.sub(meta, 1, sep - 1))
+  if e > prev then prev = e end
+  if not olduser then olduser = string.sub(meta, sep + 1) end
+end
+local g = redis.call('ZSCORE', KEYS[6], conn)
+if g and tonumber(g) > prev then prev = tonumber(g) end
+local epoch = prev + 1
+if now > epoch then epoch = now end
+
+local inroom = redis.call('SISMEMBER', KEYS[1], conn) == 1
+if not (inroom and olduser == user) then
+  if inroom and olduser then
+    if redis.call('HINCRBY', KEYS[5], olduser, -1) <= 0 then
+      redis.call('HDEL', KEYS[5], olduser)
+      redis.call('SREM', KEYS[2], olduser)
+    end
+  end
+  redis.call('SADD', KEYS[1], conn)
+  redis.call('HINCRBY', KEYS[5], user, 1)
+  redis.call('SADD', KEYS[2], user)
+end
+
+redis.call('DEL', KEYS[7])
+local fields = {'user', user, 'room', room, 'epoch', fmt(epoch), 'last_seen_ms', ARGV[4]}
+local keys, vals = {}, {}
+for i = 8, #ARGV, 2 do
+  fields[#fields + 1] = 's:' .. ARGV[i]
+  fields[#fields + 1] = ARGV[i + 1]
+  keys[#keys + 1] = ARGV[i]
+  vals[ARGV[i]] = ARGV[i + 1]
+end
+redis.call('HSET', KEYS[7], unpack(fields))
+redis.call('PEXPIRE', KEYS[7], ARGV[5])
+redis.call('ZADD', KEYS[3], ARGV[4], conn)
+redis.call('HSET', KEYS[4], conn, fmt(epoch) .. ':' .. user)
+redis.call('ZREM', KEYS[6], conn)
+
+table.sort(keys)
+local parts = {}
+for _, k in ipairs(keys) do parts[#parts + 1] = cjson.encode(k) .. ':' .. vals[k] end
+redis.call('PUBLISH', ARGV[6], '{"type":"join","roomId":' .. cjson.encode(room) ..
+  ',"userId":' .. cjson.encode(user) .. ',"connId":' .. cjson.encode(conn) ..
+  ',"state":{' .. table.concat(parts, ',') .. '},"ts":' .. ARGV[4] .. ',"epoch":' .. fmt(epoch) .. '}')
+
+local snap = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local h = redis.call('HGETALL', ARGV[7] .. id)
+  if #h > 0 then snap[#snap + 1] = {id, h} end
+end
+return {epoch, snap}

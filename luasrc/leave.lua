@@ -1,0 +1,54 @@
+-- leave: remove a connection from every index of its room and publish
+-- leave, atomically. Idempotent: a conn that is not there changes nothing
+-- and publishes nothing.
+-- KEYS[1] conns set        KEYS[2] members set     KEYS[3] last_seen zset
+-- KEYS[4] conn_meta hash   KEYS[5] user_conns hash KEYS[6] gone zset
+-- KEYS[7] the conn hash
+-- ARGV[1] conn id   ARGV[2] room id   ARGV[3] now ms
+-- ARGV[4] room events channel
+-- Returns {left (0/1), conns remaining in the room}.
+local conn = ARGV[1]
+local function fmt(n) return string.format('%.0f', n) end
+
+local h = redis.call('HGETALL', KEYS[7])
+local inroom = redis.call('SISMEMBER', KEYS[1], conn) == 1
+if not inroom and #h == 0 then
+  return {0, redis.call('SCARD', KEYS[1])}
+end
+
+local f, keys = {}, {}
+for i = 1, #h, 2 do
+  f[h[i]] = h[i + 1]
+  if string.sub(h[i], 1, 2) == 's:' then keys[#keys + 1] = string.sub(h[i], 3) end
+end
+local user, epoch = f['user'], tonumber(f['epoch'] or '-1')
+local meta = redis.call('HGET', KEYS[4], conn)
+if meta then
+  local sep = string.find(meta, ':', 1, true)
+  local e = tonumber(string.sub(meta, 1, sep - 1))
+  if e > epoch then epoch = e end
+  if not user then user = string.sub(meta, sep + 1) end
+end
+
+redis.call('DEL', KEYS[7])
+if redis.call('SREM', KEYS[1], conn) == 1 and user then
+  if redis.call('HINCRBY', KEYS[5], user, -1) <= 0 then
+    redis.call('HDEL', KEYS[5], user)
+    redis.call('SREM', KEYS[2], user)
+  end
+end
+redis.call('ZREM', KEYS[3], conn)
+redis.call('HDEL', KEYS[4], conn)
+if epoch >= 0 then redis.call('ZADD', KEYS[6], fmt(epoch), conn) end
+
+local state = 'null'
+if #h > 0 then
+  table.sort(keys)
+  local parts = {}
+  for _, k in ipairs(keys) do parts[#parts + 1] = cjson.encode(k) .. ':' .. f['s:' .. k] end
+  state = '{' .. table.concat(parts, ',') .. '}'
+end
+redis.call('PUBLISH', ARGV[4], '{"type":"leave","roomId":' .. cjson.encode(ARGV[2]) ..
+  ',"userId":' .. cjson.encode(user or '') .. ',"connId":' .. cjson.encode(conn) ..
+  ',"state":' .. state .. ',"ts":' .. ARGV[3] .. ',"epoch":' .. fmt(epoch) .. '}')
+return {1, redis.call('SCARD', KEYS[1])}

@@ -1,0 +1,44 @@
+-- reap: remove a room's expired connections and publish leave for each,
+-- atomically in the room's slot, so reapers on many nodes racing on one room
+-- remove each conn exactly once, and a conn that heartbeated (its hash
+-- exists again) is never removed.
+-- KEYS[1] conns set        KEYS[2] members set     KEYS[3] last_seen zset
+-- KEYS[4] conn_meta hash   KEYS[5] user_conns hash KEYS[6] gone zset
+-- ARGV[1] room id   ARGV[2] now ms   ARGV[3] cutoff ms (now - lookback)
+-- ARGV[4] room events channel   ARGV[5] conn key prefix
+-- ARGV[6] most conns to examine in this call
+-- Returns {removed, conns remaining, 1 if more candidates may remain else 0}.
+local function fmt(n) return string.format('%.0f', n) end
+
+local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[6]))
+local removed = 0
+for _, conn in ipairs(ids) do
+  if redis.call('EXISTS', ARGV[5] .. conn) == 0 then
+    local user, epoch = nil, -1
+    local meta = redis.call('HGET', KEYS[4], conn)
+    if meta then
+      local sep = string.find(meta, ':', 1, true)
+      epoch = tonumber(string.sub(meta, 1, sep - 1))
+      user = string.sub(meta, sep + 1)
+    end
+    if redis.call('SREM', KEYS[1], conn) == 1 and user then
+      if redis.call('HINCRBY', KEYS[5], user, -1) <= 0 then
+        redis.call('HDEL', KEYS[5], user)
+        redis.call('SREM', KEYS[2], user)
+      end
+    end
+    redis.call('ZREM', KEYS[3], conn)
+    redis.call('HDEL', KEYS[4], conn)
+    if epoch >= 0 then redis.call('ZADD', KEYS[6], fmt(epoch), conn) end
+    redis.call('PUBLISH', ARGV[4], '{"type":"leave","roomId":' .. cjson.encode(ARGV[1]) ..
+      ',"userId":' .. cjson.encode(user or '') .. ',"connId":' .. cjson.encode(conn) ..
+      ',"state":null,"ts":' .. ARGV[2] .. ',"epoch":' .. fmt(epoch) .. '}')
+    removed = removed + 1
+  end
+end
+-- Epochs below the cutoff are below any future now, so a rejoin no longer
+-- needs them to stay strictly greater.
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', ARGV[3])
+local more = 0
+if #ids == tonumber(ARGV[6]) then more = 1 end
+return {removed, redis.call('SCARD', KEYS[1]), more}

@@ -1,0 +1,11 @@
+-- snapshot: every live connection of a room with its hash, in one
+-- consistent read. Conns whose hash expired (not yet reaped) are left out.
+-- KEYS[1] conns set
+-- ARGV[1] conn key prefix
+-- Returns {{connId, {field, value, ...}}, ...}.
+local snap = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local h = redis.call('HGETALL', ARGV[1] .. id)
+  if #h > 0 then snap[#snap + 1] = {id, h} end
+end
+return snap

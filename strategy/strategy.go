@@ -1,0 +1,83 @@
+package strategy
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/realtime-message/presence/backend"
+)
+
+// Env is what a strategy is built with.
+type Env struct {
+	Client  backend.Client
+	Scripts *backend.Scripts // runs luasrc scripts over Client
+	Keys    Keys
+	TTL     time.Duration // presence TTL of a conn hash
+	Logger  *slog.Logger
+	Hooks   Hooks
+}
+
+// Hooks let the owner observe a strategy (for metrics). Nil funcs are
+// skipped; they must be fast and safe for concurrent use.
+type Hooks struct {
+	BatchFlushed     func(size int)         // a batch of heartbeats was sent
+	MetadataAttempt  func()                 // one transaction or script attempt of a mutation
+	MetadataRetry    func(attempt, max int) // an EXEC abort is being retried
+	MetadataConflict func()                 // a mutation failed with ErrConflict
+}
+
+// Field is one top-level key of a JSON state object and its value in
+// canonical JSON encoding.
+type Field struct {
+	Key   string
+	Value string
+}
+
+// HeartbeatRequest is a validated heartbeat.
+type HeartbeatRequest struct {
+	Room, Conn string
+	HasEpoch   bool
+	Epoch      int64
+	Patch      []Field // sorted by Key, unique keys
+	NowMs      int64
+}
+
+// HeartbeatResult is the outcome of a heartbeat that was applied.
+type HeartbeatResult struct {
+	Changed bool  // at least one patched value differed
+	Epoch   int64 // the conn's epoch after the heartbeat
+}
+
+// Heartbeat applies heartbeats with epoch fencing (DESIGN.md §4): unknown
+// or expired conn → ErrConnNotFound; epoch below the stored one →
+// ErrStaleEpoch with nothing written; a higher epoch is adopted; last_seen,
+// TTL and the reaper's index are refreshed; an "update" event is published
+// iff the state changed. Implementations are safe for concurrent use.
+type Heartbeat interface {
+	Heartbeat(ctx context.Context, req HeartbeatRequest) (HeartbeatResult, error)
+	// Close finishes or fails work in flight (a batcher fails pending
+	// callers with ErrClosed) and releases resources. Idempotent.
+	Close() error
+}
+
+// BufferSizer is implemented by strategies that hold heartbeats in a
+// buffer (the batcher), for monitoring.
+type BufferSizer interface {
+	BufferSize() int
+}
+
+// HeartbeatFactory builds a heartbeat strategy from its spec parameters.
+type HeartbeatFactory func(env Env, p *Params) (Heartbeat, error)
+
+// Heartbeats is the registry of heartbeat strategies.
+var Heartbeats = &Registry[HeartbeatFactory]{kind: "heartbeat"}
+
+// NewHeartbeat builds the heartbeat strategy a spec names.
+func NewHeartbeat(spec string, env Env) (Heartbeat, error) {
+	f, p, err := Heartbeats.Lookup(spec)
+	if err != nil {
+		return nil, err
+	}
+	return f(env, p)
+}
