@@ -1,0 +1,202 @@
+package presence
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config configures a Service. The zero value of every field means its
+// documented default, applied by New and Open.
+type Config struct {
+	// Backend names the Redis client adapter for Open: "rueidis" (default:
+	// auto-pipelining gives one round trip per call at the lowest cost) or
+	// "goredis". Ignored by New, which is given a client.
+	Backend string
+	// RedisURL is a redis:// or rediss:// URL; cluster seeds may be added as
+	// ?addr=host:port. Used by Open when Addrs is empty.
+	RedisURL string
+	// Addrs are host:port seeds; several mean a Redis Cluster.
+	Addrs []string
+	// Embedded tells Open the server is the embedded miniredis, which lacks
+	// client-side caching and RESP3 pub/sub, so adapters turn both off.
+	Embedded bool
+
+	// Heartbeat is the heartbeat strategy spec (default "lua"): "pipeline",
+	// "batch?window=50ms&max=100", "lua", or a registered one.
+	Heartbeat string
+	// Metadata is the metadata strategy spec (default "lua", atomic):
+	// "watch?retries=5", "lua", or a registered one.
+	Metadata string
+
+	// TTL is how long a conn lives without a heartbeat (default 30s).
+	TTL time.Duration
+	// ReaperInterval is how often the reaper scans (default 3s); negative
+	// disables the reaper on this node.
+	ReaperInterval time.Duration
+	// ReaperLookback: a conn is reaped once its hash expired and its last
+	// heartbeat is older than this (default 2×TTL; at least TTL).
+	ReaperLookback time.Duration
+	// KeyPrefix prefixes every key and channel (default "prs"), so several
+	// deployments can share one Redis.
+	KeyPrefix string
+	// Logger receives the service's logs (default slog.Default()).
+	Logger *slog.Logger
+
+	// MaxIDBytes bounds room, conn, user, channel and lock ids (default 256).
+	MaxIDBytes int
+	// MaxStateBytes bounds a conn's encoded state and a patch (default 64 KiB).
+	MaxStateBytes int
+	// MaxMetadataValueBytes bounds one metadata value (default 1 MiB).
+	MaxMetadataValueBytes int
+	// MaxMetadataItems bounds the items of one channel (default 256).
+	MaxMetadataItems int
+
+	// Hooks observe the service for metrics; nil funcs are skipped.
+	Hooks Hooks
+	// Now is the clock (default time.Now); tests replace it.
+	Now func() time.Time
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.Backend == "" {
+		c.Backend = "rueidis"
+	}
+	if c.Heartbeat == "" {
+		c.Heartbeat = "lua"
+	}
+	if c.Metadata == "" {
+		c.Metadata = "lua"
+	}
+	if c.TTL == 0 {
+		c.TTL = 30 * time.Second
+	}
+	if c.TTL < time.Millisecond {
+		return c, invalid("config: TTL %v must be at least 1ms", c.TTL)
+	}
+	if c.ReaperInterval == 0 {
+		c.ReaperInterval = 3 * time.Second
+	}
+	if c.ReaperLookback == 0 {
+		c.ReaperLookback = 2 * c.TTL
+	}
+	if c.ReaperLookback < c.TTL {
+		return c, invalid("config: ReaperLookback %v must be at least TTL %v", c.ReaperLookback, c.TTL)
+	}
+	if c.KeyPrefix == "" {
+		c.KeyPrefix = "prs"
+	}
+	if strings.ContainsAny(c.KeyPrefix, "{}") {
+		return c, invalid("config: KeyPrefix %q may not contain '{' or '}'", c.KeyPrefix)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.MaxIDBytes <= 0 {
+		c.MaxIDBytes = 256
+	}
+	if c.MaxStateBytes <= 0 {
+		c.MaxStateBytes = 64 << 10
+	}
+	if c.MaxMetadataValueBytes <= 0 {
+		c.MaxMetadataValueBytes = 1 << 20
+	}
+	if c.MaxMetadataItems <= 0 {
+		c.MaxMetadataItems = 256
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c, nil
+}
+
+// ConfigFromEnv reads REDIS_URL, PRESENCE_BACKEND, PRESENCE_HEARTBEAT,
+// PRESENCE_METADATA, PRESENCE_TTL_MS, PRESENCE_REAPER_INTERVAL_MS and
+// PRESENCE_REAPER_LOOKBACK_MS. Unset variables leave defaults. REDIS_URL may
+// also be a comma-separated host:port list (a cluster's seeds).
+func ConfigFromEnv() (Config, error) {
+	var c Config
+	if u := strings.TrimSpace(os.Getenv("REDIS_URL")); u != "" {
+		if strings.Contains(u, "://") {
+			c.RedisURL = u
+		} else {
+			for _, a := range strings.Split(u, ",") {
+				if a = strings.TrimSpace(a); a != "" {
+					c.Addrs = append(c.Addrs, a)
+				}
+			}
+		}
+	}
+	c.Backend = os.Getenv("PRESENCE_BACKEND")
+	c.Heartbeat = os.Getenv("PRESENCE_HEARTBEAT")
+	c.Metadata = os.Getenv("PRESENCE_METADATA")
+	for _, d := range []struct {
+		env string
+		dst *time.Duration
+	}{
+		{"PRESENCE_TTL_MS", &c.TTL},
+		{"PRESENCE_REAPER_INTERVAL_MS", &c.ReaperInterval},
+		{"PRESENCE_REAPER_LOOKBACK_MS", &c.ReaperLookback},
+	} {
+		s := os.Getenv(d.env)
+		if s == "" {
+			continue
+		}
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return c, invalid("%s=%q is not an integer number of milliseconds", d.env, s)
+		}
+		*d.dst = time.Duration(n) * time.Millisecond
+	}
+	return c, nil
+}
+
+// Optimizations is the seed's option set (initPresence's optimizations),
+// kept so existing deployments map one to one onto strategy specs.
+type Optimizations struct {
+	EnableHeartbeatBatching     bool
+	HeartbeatBatchWindowMs      int // default 50
+	HeartbeatMaxBatchSize       int // default 100
+	EnableLuaHeartbeat          bool
+	EnableTransactionalMetadata bool
+	MetadataMaxRetries          int // default 5
+}
+
+// Specs maps the options as the seed does: Lua wins over batching; neither
+// gives "pipeline"; transactional metadata gives "watch", otherwise the
+// atomic "lua" (never the seed's racy application-level check).
+func (o Optimizations) Specs() (heartbeat, metadata string) {
+	switch {
+	case o.EnableLuaHeartbeat:
+		heartbeat = "lua"
+	case o.EnableHeartbeatBatching:
+		window, max := o.HeartbeatBatchWindowMs, o.HeartbeatMaxBatchSize
+		if window <= 0 {
+			window = 50
+		}
+		if max <= 0 {
+			max = 100
+		}
+		heartbeat = fmt.Sprintf("batch?window=%dms&max=%d", window, max)
+	default:
+		heartbeat = "pipeline"
+	}
+	metadata = "lua"
+	if o.EnableTransactionalMetadata {
+		retries := o.MetadataMaxRetries
+		if retries <= 0 {
+			retries = 5
+		}
+		metadata = fmt.Sprintf("watch?retries=%d", retries)
+	}
+	return heartbeat, metadata
+}
+
+// Apply sets c's strategy specs from o.
+func (o Optimizations) Apply(c Config) Config {
+	c.Heartbeat, c.Metadata = o.Specs()
+	return c
+}

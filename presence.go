@@ -1,0 +1,217 @@
+package presence
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/realtime-message/presence/backend"
+	"github.com/realtime-message/presence/luasrc"
+	"github.com/realtime-message/presence/strategy"
+)
+
+// Entry is one live connection of a room (PROTOCOL.md's Entry).
+type Entry struct {
+	ConnID     string          `json:"connId"`
+	UserID     string          `json:"userId"`
+	State      json.RawMessage `json:"state"`
+	LastSeenMs int64           `json:"lastSeenMs"`
+	Epoch      int64           `json:"epoch"`
+}
+
+// JoinResult is what Join returns: the conn's new epoch and the room's
+// snapshot including the conn itself.
+type JoinResult struct {
+	Epoch    int64
+	Snapshot []Entry
+}
+
+// HeartbeatParams are a heartbeat's optional fields.
+type HeartbeatParams struct {
+	// Epoch, when set, is fenced against the stored epoch: lower fails with
+	// ErrStaleEpoch, higher is adopted. Must be in [0, MaxEpoch].
+	Epoch *int64
+	// PatchState is a JSON object shallow-merged into the state: each
+	// top-level key replaces that key.
+	PatchState json.RawMessage
+}
+
+// HeartbeatResult is the outcome of an applied heartbeat.
+type HeartbeatResult struct {
+	Changed bool  // the patch changed at least one top-level value
+	Epoch   int64 // the conn's epoch now
+}
+
+// Join adds conn (of user) to room with state (a JSON object, or empty),
+// or rejoins it: the returned epoch is strictly greater than any epoch the
+// conn had before. Publishes a join event.
+func (s *Service) Join(ctx context.Context, room, conn, user string, state json.RawMessage) (JoinResult, error) {
+	if err := s.checkOpen(); err != nil {
+		return JoinResult{}, err
+	}
+	if err := s.checkRoomConn(room, conn); err != nil {
+		return JoinResult{}, err
+	}
+	if err := checkID("userId", user, s.cfg.MaxIDBytes, ""); err != nil {
+		return JoinResult{}, err
+	}
+	fields, err := canonicalState("state", state, s.cfg.MaxStateBytes)
+	if err != nil {
+		return JoinResult{}, err
+	}
+	now := s.nowMs()
+	k := s.keys
+	args := []string{conn, user, room, strconv.FormatInt(now, 10), strconv.FormatInt(s.cfg.TTL.Milliseconds(), 10),
+		k.RoomEvents(room), k.ConnPrefix(room)}
+	for _, f := range fields {
+		args = append(args, f.Key, f.Value)
+	}
+	r, err := s.scripts.Run(ctx, backend.Eval{Script: luasrc.Join, Keys: append(k.RoomKeys(room), k.Conn(room, conn)), Args: args})
+	if err != nil {
+		return JoinResult{}, fmt.Errorf("presence: join: %w", err)
+	}
+	a, err := r.AsArray()
+	if err != nil || len(a) != 2 {
+		return JoinResult{}, fmt.Errorf("presence: join: unexpected reply %v", r)
+	}
+	epoch, err := a[0].AsInt()
+	if err != nil {
+		return JoinResult{}, fmt.Errorf("presence: join: unexpected reply %v", r)
+	}
+	snap, err := parseSnapshot(a[1])
+	if err != nil {
+		return JoinResult{}, err
+	}
+	// After the script, never before: a reaper that drops the room from
+	// active_rooms re-checks the room afterwards, so the room cannot be
+	// dropped while this conn is in it (see reaper.go).
+	if _, err := s.client.Do(ctx, backend.K("SADD", k.ActiveRooms(), room)); err != nil {
+		return JoinResult{}, fmt.Errorf("presence: join: %w", err)
+	}
+	return JoinResult{Epoch: epoch, Snapshot: snap}, nil
+}
+
+// Heartbeat refreshes conn in room, fenced by p.Epoch, merging p.PatchState.
+// ErrConnNotFound when the conn is unknown or expired (join again),
+// ErrStaleEpoch when p.Epoch is below the stored epoch (nothing written).
+// Publishes an update event iff the state changed.
+func (s *Service) Heartbeat(ctx context.Context, room, conn string, p HeartbeatParams) (HeartbeatResult, error) {
+	start := time.Now()
+	res, err := s.heartbeat(ctx, room, conn, p)
+	outcome := 4
+	switch {
+	case err == nil && res.Changed:
+		outcome = 1
+	case err == nil:
+		outcome = 0
+	case errors.Is(err, ErrStaleEpoch):
+		outcome = 2
+	case errors.Is(err, ErrConnNotFound):
+		outcome = 3
+	}
+	s.ctr.hb[outcome].Add(1)
+	if h := s.cfg.Hooks.Heartbeat; h != nil {
+		h(outcomes[outcome], time.Since(start))
+	}
+	return res, err
+}
+
+func (s *Service) heartbeat(ctx context.Context, room, conn string, p HeartbeatParams) (HeartbeatResult, error) {
+	if err := s.checkOpen(); err != nil {
+		return HeartbeatResult{}, err
+	}
+	if err := s.checkRoomConn(room, conn); err != nil {
+		return HeartbeatResult{}, err
+	}
+	req := strategy.HeartbeatRequest{Room: room, Conn: conn, NowMs: s.nowMs()}
+	if p.Epoch != nil {
+		if *p.Epoch < 0 || *p.Epoch > MaxEpoch {
+			return HeartbeatResult{}, invalid("epoch %d must be in [0, %d]", *p.Epoch, MaxEpoch)
+		}
+		req.HasEpoch, req.Epoch = true, *p.Epoch
+	}
+	patch, err := canonicalState("patchState", p.PatchState, s.cfg.MaxStateBytes)
+	if err != nil {
+		return HeartbeatResult{}, err
+	}
+	req.Patch = patch
+	r, err := s.hb.Heartbeat(ctx, req)
+	if err != nil {
+		return HeartbeatResult{}, err
+	}
+	return HeartbeatResult(r), nil
+}
+
+// Leave removes conn from room and publishes leave. Removing a conn that is
+// not there is not an error and publishes nothing. The user stays a member
+// while it has another conn in the room.
+func (s *Service) Leave(ctx context.Context, room, conn string) error {
+	if err := s.checkOpen(); err != nil {
+		return err
+	}
+	if err := s.checkRoomConn(room, conn); err != nil {
+		return err
+	}
+	k := s.keys
+	r, err := s.scripts.Run(ctx, backend.Eval{Script: luasrc.Leave, Keys: append(k.RoomKeys(room), k.Conn(room, conn)),
+		Args: []string{conn, room, strconv.FormatInt(s.nowMs(), 10), k.RoomEvents(room)}})
+	if err != nil {
+		return fmt.Errorf("presence: leave: %w", err)
+	}
+	a, err := r.AsArray()
+	if err != nil || len(a) != 2 {
+		return fmt.Errorf("presence: leave: unexpected reply %v", r)
+	}
+	if left, _ := a[0].AsInt(); left == 1 {
+		if remaining, _ := a[1].AsInt(); remaining == 0 {
+			return s.dropIfEmpty(ctx, room)
+		}
+	}
+	return nil
+}
+
+// Snapshot returns every live conn of room.
+func (s *Service) Snapshot(ctx context.Context, room string) ([]Entry, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	if err := checkID("roomId", room, s.cfg.MaxIDBytes, ""); err != nil {
+		return nil, err
+	}
+	r, err := s.scripts.Run(ctx, backend.Eval{Script: luasrc.Snapshot, Keys: []string{s.keys.Conns(room)},
+		Args: []string{s.keys.ConnPrefix(room)}})
+	if err != nil {
+		return nil, fmt.Errorf("presence: snapshot: %w", err)
+	}
+	return parseSnapshot(r)
+}
+
+func parseSnapshot(r backend.Reply) ([]Entry, error) {
+	rows, err := r.AsArray()
+	if err != nil {
+		return nil, fmt.Errorf("presence: snapshot: unexpected reply %v", r)
+	}
+	out := make([]Entry, 0, len(rows))
+	for _, row := range rows {
+		pair, err := row.AsArray()
+		if err != nil || len(pair) != 2 {
+			return nil, fmt.Errorf("presence: snapshot: unexpected row %v", row)
+		}
+		id, err1 := pair[0].AsString()
+		h, err2 := pair[1].AsStringMap()
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("presence: snapshot: unexpected row %v", row)
+		}
+		e := Entry{ConnID: id, UserID: h["user"], State: strategy.StateFromHash(h)}
+		e.LastSeenMs, _ = strconv.ParseInt(h["last_seen_ms"], 10, 64)
+		e.Epoch, _ = strconv.ParseInt(h["epoch"], 10, 64)
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(a, b Entry) int { return strings.Compare(a.ConnID, b.ConnID) })
+	return out, nil
+}

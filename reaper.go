@@ -1,0 +1,159 @@
+package presence
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/realtime-message/presence/backend"
+	"github.com/realtime-message/presence/luasrc"
+)
+
+// reapBatch is how many rooms one pipeline of reap scripts covers, and
+// reapPerRoom how many candidate conns one script call examines, so one
+// call never blocks Redis for long.
+const (
+	reapBatch   = 64
+	reapPerRoom = 256
+)
+
+func (s *Service) reapLoop() {
+	defer s.bg.Done()
+	t := time.NewTicker(s.cfg.ReaperInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), max(s.cfg.ReaperInterval, 5*time.Second))
+		go func() {
+			select {
+			case <-s.stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		n, err := s.Reap(ctx)
+		cancel()
+		if err != nil && s.closed.Load() {
+			return
+		}
+		if err != nil {
+			s.log.Warn("presence: reaper pass failed", "err", err, "removed", n)
+		} else if n > 0 {
+			s.log.Debug("presence: reaper removed expired connections", "removed", n)
+		}
+	}
+}
+
+// Reap runs one reaper pass now and returns how many conns it removed: in
+// every active room, conns whose hash expired and whose last heartbeat is
+// older than the lookback are removed as by Leave, with a leave event each.
+// Each room is handled by one script in the room's slot, so reapers on many
+// nodes may run at once: each conn is removed, and its leave published,
+// exactly once, and a conn that heartbeats meanwhile is never removed.
+func (s *Service) Reap(ctx context.Context) (int, error) {
+	if err := s.checkOpen(); err != nil {
+		return 0, err
+	}
+	k := s.keys
+	total := 0
+	defer func() {
+		s.ctr.reaped.Add(uint64(total))
+		if h := s.cfg.Hooks.Reaped; h != nil && total > 0 {
+			h(total)
+		}
+	}()
+	cursor := "0"
+	for {
+		r, err := s.client.Do(ctx, backend.K("SSCAN", k.ActiveRooms(), cursor, "COUNT", "500"))
+		if err != nil {
+			return total, err
+		}
+		if err := r[0].Error(); err != nil {
+			return total, err
+		}
+		page, err := r[0].AsArray()
+		if err != nil || len(page) != 2 {
+			return total, fmt.Errorf("presence: reaper: unexpected SSCAN reply %v", r[0])
+		}
+		cursor, _ = page[0].AsString()
+		rooms, _ := page[1].AsStrings()
+		for len(rooms) > 0 {
+			n := min(len(rooms), reapBatch)
+			removed, err := s.reapRooms(ctx, rooms[:n])
+			total += removed
+			if err != nil {
+				return total, err
+			}
+			rooms = rooms[n:]
+		}
+		if cursor == "0" {
+			return total, nil
+		}
+	}
+}
+
+func (s *Service) reapRooms(ctx context.Context, rooms []string) (int, error) {
+	k := s.keys
+	now := s.nowMs()
+	nowS := strconv.FormatInt(now, 10)
+	cutoff := strconv.FormatInt(now-s.cfg.ReaperLookback.Milliseconds(), 10)
+	total := 0
+	for round := 0; len(rooms) > 0 && round < 64; round++ {
+		evals := make([]backend.Eval, len(rooms))
+		for i, room := range rooms {
+			evals[i] = backend.Eval{Script: luasrc.Reap, Keys: k.RoomKeys(room),
+				Args: []string{room, nowS, cutoff, k.RoomEvents(room), k.ConnPrefix(room), strconv.Itoa(reapPerRoom)}}
+		}
+		replies, err := s.scripts.RunMany(ctx, evals...)
+		if err != nil {
+			return total, err
+		}
+		var more []string
+		for i, r := range replies {
+			a, err := r.AsArray()
+			if err != nil || len(a) != 3 {
+				return total, fmt.Errorf("presence: reaper: room %q: unexpected reply %v", rooms[i], r)
+			}
+			removed, _ := a[0].AsInt()
+			remaining, _ := a[1].AsInt()
+			again, _ := a[2].AsInt()
+			total += int(removed)
+			switch {
+			case again == 1 && removed > 0:
+				more = append(more, rooms[i])
+			case remaining == 0:
+				if err := s.dropIfEmpty(ctx, rooms[i]); err != nil {
+					return total, err
+				}
+			}
+		}
+		rooms = more
+	}
+	return total, nil
+}
+
+// dropIfEmpty removes room from active_rooms, then looks again: active_rooms
+// lives in another slot than the room, so no script can do both atomically.
+// A join adds its conn (script) before it adds the room (SADD); if that
+// SADD landed before our SREM, its conn is visible to our second look and we
+// put the room back; if after, the room is back anyway.
+func (s *Service) dropIfEmpty(ctx context.Context, room string) error {
+	k := s.keys
+	if _, err := s.client.Do(ctx, backend.K("SREM", k.ActiveRooms(), room)); err != nil {
+		return err
+	}
+	r, err := s.client.Do(ctx, backend.K("SCARD", k.Conns(room)))
+	if err != nil {
+		return err
+	}
+	if n, err := r[0].AsInt(); err != nil || n > 0 {
+		_, err := s.client.Do(ctx, backend.K("SADD", k.ActiveRooms(), room))
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,83 @@
+package strategy
+
+import "context"
+
+// MetaOp is a metadata mutation.
+type MetaOp uint8
+
+const (
+	OpSet    MetaOp = iota + 1 // replace the whole record
+	OpUpdate                   // change existing items only
+	OpRemove                   // delete the named items, or all
+)
+
+func (o MetaOp) String() string {
+	switch o {
+	case OpSet:
+		return "set"
+	case OpUpdate:
+		return "update"
+	case OpRemove:
+		return "remove"
+	}
+	return "unknown"
+}
+
+// MetaItem is one item of a mutation.
+type MetaItem struct {
+	Key      string
+	Value    string
+	Revision int64 // < 0: unchecked (update) / default 1 (set)
+}
+
+// MetaRequest is a validated metadata mutation.
+type MetaRequest struct {
+	Op            MetaOp
+	Type, Name    string
+	Items         []MetaItem // for OpRemove only Key is used; none = remove all
+	MajorRevision int64      // < 0: unchecked
+	LockName      string     // "" = no lock required
+	Actor         string     // acting user ("" = none)
+	AddTimestamp  bool
+	AddUserID     bool
+	NowMs         int64
+}
+
+// MetaEntry is a stored item.
+type MetaEntry struct {
+	Value    string
+	Revision int64
+	Updated  string // ISO-8601 UTC with milliseconds, or ""
+	Author   string // or ""
+}
+
+// MetaRecord is a channel's metadata.
+type MetaRecord struct {
+	MajorRevision int64
+	Items         map[string]MetaEntry
+}
+
+// Metadata applies mutations atomically (DESIGN.md §4): a majorRevision or
+// item revision mismatch is ErrConflict and never retried; a lock not held
+// by the actor is ErrLocked; a successful mutation bumps majorRevision by
+// exactly one and publishes exactly one event, a failed one publishes
+// nothing. Implementations are safe for concurrent use.
+type Metadata interface {
+	Mutate(ctx context.Context, req MetaRequest) (MetaRecord, error)
+	Close() error
+}
+
+// MetadataFactory builds a metadata strategy from its spec parameters.
+type MetadataFactory func(env Env, p *Params) (Metadata, error)
+
+// Metadatas is the registry of metadata strategies.
+var Metadatas = &Registry[MetadataFactory]{kind: "metadata"}
+
+// NewMetadata builds the metadata strategy a spec names.
+func NewMetadata(spec string, env Env) (Metadata, error) {
+	f, p, err := Metadatas.Lookup(spec)
+	if err != nil {
+		return nil, err
+	}
+	return f(env, p)
+}
