@@ -38,7 +38,9 @@ func (r *Registry[F]) Register(name string, params []string, factory F) {
 	if _, dup := r.entries[name]; dup {
 		panic(fmt.Sprintf("strategy: %s strategy %q registered twice", r.kind, name))
 	}
-	r.entries[name] = entry[F]{params: slices.Clone(params), factory: factory}
+	params = slices.Clone(params)
+	slices.Sort(params)
+	r.entries[name] = entry[F]{params: params, factory: factory}
 }
 
 // Names returns the registered names, sorted.
