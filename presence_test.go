@@ -559,11 +559,11 @@ func TestRoundTripsPerHeartbeat(t *testing.T) {
 
 func TestRegistryErrorsListAccepted(t *testing.T) {
 	for spec, want := range map[string]string{
-		"nope":               "batch, lua, pipeline",
-		"batch?windw=5ms":    "accepted: max, timeout, window",
-		"batch?window=-5ms":  "positive duration",
-		"lua?x=1":            "accepted: none",
-		"batch?max=0":        "[1, 100000]",
+		"nope":              "batch, lua, pipeline",
+		"batch?windw=5ms":   "accepted: max, timeout, window",
+		"batch?window=-5ms": "positive duration",
+		"lua?x=1":           "accepted: none",
+		"batch?max=0":       "[1, 100000]",
 	} {
 		_, err := strategy.NewHeartbeat(spec, strategy.Env{})
 		if !errors.Is(err, presence.ErrInvalidArgument) || !strings.Contains(err.Error(), want) {
