@@ -94,6 +94,9 @@ func TestBatcherAnswersTwoHeartbeatsOfOneConn(t *testing.T) {
 func TestBatcherCloseFailsPendingWithErrClosed(t *testing.T) {
 	b, _ := batcherOn(t, time.Hour, 100) // no Do expected: gomock fails the test on any call
 	outs := beat(t, b, strategy.HeartbeatRequest{Room: "r", Conn: "a"}, strategy.HeartbeatRequest{Room: "r", Conn: "b"})
+	for deadline := time.Now().Add(5 * time.Second); b.BufferSize() < 2 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 	if b.BufferSize() != 2 {
 		t.Fatalf("buffer %d", b.BufferSize())
 	}
