@@ -1,0 +1,157 @@
+package presence
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/realtime-message/presence/backend"
+	"github.com/realtime-message/presence/luasrc"
+)
+
+// Lock is the state of a named channel lock. A lock always has a TTL, so
+// a crashed owner cannot hold a channel forever.
+type Lock struct {
+	Name      string
+	Owner     string    // "" when the lock is free
+	ExpiresAt time.Time // by Config.Now plus the server's remaining TTL; zero when free
+}
+
+// Held reports whether someone holds the lock.
+func (l Lock) Held() bool { return l.Owner != "" }
+
+// AcquireLock takes the channel's lock name for owner for ttl (at least
+// 1ms). The owner may acquire again, which resets the TTL. Held by
+// another owner: ErrLocked.
+func (s *Service) AcquireLock(ctx context.Context, ch Channel, name, owner string, ttl time.Duration) (Lock, error) {
+	ms, err := s.checkLock(ch, name, owner, ttl)
+	if err != nil {
+		return Lock{}, err
+	}
+	now := s.cfg.Now()
+	r, err := s.scripts.Run(ctx, backend.Eval{Script: luasrc.LockAcquire,
+		Keys: []string{s.keys.Lock(ch.Type, ch.Name, name)}, Args: []string{owner, ms}})
+	if err != nil {
+		return Lock{}, fmt.Errorf("presence: acquire lock: %w", err)
+	}
+	a, err := r.AsArray()
+	if err != nil || len(a) < 2 {
+		return Lock{}, fmt.Errorf("presence: acquire lock: unexpected reply %v", r)
+	}
+	if ok, _ := a[0].AsInt(); ok != 1 {
+		other, _ := a[1].AsString()
+		return Lock{}, fmt.Errorf("%w: lock %q of channel %s:%s is held by %q", ErrLocked, name, ch.Type, ch.Name, other)
+	}
+	left, err := a[1].AsInt()
+	if err != nil {
+		return Lock{}, fmt.Errorf("presence: acquire lock: unexpected reply %v", r)
+	}
+	return Lock{Name: name, Owner: owner, ExpiresAt: now.Add(time.Duration(left) * time.Millisecond)}, nil
+}
+
+// RenewLock resets the TTL of a lock owner holds to ttl. A lock that is
+// free (or expired) or held by another owner: ErrLocked.
+func (s *Service) RenewLock(ctx context.Context, ch Channel, name, owner string, ttl time.Duration) (Lock, error) {
+	ms, err := s.checkLock(ch, name, owner, ttl)
+	if err != nil {
+		return Lock{}, err
+	}
+	now := s.cfg.Now()
+	r, err := s.scripts.Run(ctx, backend.Eval{Script: luasrc.LockRenew,
+		Keys: []string{s.keys.Lock(ch.Type, ch.Name, name)}, Args: []string{owner, ms}})
+	if err != nil {
+		return Lock{}, fmt.Errorf("presence: renew lock: %w", err)
+	}
+	if ok, err := r.AsInt(); err != nil || ok != 1 {
+		if err != nil {
+			return Lock{}, fmt.Errorf("presence: renew lock: unexpected reply %v", r)
+		}
+		return Lock{}, fmt.Errorf("%w: lock %q of channel %s:%s is not held by %q", ErrLocked, name, ch.Type, ch.Name, owner)
+	}
+	return Lock{Name: name, Owner: owner, ExpiresAt: now.Add(ttl.Truncate(time.Millisecond))}, nil
+}
+
+// ReleaseLock frees a lock owner holds, atomically (compare and delete).
+// A lock that is free or held by another owner: ErrLocked.
+func (s *Service) ReleaseLock(ctx context.Context, ch Channel, name, owner string) error {
+	if _, err := s.checkLock(ch, name, owner, time.Millisecond); err != nil {
+		return err
+	}
+	r, err := s.scripts.Run(ctx, backend.Eval{Script: luasrc.LockRelease,
+		Keys: []string{s.keys.Lock(ch.Type, ch.Name, name)}, Args: []string{owner}})
+	if err != nil {
+		return fmt.Errorf("presence: release lock: %w", err)
+	}
+	if ok, err := r.AsInt(); err != nil || ok != 1 {
+		if err != nil {
+			return fmt.Errorf("presence: release lock: unexpected reply %v", r)
+		}
+		return fmt.Errorf("%w: lock %q of channel %s:%s is not held by %q", ErrLocked, name, ch.Type, ch.Name, owner)
+	}
+	return nil
+}
+
+// GetLock returns who holds the lock and until when; a free lock has an
+// empty Owner.
+func (s *Service) GetLock(ctx context.Context, ch Channel, name string) (Lock, error) {
+	if err := s.checkOpen(); err != nil {
+		return Lock{}, err
+	}
+	if err := s.checkChannel(ch); err != nil {
+		return Lock{}, err
+	}
+	if err := checkID("lockName", name, s.cfg.MaxIDBytes, ""); err != nil {
+		return Lock{}, err
+	}
+	now := s.cfg.Now()
+	key := s.keys.Lock(ch.Type, ch.Name, name)
+	r, err := s.client.Do(ctx, backend.K("GET", key), backend.K("PTTL", key))
+	if err == nil {
+		err = backend.FirstError(r)
+	}
+	if err != nil {
+		return Lock{}, fmt.Errorf("presence: get lock: %w", err)
+	}
+	l := Lock{Name: name}
+	if r[0].IsNil() {
+		return l, nil
+	}
+	owner, err1 := r[0].AsString()
+	left, err2 := r[1].AsInt()
+	if err1 != nil || err2 != nil {
+		return Lock{}, fmt.Errorf("presence: get lock: unexpected replies %v", r)
+	}
+	switch {
+	case left == -2: // expired between GET and PTTL
+		return l, nil
+	case left >= 0:
+		l.ExpiresAt = now.Add(time.Duration(left) * time.Millisecond)
+	}
+	l.Owner = owner
+	return l, nil
+}
+
+// checkLock validates a lock call and returns ttl in milliseconds.
+func (s *Service) checkLock(ch Channel, name, owner string, ttl time.Duration) (string, error) {
+	if err := s.checkOpen(); err != nil {
+		return "", err
+	}
+	if err := s.checkChannel(ch); err != nil {
+		return "", err
+	}
+	if err := checkID("lockName", name, s.cfg.MaxIDBytes, ""); err != nil {
+		return "", err
+	}
+	if owner == "" {
+		// PROTOCOL.md: no authenticated user is a lock failure.
+		return "", fmt.Errorf("%w: a lock needs an owner (the acting user)", ErrLocked)
+	}
+	if err := checkID("owner", owner, s.cfg.MaxIDBytes, ""); err != nil {
+		return "", err
+	}
+	if ttl < time.Millisecond {
+		return "", invalid("lock ttl %v must be at least 1ms", ttl)
+	}
+	return strconv.FormatInt(ttl.Milliseconds(), 10), nil
+}

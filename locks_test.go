@@ -1,0 +1,172 @@
+package presence_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/realtime-message/presence"
+	"github.com/realtime-message/presence/backend"
+)
+
+func TestLockAcquireRenewReleaseGet(t *testing.T) {
+	forEachTarget(t, func(t *testing.T, tg target) {
+		clk := newFakeClock()
+		s := newService(t, tg.connect(t), presence.Config{Now: clk.Now, Logger: quiet})
+		ctx := ctxT(t)
+		l, err := s.GetLock(ctx, chanA, "edit")
+		if err != nil || l.Held() || l.Owner != "" || !l.ExpiresAt.IsZero() || l.Name != "edit" {
+			t.Fatalf("free lock: %+v %v", l, err)
+		}
+		l, err = s.AcquireLock(ctx, chanA, "edit", "alice", time.Minute)
+		if err != nil || l.Owner != "alice" || !l.ExpiresAt.Equal(clk.Now().Add(time.Minute)) {
+			t.Fatalf("acquire: %+v %v", l, err)
+		}
+		// Another owner cannot take, renew or release it.
+		if _, err := s.AcquireLock(ctx, chanA, "edit", "bob", time.Minute); !errors.Is(err, presence.ErrLocked) {
+			t.Fatalf("bob acquires alice's lock: %v", err)
+		}
+		if _, err := s.RenewLock(ctx, chanA, "edit", "bob", time.Minute); !errors.Is(err, presence.ErrLocked) {
+			t.Fatalf("bob renews alice's lock: %v", err)
+		}
+		if err := s.ReleaseLock(ctx, chanA, "edit", "bob"); !errors.Is(err, presence.ErrLocked) {
+			t.Fatalf("bob releases alice's lock: %v", err)
+		}
+		if l, err := s.GetLock(ctx, chanA, "edit"); err != nil || l.Owner != "alice" {
+			t.Fatalf("after bob's attempts: %+v %v", l, err)
+		}
+		// The owner re-acquires (extends) and renews.
+		clk.Advance(time.Second)
+		l, err = s.AcquireLock(ctx, chanA, "edit", "alice", time.Hour)
+		if err != nil || !l.ExpiresAt.Equal(clk.Now().Add(time.Hour)) {
+			t.Fatalf("re-acquire: %+v %v", l, err)
+		}
+		if pttl := lockPTTL(t, s, "edit"); pttl <= int64(time.Minute/time.Millisecond) {
+			t.Fatalf("re-acquire did not extend the TTL: %dms", pttl)
+		}
+		l, err = s.RenewLock(ctx, chanA, "edit", "alice", 2*time.Hour)
+		if err != nil || l.Owner != "alice" || !l.ExpiresAt.Equal(clk.Now().Add(2*time.Hour)) {
+			t.Fatalf("renew: %+v %v", l, err)
+		}
+		if pttl := lockPTTL(t, s, "edit"); pttl <= int64(time.Hour/time.Millisecond) {
+			t.Fatalf("renew did not extend the TTL: %dms", pttl)
+		}
+		l, err = s.GetLock(ctx, chanA, "edit")
+		if err != nil || l.Owner != "alice" || l.ExpiresAt.Before(clk.Now().Add(time.Hour)) || l.ExpiresAt.After(clk.Now().Add(2*time.Hour)) {
+			t.Fatalf("get: %+v %v", l, err)
+		}
+		// Locks are per channel and per name.
+		if _, err := s.AcquireLock(ctx, chanA, "other", "bob", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.AcquireLock(ctx, presence.Channel{Type: "room", Name: "lobby:2"}, "edit", "bob", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		// The owner releases; then it is free, and renewing or releasing a
+		// free lock is ErrLocked.
+		if err := s.ReleaseLock(ctx, chanA, "edit", "alice"); err != nil {
+			t.Fatal(err)
+		}
+		if l, err := s.GetLock(ctx, chanA, "edit"); err != nil || l.Held() {
+			t.Fatalf("after release: %+v %v", l, err)
+		}
+		if err := s.ReleaseLock(ctx, chanA, "edit", "alice"); !errors.Is(err, presence.ErrLocked) {
+			t.Fatalf("release of a free lock: %v", err)
+		}
+		if _, err := s.RenewLock(ctx, chanA, "edit", "alice", time.Minute); !errors.Is(err, presence.ErrLocked) {
+			t.Fatalf("renew of a free lock: %v", err)
+		}
+		if _, err := s.AcquireLock(ctx, chanA, "edit", "bob", time.Minute); err != nil {
+			t.Fatalf("bob acquires the released lock: %v", err)
+		}
+	})
+}
+
+func lockPTTL(t *testing.T, s *presence.Service, name string) int64 {
+	t.Helper()
+	r, err := s.Client().Do(ctxT(t), backend.K("PTTL", s.Keys().Lock(chanA.Type, chanA.Name, name)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := r[0].AsInt()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// A lock's TTL frees it: on real Redis by expiry, on the embedded server by
+// its wall-clock TTLs (package embedded turns them on).
+func TestLockExpiryFreesLock(t *testing.T) {
+	forEachTarget(t, func(t *testing.T, tg target) {
+		s := newService(t, tg.connect(t), presence.Config{Logger: quiet})
+		ctx := ctxT(t)
+		if _, err := s.AcquireLock(ctx, chanA, "edit", "alice", 100*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		if pttl := lockPTTL(t, s, "edit"); pttl <= 0 || pttl > 100 {
+			t.Fatalf("PTTL %d, want in (0, 100]", pttl)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			l, err := s.GetLock(ctx, chanA, "edit")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !l.Held() {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("a 100ms lock is still held: %+v", l)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if _, err := s.AcquireLock(ctx, chanA, "edit", "bob", time.Minute); err != nil {
+			t.Fatalf("acquire after expiry: %v", err)
+		}
+		// alice's lock is gone: her locked mutations fail.
+		_, err := s.SetMetadata(ctx, chanA, nil, presence.MetadataOptions{LockName: "edit", Actor: "alice"})
+		if !errors.Is(err, presence.ErrLocked) {
+			t.Fatalf("alice mutates under bob's lock: %v", err)
+		}
+	})
+}
+
+// A mutation under another owner's lock writes nothing and publishes
+// nothing, and a lock released by its owner lets the next owner write.
+func TestLockGuardsMutations(t *testing.T) {
+	forEachMetaStrategy(t, func(t *testing.T, tg target, spec string) {
+		e := newMetaEnv(t, tg, spec)
+		ctx := ctxT(t)
+		if _, err := e.s.AcquireLock(ctx, chanA, "edit", "alice", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		as := func(user string) presence.MetadataOptions {
+			return presence.MetadataOptions{LockName: "edit", Actor: user, AddUserID: true}
+		}
+		res(e.s.SetMetadata(ctx, chanA, []presence.Item{{Key: "k", Value: "alice"}}, as("alice"))).must(t)
+		if _, err := e.s.SetMetadata(ctx, chanA, []presence.Item{{Key: "k", Value: "bob"}}, as("bob")); !errors.Is(err, presence.ErrLocked) {
+			t.Fatalf("bob writes under alice's lock: %v", err)
+		}
+		if err := e.s.ReleaseLock(ctx, chanA, "edit", "bob"); !errors.Is(err, presence.ErrLocked) {
+			t.Fatalf("bob releases alice's lock: %v", err)
+		}
+		if err := e.s.ReleaseLock(ctx, chanA, "edit", "alice"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.s.AcquireLock(ctx, chanA, "edit", "bob", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.s.UpdateMetadata(ctx, chanA, []presence.Item{{Key: "k", Value: "alice2"}}, as("alice")); !errors.Is(err, presence.ErrLocked) {
+			t.Fatalf("alice writes under bob's lock: %v", err)
+		}
+		r := res(e.s.UpdateMetadata(ctx, chanA, []presence.Item{{Key: "k", Value: "bob"}}, as("bob"))).must(t)
+		if k := r.Metadata["k"]; k.Value != "bob" || k.AuthorUID != "bob" || k.Revision != 2 || r.MajorRevision != 2 {
+			t.Fatalf("bob's update: %+v", r)
+		}
+		evs := e.events.until(t, chanA, 2)
+		if len(evs) != 2 || evs[0].AuthorUID != "alice" || evs[1].AuthorUID != "bob" {
+			t.Fatalf("events %+v", evs)
+		}
+	})
+}

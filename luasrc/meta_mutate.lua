@@ -1,0 +1,113 @@
+-- meta_mutate: one metadata mutation (set, update or remove) of a channel:
+-- lock check, majorRevision and item revision checks, the write,
+-- majorRevision + 1 and the metadata event, atomically: one round trip.
+-- KEYS[1] the channel's meta hash
+-- KEYS[2] the lock key, only when the mutation requires a lock
+-- ARGV[1] op: 'set' | 'update' | 'remove'
+-- ARGV[2] expected majorRevision, or '' for unchecked
+-- ARGV[3] acting user ('' = none): must own KEYS[2] when it is given
+-- ARGV[4] ISO-8601 time to stamp as each written item's updated, or ''
+-- ARGV[5] '1' to stamp each written item's author with ARGV[3], else ''
+-- ARGV[6] meta events channel   ARGV[7] channel type   ARGV[8] channel name
+-- ARGV[9] now ms (the event's timestamp)
+-- ARGV[10..] items as triples: key, value, revision ('' = unchecked/default);
+--   remove uses only the keys, and no items means remove all.
+-- Meta hash fields (see strategy/metadata_record.go):
+--   major  majorRevision
+--   v:<key> value   r:<key> revision   u:<key> updated   a:<key> author
+-- An item exists iff its r: field does; major is the only other field.
+-- Returns {1, 1 if written else 0, HGETALL of the hash after}
+--       | {0, 'LOCKED'} | {0, 'MAJOR', current majorRevision}
+--       | {0, 'REVISION', key, stored revision} | {0, 'UNKNOWN', key}
+--       | {0, 'EMPTY'} (update of a channel without items).
+-- Numbers leave as string.format('%.0f'); strings go through cjson.encode
+-- only, so the event has exactly the fields of strategy.MetadataEvent.
+local function fmt(n) return string.format('%.0f', n) end
+local meta, op, actor = KEYS[1], ARGV[1], ARGV[3]
+
+if #KEYS > 1 then
+  local owner = redis.call('GET', KEYS[2])
+  if actor == '' or not owner or owner ~= actor then return {0, 'LOCKED'} end
+end
+
+local major = tonumber(redis.call('HGET', meta, 'major') or '0')
+if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= major then return {0, 'MAJOR', fmt(major)} end
+
+-- Byte-wise order, whatever the server's collation locale is.
+local function less(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+
+local stamp, author = ARGV[4], ''
+if ARGV[5] == '1' then author = actor end
+local out = {} -- event items: {key, value, revision}
+
+local function write(k, v, rev)
+  redis.call('HSET', meta, 'v:' .. k, v, 'r:' .. k, fmt(rev))
+  if stamp ~= '' then redis.call('HSET', meta, 'u:' .. k, stamp) end
+  if author ~= '' then redis.call('HSET', meta, 'a:' .. k, author) end
+  out[#out + 1] = {k, v, rev}
+end
+
+if op == 'set' then
+  redis.call('DEL', meta)
+  for i = 10, #ARGV, 3 do
+    local rev = 1
+    if ARGV[i + 2] ~= '' and tonumber(ARGV[i + 2]) > 0 then rev = tonumber(ARGV[i + 2]) end
+    write(ARGV[i], ARGV[i + 1], rev)
+  end
+elseif op == 'update' then
+  local revs = {}
+  for i = 10, #ARGV, 3 do
+    local cur = redis.call('HGET', meta, 'r:' .. ARGV[i])
+    if not cur then
+      if redis.call('HLEN', meta) <= 1 then return {0, 'EMPTY'} end
+      return {0, 'UNKNOWN', ARGV[i]}
+    end
+    cur = tonumber(cur)
+    if ARGV[i + 2] ~= '' and tonumber(ARGV[i + 2]) ~= cur then return {0, 'REVISION', ARGV[i], fmt(cur)} end
+    revs[i] = cur
+  end
+  for i = 10, #ARGV, 3 do write(ARGV[i], ARGV[i + 1], revs[i] + 1) end
+elseif op == 'remove' then
+  local keys = {}
+  if #ARGV < 10 then
+    local h = redis.call('HGETALL', meta)
+    for i = 1, #h, 2 do
+      if string.sub(h[i], 1, 2) == 'r:' then keys[#keys + 1] = string.sub(h[i], 3) end
+    end
+    table.sort(keys, less)
+  else
+    for i = 10, #ARGV, 3 do keys[#keys + 1] = ARGV[i] end
+  end
+  for _, k in ipairs(keys) do
+    local e = redis.call('HMGET', meta, 'v:' .. k, 'r:' .. k)
+    if e[2] then
+      redis.call('HDEL', meta, 'v:' .. k, 'r:' .. k, 'u:' .. k, 'a:' .. k)
+      out[#out + 1] = {k, e[1] or '', tonumber(e[2])}
+    end
+  end
+  if #out == 0 then return {1, 0, redis.call('HGETALL', meta)} end
+else
+  return redis.error_reply('ERR meta_mutate: unknown op ' .. op)
+end
+
+major = major + 1
+redis.call('HSET', meta, 'major', fmt(major))
+
+local parts = {}
+for i, it in ipairs(out) do
+  parts[i] = '{"key":' .. cjson.encode(it[1]) .. ',"value":' .. cjson.encode(it[2]) ..
+    ',"revision":' .. fmt(it[3]) .. '}'
+end
+local ev = '{"channelName":' .. cjson.encode(ARGV[8]) .. ',"channelType":' .. cjson.encode(ARGV[7]) ..
+  ',"operation":' .. cjson.encode(op) .. ',"items":[' .. table.concat(parts, ',') ..
+  '],"majorRevision":' .. fmt(major) .. ',"timestamp":' .. ARGV[9]
+if author ~= '' then ev = ev .. ',"authorUid":' .. cjson.encode(author) end
+redis.call('PUBLISH', ARGV[6], ev .. '}')
+return {1, 1, redis.call('HGETALL', meta)}

@@ -1,0 +1,24 @@
+package strategy
+
+// MetadataEvent is the payload published on a channel's meta_events
+// channel after every successful mutation and forwarded to clients as
+// metadata:event (PROTOCOL.md). The watch strategy marshals this struct;
+// meta_mutate.lua builds the same fields by hand, so subscribers decode
+// both alike.
+type MetadataEvent struct {
+	ChannelName   string              `json:"channelName"`
+	ChannelType   string              `json:"channelType"`
+	Operation     string              `json:"operation"` // set, update, remove
+	Items         []MetadataEventItem `json:"items"`     // never null
+	MajorRevision int64               `json:"majorRevision"`
+	Timestamp     int64               `json:"timestamp"` // ms
+	AuthorUID     string              `json:"authorUid,omitempty"`
+}
+
+// MetadataEventItem is one item an event carries: for set and update the
+// item as written, for remove the item as it was before removal.
+type MetadataEventItem struct {
+	Key      string `json:"key"`
+	Value    string `json:"value"`
+	Revision int64  `json:"revision"`
+}

@@ -1,0 +1,189 @@
+package strategy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/realtime-message/presence/backend"
+)
+
+func init() {
+	Metadatas.Register("watch", []string{"retries"}, func(env Env, p *Params) (Metadata, error) {
+		retries, err := p.Int("retries", 5, 0, 1000)
+		if err != nil {
+			return nil, err
+		}
+		return NewWatchMetadata(env, retries), nil
+	})
+}
+
+// WatchMetadata is the seed's transactional metadata: WATCH the meta hash
+// (and the lock key), read both, check revisions and the lock in Go, then
+// MULTI/EXEC the writes together with the PUBLISH of the event, so the
+// event is atomic with the write. Only an EXEC aborted by a concurrent
+// write is retried, after a short jittered backoff, at most retries
+// times; a revision mismatch is a real conflict and returned at once.
+// A first attempt costs three round trips: WATCH, the reads, MULTI/EXEC.
+// Safe for concurrent use: every attempt runs on its own connection.
+type WatchMetadata struct {
+	env     Env
+	retries int
+	log     *slog.Logger
+}
+
+var _ Metadata = (*WatchMetadata)(nil)
+
+// NewWatchMetadata returns the watch strategy; "watch?retries=5" builds
+// one with retries 5 (the default).
+func NewWatchMetadata(env Env, retries int) *WatchMetadata {
+	log := env.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &WatchMetadata{env: env, retries: retries, log: log}
+}
+
+// Close releases nothing: the strategy holds no resources.
+func (w *WatchMetadata) Close() error { return nil }
+
+// Mutate applies req (see Metadata).
+func (w *WatchMetadata) Mutate(ctx context.Context, req MetaRequest) (MetaRecord, error) {
+	if req.LockName != "" && req.Actor == "" {
+		return MetaRecord{}, errMetaLocked(req)
+	}
+	k := w.env.Keys
+	metaKey := k.Meta(req.Type, req.Name)
+	keys := []string{metaKey}
+	if req.LockName != "" {
+		keys = append(keys, k.Lock(req.Type, req.Name, req.LockName))
+	}
+	hooks := w.env.Hooks
+	for attempt := 0; ; attempt++ {
+		if hooks.MetadataAttempt != nil {
+			hooks.MetadataAttempt()
+		}
+		var plan metaPlan
+		replies, err := w.env.Client.Watch(ctx, keys, func(ctx context.Context, tx backend.Tx) ([]backend.Cmd, error) {
+			reads := []backend.Cmd{backend.K("HGETALL", metaKey)}
+			if len(keys) > 1 {
+				reads = append(reads, backend.K("GET", keys[1]))
+			}
+			r, err := tx.Do(ctx, reads...)
+			if err != nil {
+				return nil, err
+			}
+			cur, err := ParseMetaReply(r[0])
+			if err != nil {
+				return nil, err
+			}
+			owner, held := "", false
+			if len(r) > 1 {
+				if err := r[1].Error(); err != nil {
+					return nil, err
+				}
+				if !r[1].IsNil() {
+					owner, held = r[1].Str, true
+				}
+			}
+			if plan, err = planMeta(req, cur, owner, held); err != nil {
+				return nil, err
+			}
+			if plan.event == nil {
+				return nil, nil // nothing to remove: no EXEC, no event
+			}
+			return plan.commands(k, metaKey)
+		})
+		if errors.Is(err, backend.ErrTxAborted) {
+			if attempt < w.retries {
+				n := attempt + 1
+				w.log.LogAttrs(ctx, slog.LevelDebug, fmt.Sprintf("Metadata transaction conflict, retry %d/%d", n, w.retries),
+					slog.String("channelType", req.Type), slog.String("channelName", req.Name),
+					slog.String("op", req.Op.String()), slog.Int("retry", n), slog.Int("maxRetries", w.retries))
+				if hooks.MetadataRetry != nil {
+					hooks.MetadataRetry(n, w.retries)
+				}
+				if err := sleepCtx(ctx, backoff(n)); err != nil {
+					return MetaRecord{}, err
+				}
+				continue
+			}
+			if hooks.MetadataConflict != nil {
+				hooks.MetadataConflict()
+			}
+			return MetaRecord{}, fmt.Errorf("%w: metadata transaction aborted by concurrent writes %d times", ErrConflict, attempt+1)
+		}
+		if err == nil {
+			err = backend.FirstError(replies)
+		}
+		if err != nil {
+			if errors.Is(err, ErrConflict) && hooks.MetadataConflict != nil {
+				hooks.MetadataConflict()
+			}
+			return MetaRecord{}, err
+		}
+		if attempt > 0 {
+			w.log.LogAttrs(ctx, slog.LevelInfo, fmt.Sprintf("Metadata operation succeeded after %d retries", attempt),
+				slog.String("channelType", req.Type), slog.String("channelName", req.Name),
+				slog.String("op", req.Op.String()), slog.Int("retries", attempt))
+		}
+		return plan.record, nil
+	}
+}
+
+// commands are the writes of a plan and the PUBLISH of its event, for
+// MULTI/EXEC.
+func (p metaPlan) commands(k Keys, metaKey string) ([]backend.Cmd, error) {
+	ev, err := json.Marshal(p.event)
+	if err != nil {
+		return nil, err
+	}
+	var cmds []backend.Cmd
+	if p.replace {
+		cmds = append(cmds, backend.K("DEL", metaKey))
+	}
+	if len(p.removed) > 0 {
+		fields := make([]string, 0, 4*len(p.removed))
+		for _, key := range p.removed {
+			fields = append(fields, MetaPrefixValue+key, MetaPrefixRev+key, MetaPrefixUpdated+key, MetaPrefixAuthor+key)
+		}
+		cmds = append(cmds, backend.K("HDEL", metaKey, fields...))
+	}
+	set := make([]string, 0, 2+8*len(p.written))
+	set = append(set, MetaFieldMajor, backend.Itoa(p.record.MajorRevision))
+	for _, key := range p.written {
+		e := p.record.Items[key]
+		set = append(set, MetaPrefixValue+key, e.Value, MetaPrefixRev+key, backend.Itoa(e.Revision))
+		if e.Updated != "" {
+			set = append(set, MetaPrefixUpdated+key, e.Updated)
+		}
+		if e.Author != "" {
+			set = append(set, MetaPrefixAuthor+key, e.Author)
+		}
+	}
+	cmds = append(cmds,
+		backend.K("HSET", metaKey, set...),
+		backend.C("PUBLISH", nil, k.MetaEvents(p.event.ChannelType, p.event.ChannelName), string(ev)))
+	return cmds, nil
+}
+
+// backoff is the pause before retry n (1-based): a random 1–5 ms times n,
+// so writers that collided spread out instead of colliding again.
+func backoff(n int) time.Duration {
+	return time.Duration(n) * (time.Millisecond + rand.N(4*time.Millisecond))
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
