@@ -114,7 +114,10 @@ func (s *subscription) Close() error {
 // PSUBSCRIBE. It returns once the server confirmed, with the channel that
 // reports the loss of the connection.
 func (s *subscription) connect(ctx context.Context) (rueidis.DedicatedClient, <-chan error, error) {
-	dc, _ := s.c.rc.Dedicate()
+	dc, _, err := s.c.dedicate(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
 	confirmed := make(chan struct{})
 	var once sync.Once
 	lost := dc.SetPubSubHooks(rueidis.PubSubHooks{

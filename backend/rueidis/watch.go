@@ -35,7 +35,10 @@ func (c *Client) Watch(ctx context.Context, keys []string, fn backend.TxFunc) ([
 	}
 	slot := backend.KeySlot(keys[0])
 
-	dc, release := c.rc.Dedicate()
+	dc, release, err := c.watch(ctx, keys)
+	if err != nil {
+		return nil, err
+	}
 	clean := false // the connection holds no WATCH or MULTI: it may be reused
 	defer func() {
 		if clean {
@@ -44,10 +47,6 @@ func (c *Client) Watch(ctx context.Context, keys []string, fn backend.TxFunc) ([
 			dc.Close()
 		}
 	}()
-
-	if err := c.resultErr(ctx, dc.Do(ctx, dc.B().Arbitrary("WATCH").Keys(keys...).Build())); err != nil {
-		return nil, err
-	}
 
 	t := &tx{c: c, dc: dc, slot: slot}
 	cmds, err := fn(ctx, t)
@@ -98,6 +97,60 @@ func (c *Client) Watch(ctx context.Context, keys []string, fn backend.TxFunc) ([
 		replies[i] = normalize(cmds[i], toReply(&elems[i]))
 	}
 	return replies, nil
+}
+
+// watch takes a dedicated connection and sends WATCH keys on it. A pooled
+// connection can be dead without rueidis knowing yet (its idle PING runs
+// every second), e.g. just after a Redis restart; since nothing has
+// happened on it but WATCH, one network failure is retried on a new
+// connection.
+func (c *Client) watch(ctx context.Context, keys []string) (rueidis.DedicatedClient, func(), error) {
+	for attempt := 1; ; attempt++ {
+		dc, release, err := c.dedicate(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		r := dc.Do(ctx, dc.B().Arbitrary("WATCH").Keys(keys...).Build())
+		if r.NonRedisError() == nil {
+			if err := c.resultErr(ctx, r); err != nil {
+				release()
+				return nil, nil, err
+			}
+			return dc, release, nil
+		}
+		dc.Close()
+		if attempt == 2 || ctx.Err() != nil {
+			return nil, nil, c.wrapErr(ctx, r.NonRedisError())
+		}
+	}
+}
+
+// dedicate takes a connection out of rueidis's pool. A standalone client's
+// Dedicate dials a new connection, when the pool has none idle, ignoring any
+// context (bounded by DialTimeout only); wait for it only as long as ctx
+// allows. A cluster client's Dedicate returns at once and connects on the
+// first command, which takes ctx.
+func (c *Client) dedicate(ctx context.Context) (rueidis.DedicatedClient, func(), error) {
+	if c.rc.Mode() == rueidis.ClientModeCluster {
+		dc, release := c.rc.Dedicate()
+		return dc, release, nil
+	}
+	type dedicated struct {
+		dc      rueidis.DedicatedClient
+		release func()
+	}
+	ch := make(chan dedicated, 1)
+	go func() {
+		dc, release := c.rc.Dedicate()
+		ch <- dedicated{dc, release}
+	}()
+	select {
+	case d := <-ch:
+		return d.dc, d.release, nil
+	case <-ctx.Done():
+		go func() { (<-ch).release() }() // unused: back to the pool
+		return nil, nil, c.wrapErr(ctx, ctx.Err())
+	}
 }
 
 // execute sends MULTI, cmds and EXEC as one pipeline on dc. A panic of
