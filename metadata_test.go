@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
@@ -19,6 +20,8 @@ import (
 	"github.com/realtime-message/presence"
 	"github.com/realtime-message/presence/backend"
 	"github.com/realtime-message/presence/backend/counting"
+	"github.com/realtime-message/presence/backend/goredis"
+	"github.com/realtime-message/presence/embedded"
 	"github.com/realtime-message/presence/strategy"
 )
 
@@ -1035,4 +1038,82 @@ func TestMetadataRoundTripsUncontended(t *testing.T) {
 			t.Fatalf("%d round trips per update, want %d", n, want)
 		}
 	})
+}
+
+// Compare-and-set on a channel's metadata: read, then write only if nobody
+// wrote in between.
+func ExampleService_UpdateMetadata() {
+	srv, err := embedded.Start()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Close()
+	ctx := context.Background()
+	client, err := goredis.New(ctx, goredis.Options{Addrs: []string{srv.Addr()}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer client.Close()
+	s, err := presence.New(client, presence.Config{Metadata: "lua", ReaperInterval: -1})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer s.Close()
+
+	ch := presence.Channel{Type: "doc", Name: "readme"}
+	if _, err := s.SetMetadata(ctx, ch, []presence.Item{{Key: "title", Value: "Draft"}}, presence.MetadataOptions{}); err != nil {
+		log.Fatal(err)
+	}
+	cur, err := s.GetMetadata(ctx, ch)
+	if err != nil {
+		log.Fatal(err)
+	}
+	opts := presence.MetadataOptions{MajorRevision: presence.Rev(cur.MajorRevision)}
+	r, err := s.UpdateMetadata(ctx, ch, []presence.Item{{Key: "title", Value: "Final"}}, opts)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(r.Metadata["title"].Value, r.Metadata["title"].Revision, r.MajorRevision)
+	// The same majorRevision again is stale now.
+	_, err = s.UpdateMetadata(ctx, ch, []presence.Item{{Key: "title", Value: "Oops"}}, opts)
+	fmt.Println(errors.Is(err, presence.ErrConflict))
+	// Output:
+	// Final 2 2
+	// true
+}
+
+// A named lock serializes writers; its TTL frees it if the owner dies.
+func ExampleService_AcquireLock() {
+	srv, err := embedded.Start()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Close()
+	ctx := context.Background()
+	client, err := goredis.New(ctx, goredis.Options{Addrs: []string{srv.Addr()}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer client.Close()
+	s, err := presence.New(client, presence.Config{ReaperInterval: -1})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer s.Close()
+
+	ch := presence.Channel{Type: "doc", Name: "readme"}
+	if _, err := s.AcquireLock(ctx, ch, "edit", "alice", 30*time.Second); err != nil {
+		log.Fatal(err)
+	}
+	_, err = s.SetMetadata(ctx, ch, []presence.Item{{Key: "body", Value: "..."}},
+		presence.MetadataOptions{LockName: "edit", Actor: "bob"})
+	fmt.Println("bob:", errors.Is(err, presence.ErrLocked))
+	_, err = s.SetMetadata(ctx, ch, []presence.Item{{Key: "body", Value: "..."}},
+		presence.MetadataOptions{LockName: "edit", Actor: "alice"})
+	fmt.Println("alice:", err)
+	fmt.Println(s.ReleaseLock(ctx, ch, "edit", "alice"))
+	// Output:
+	// bob: true
+	// alice: <nil>
+	// <nil>
 }
