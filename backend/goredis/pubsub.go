@@ -1,0 +1,171 @@
+package goredis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/realtime-message/presence/backend"
+)
+
+// unsubscribeTimeout bounds the PUNSUBSCRIBE a subscription sends when it
+// closes; closing the connection right after unsubscribes anyway.
+const unsubscribeTimeout = time.Second
+
+// PSubscribe implements backend.PubSub. The subscription has its own
+// connection (on a cluster, to one node: the cluster bus brings it the
+// messages published on every node). It returns once the server confirmed
+// the subscription. Afterwards one goroutine reads the connection and calls
+// h for each message, in order; after a connection error go-redis
+// reconnects and subscribes again (messages published meanwhile are lost,
+// as always with pub/sub).
+func (c *Client) PSubscribe(ctx context.Context, pattern string, h backend.Handler) (backend.Subscription, error) {
+	if h == nil {
+		return nil, errors.New("goredis: PSubscribe with a nil handler")
+	}
+	if c.closed.Load() {
+		return nil, backend.ErrClosed
+	}
+	ps := c.rc.PSubscribe(ctx) // no pattern yet: go-redis would drop the error
+	// go-redis bounds socket reads by the context's deadline only; closing
+	// the PubSub makes a cancellation end the wait for the confirmation too.
+	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
+	defer stop()
+	err := ps.PSubscribe(ctx, pattern)
+	if err == nil {
+		err = awaitConfirmation(ctx, ps, pattern)
+	}
+	if err == nil && !stop() {
+		err = ctx.Err() // canceled just now, and ps closed
+	}
+	if err != nil {
+		_ = ps.Close()
+		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+			// The failure is ours: the cancellation closed ps.
+			return nil, fmt.Errorf("goredis: PSubscribe %q: %w", pattern, cerr)
+		}
+		return nil, c.closedErr(toErr(ctx, err))
+	}
+	s := &subscription{
+		c:       c,
+		ps:      ps,
+		pattern: pattern,
+		h:       h,
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	c.mu.Lock()
+	if c.closed.Load() {
+		c.mu.Unlock()
+		_ = ps.Close()
+		return nil, backend.ErrClosed
+	}
+	c.subs[s] = struct{}{}
+	go s.run()
+	c.mu.Unlock()
+	return s, nil
+}
+
+// awaitConfirmation reads until the server confirms the subscription to
+// pattern; on a fresh connection nothing else can come first.
+func awaitConfirmation(ctx context.Context, ps *redis.PubSub, pattern string) error {
+	for {
+		msg, err := ps.Receive(ctx)
+		if err != nil {
+			return err
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "psubscribe" && m.Channel == pattern {
+				return nil
+			}
+		case *redis.Message, *redis.Pong:
+			// Not expected before the confirmation; nothing to deliver yet.
+		default:
+			return fmt.Errorf("unexpected %T while subscribing to %q", msg, pattern)
+		}
+	}
+}
+
+// subscription is one pattern subscription with its reading goroutine.
+type subscription struct {
+	c       *Client
+	ps      *redis.PubSub
+	pattern string
+	h       backend.Handler
+
+	closing atomic.Bool
+	once    sync.Once
+	stop    chan struct{} // closed when Close begins
+	done    chan struct{} // closed when run has returned
+}
+
+// run delivers messages until Close.
+func (s *subscription) run() {
+	defer close(s.done)
+	ctx := context.Background() // no deadline: wait for messages until closed
+	failures := 0
+	for {
+		msg, err := s.ps.Receive(ctx)
+		if s.closing.Load() {
+			return
+		}
+		if err != nil {
+			if errors.Is(err, redis.ErrClosed) {
+				return
+			}
+			// go-redis has dropped the connection and will dial again on the
+			// next Receive; back off while the server stays unreachable.
+			failures++
+			t := time.NewTimer(backoff(failures))
+			select {
+			case <-s.stop:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			continue
+		}
+		failures = 0
+		if m, ok := msg.(*redis.Message); ok {
+			s.h(backend.Message{Pattern: m.Pattern, Channel: m.Channel, Payload: m.Payload})
+		}
+		// Subscription confirmations (after a reconnect) and pongs: nothing
+		// to deliver.
+	}
+}
+
+// backoff returns the wait after the n-th consecutive receive failure:
+// none after the first (go-redis has just reconnected), then 50ms doubling
+// up to 2s.
+func backoff(n int) time.Duration {
+	if n <= 1 {
+		return 0
+	}
+	d := 50 * time.Millisecond << min(n-2, 6)
+	return min(d, 2*time.Second)
+}
+
+// Close implements backend.Subscription: PUNSUBSCRIBE, close the
+// connection, wait for the reading goroutine and thus the last handler
+// call. Idempotent; must not be called from the handler itself.
+func (s *subscription) Close() error {
+	s.once.Do(func() {
+		s.closing.Store(true)
+		close(s.stop)
+		ctx, cancel := context.WithTimeout(context.Background(), unsubscribeTimeout)
+		_ = s.ps.PUnsubscribe(ctx, s.pattern)
+		cancel()
+		_ = s.ps.Close() // interrupts a blocked Receive
+		<-s.done
+		s.c.mu.Lock()
+		delete(s.c.subs, s)
+		s.c.mu.Unlock()
+	})
+	return nil
+}
