@@ -1117,3 +1117,46 @@ func ExampleService_AcquireLock() {
 	// alice: <nil>
 	// <nil>
 }
+
+func TestMetadataAndLocksAfterClose(t *testing.T) {
+	c := counting.New(embeddedGoredis(t))
+	s := newService(t, c, presence.Config{Logger: quiet})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	c.Reset()
+	calls := map[string]error{}
+	_, calls["set"] = s.SetMetadata(ctx, chanA, nil, presence.MetadataOptions{})
+	_, calls["update"] = s.UpdateMetadata(ctx, chanA, []presence.Item{{Key: "a"}}, presence.MetadataOptions{})
+	_, calls["remove"] = s.RemoveMetadata(ctx, chanA, nil, presence.MetadataOptions{})
+	_, calls["get"] = s.GetMetadata(ctx, chanA)
+	_, calls["subscribe"] = s.SubscribeMetadata(ctx, func(presence.MetadataEvent) {})
+	_, calls["acquire"] = s.AcquireLock(ctx, chanA, "l", "u", time.Second)
+	_, calls["renew"] = s.RenewLock(ctx, chanA, "l", "u", time.Second)
+	calls["release"] = s.ReleaseLock(ctx, chanA, "l", "u")
+	_, calls["getLock"] = s.GetLock(ctx, chanA, "l")
+	for name, err := range calls {
+		if !errors.Is(err, presence.ErrClosed) {
+			t.Errorf("%s after Close: %v", name, err)
+		}
+	}
+	if n := c.RoundTrips(); n != 0 {
+		t.Fatalf("%d round trips after Close", n)
+	}
+}
+
+// embeddedGoredis connects go-redis to a fresh embedded server.
+func embeddedGoredis(t *testing.T) backend.Client {
+	srv, err := embedded.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	c, err := goredis.New(ctxT(t), goredis.Options{Addrs: []string{srv.Addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
