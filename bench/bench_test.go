@@ -1,0 +1,340 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"io"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/realtime-message/presence"
+	"github.com/realtime-message/presence/internal/redistest"
+)
+
+func TestMain(m *testing.M) { redistest.Main(m) }
+
+var backends = []string{"rueidis", "goredis"}
+
+// target is the test binary's shared redis-server (skips without one,
+// unless REQUIRE_REDIS=1).
+func target(tb testing.TB) Target {
+	tb.Helper()
+	return Target{Addrs: redistest.Standalone(tb).Addrs}
+}
+
+// setParallelism makes RunParallel use about n goroutines.
+func setParallelism(b *testing.B, n int) {
+	b.SetParallelism(max(1, (n+runtime.GOMAXPROCS(0)-1)/runtime.GOMAXPROCS(0)))
+}
+
+// BenchmarkHeartbeat heartbeats 256 joined connections from 256 goroutines
+// through the Service, per backend × strategy, and reports throughput and
+// round trips per heartbeat.
+//
+//	go test -bench Heartbeat -benchtime 3s ./bench
+func BenchmarkHeartbeat(b *testing.B) {
+	t := target(b)
+	const conns = 256
+	for _, be := range backends {
+		for _, spec := range []string{"lua", "pipeline", "batch"} {
+			b.Run(be+"/"+spec, func(b *testing.B) {
+				ctx := context.Background()
+				r, err := newHBRig(ctx, t, be, spec, conns)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer r.close()
+				var next atomic.Int64
+				setParallelism(b, conns)
+				b.ResetTimer()
+				start := time.Now()
+				b.RunParallel(func(pb *testing.PB) {
+					i := int(next.Add(1) - 1)
+					for pb.Next() {
+						if err := r.heartbeat(ctx, i, 0); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+				el := time.Since(start)
+				b.StopTimer()
+				b.ReportMetric(float64(b.N)/el.Seconds(), "ops/s")
+				b.ReportMetric(float64(r.cc.RoundTrips())/float64(b.N), "round-trips/op")
+			})
+		}
+	}
+}
+
+// BenchmarkCeiling is heartbeat.lua as raw EVALSHA from 256 goroutines,
+// auto-pipelined by rueidis with no service logic: the yardstick of
+// BenchmarkHeartbeat.
+func BenchmarkCeiling(b *testing.B) {
+	t := target(b)
+	const conns = 256
+	ctx := context.Background()
+	r, err := newCeilRig(ctx, t, conns)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.close()
+	var next atomic.Int64
+	setParallelism(b, conns)
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(next.Add(1) - 1)
+		for pb.Next() {
+			if err := r.heartbeat(ctx, i); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	el := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/el.Seconds(), "ops/s")
+	b.ReportMetric(1, "round-trips/op")
+}
+
+// BenchmarkMetadata runs 20 writers doing get → update(majorRevision CAS)
+// on one channel per backend × strategy (and the seed's app-level CAS);
+// one op is one attempt. It reports attempts/s (ops/s), successful
+// updates/s, round trips per attempt, and the updates lost.
+func BenchmarkMetadata(b *testing.B) {
+	t := target(b)
+	const writers = 20
+	for _, be := range backends {
+		for _, spec := range []string{"lua", "watch", StrategyAppCAS} {
+			b.Run(be+"/"+spec, func(b *testing.B) {
+				ctx := context.Background()
+				r, err := newMetaRig(ctx, t, be, spec)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer r.close()
+				var ok atomic.Int64
+				setParallelism(b, writers)
+				b.ResetTimer()
+				start := time.Now()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						err := r.attempt(ctx)
+						switch {
+						case err == nil:
+							ok.Add(1)
+						case !errors.Is(err, presence.ErrConflict):
+							b.Error(err)
+							return
+						}
+					}
+				})
+				el := time.Since(start)
+				b.StopTimer()
+				final, err := r.counter(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(float64(b.N)/el.Seconds(), "ops/s")
+				b.ReportMetric(float64(ok.Load())/el.Seconds(), "updates/s")
+				b.ReportMetric(float64(ok.Load())/float64(b.N), "success-rate")
+				b.ReportMetric(float64(r.cc.RoundTrips())/float64(b.N), "round-trips/op")
+				b.ReportMetric(float64(ok.Load()-final), "lost-updates")
+			})
+		}
+	}
+}
+
+// tinyOptions runs every scenario for a few hundred milliseconds at small
+// concurrency: enough to exercise the code, nothing to measure with.
+func tinyOptions(t Target) Options {
+	o := DefaultOptions()
+	o.Target = t
+	o.SeedConns, o.SeedInterval, o.SeedDuration = 10, 20*time.Millisecond, 150*time.Millisecond
+	o.Concurrency = []int{4, 16}
+	o.Warmup, o.Duration = 20*time.Millisecond, 120*time.Millisecond
+	o.CeilingConcurrency, o.CeilingBatch = []int{16}, 8
+	o.MetaWriters, o.MetaDuration = 4, 200*time.Millisecond
+	o.MaxOps = 20_000
+	return o
+}
+
+// TestScenarios runs every scenario of the suite for a tiny bounded budget
+// and checks what must hold whatever the speed: no failed operation, the
+// round trips each strategy is built to cost, no lost update for the
+// transactional strategies, every row and output well formed. It never
+// checks a speed.
+func TestScenarios(t *testing.T) {
+	tg := target(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	o := tinyOptions(tg)
+	var progress bytes.Buffer
+	o.Progress = &progress
+	res, err := Run(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := len(o.CeilingConcurrency) + 1 + // ceiling rows
+		len(o.Backends)*len(o.Strategies)*(1+len(o.Concurrency)) + // seed + saturation
+		len(o.Backends)*len(o.MetaStrategies)
+	if len(res.Rows) != want {
+		t.Fatalf("%d rows, want %d", len(res.Rows), want)
+	}
+	if res.Ceiling <= 0 {
+		t.Fatalf("ceiling %v", res.Ceiling)
+	}
+	appCAS := 0
+	for _, r := range res.Rows {
+		name := r.Table + " " + r.Backend + " " + r.Strategy
+		if r.Errors != 0 {
+			t.Errorf("%s: %d errors, first: %s", name, r.Errors, r.FirstError)
+		}
+		if r.Ops <= 0 || r.OpsPerSec <= 0 || r.P50Ms <= 0 || r.P99Ms < r.P50Ms {
+			t.Errorf("%s: ops %d, %v ops/s, p50 %v, p99 %v", name, r.Ops, r.OpsPerSec, r.P50Ms, r.P99Ms)
+		}
+		switch r.Table {
+		case TableSeed, TableHeartbeat:
+			if r.Table == TableHeartbeat && r.CeilingRatio == nil {
+				t.Errorf("%s: no ratio to the ceiling", name)
+			}
+			switch r.Strategy {
+			case "lua":
+				if r.RoundTripsPerOp != 1 {
+					t.Errorf("%s: %v round trips per heartbeat, want exactly 1", name, r.RoundTripsPerOp)
+				}
+			case "pipeline": // WATCH, HGETALL, MULTI/EXEC; more only on an abort
+				if r.RoundTripsPerOp < 3 {
+					t.Errorf("%s: %v round trips per heartbeat, want at least 3", name, r.RoundTripsPerOp)
+				}
+			case "batch":
+				if r.RoundTripsPerBatch == nil || *r.RoundTripsPerBatch > 2 {
+					t.Errorf("%s: round trips per batch %v, want at most 2", name, r.RoundTripsPerBatch)
+				}
+			}
+		case TableMetadata:
+			if r.SuccessRate == nil || r.AvgRetries == nil || r.LostUpdates == nil || r.Attempts == nil {
+				t.Fatalf("%s: metadata fields missing: %+v", name, r)
+			}
+			if *r.SuccessRate <= 0 || *r.SuccessRate > 1 {
+				t.Errorf("%s: success rate %v", name, *r.SuccessRate)
+			}
+			switch r.Strategy {
+			case "lua", "watch":
+				if *r.LostUpdates != 0 {
+					t.Errorf("%s: %d lost updates, want 0", name, *r.LostUpdates)
+				}
+			case StrategyAppCAS:
+				appCAS++
+				if *r.LostUpdates < 0 {
+					t.Errorf("%s: %d lost updates: the counter went past the successes", name, *r.LostUpdates)
+				}
+			}
+		}
+	}
+	if appCAS != len(o.Backends) {
+		t.Errorf("%d app-level CAS rows, want %d", appCAS, len(o.Backends))
+	}
+
+	var md bytes.Buffer
+	res.WriteMarkdown(&md)
+	for _, s := range []string{"### Heartbeat: the seed's scenario", "### Heartbeat: closed-loop saturation", "### Metadata", "**ceiling**", "| app-cas |"} {
+		if !strings.Contains(md.String(), s) {
+			t.Errorf("markdown lacks %q:\n%s", s, md.String())
+		}
+	}
+	var js bytes.Buffer
+	if err := WriteJSON(&js, res.Rows); err != nil {
+		t.Fatal(err)
+	}
+	dec := json.NewDecoder(&js)
+	for n := 0; ; n++ {
+		var m map[string]any
+		if err := dec.Decode(&m); err == io.EOF {
+			if n != len(res.Rows) {
+				t.Errorf("%d JSON rows, want %d", n, len(res.Rows))
+			}
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []string{"table", "backend", "strategy", "concurrency", "ops_per_sec", "p50_ms", "p99_ms", "round_trips_per_op", "redis_cpu_pct"} {
+			if _, ok := m[k]; !ok {
+				t.Errorf("JSON row %v lacks %q", m, k)
+			}
+		}
+		if m["table"] == TableMetadata {
+			for _, k := range []string{"success_rate", "avg_retries", "lost_updates"} {
+				if _, ok := m[k]; !ok {
+					t.Errorf("JSON row %v lacks %q", m, k)
+				}
+			}
+		}
+	}
+	var svg bytes.Buffer
+	if err := WriteSVG(&svg, res.Rows, res.Ceiling, "test <chart> & co"); err != nil {
+		t.Fatal(err)
+	}
+	checkXML(t, svg.Bytes())
+	if !strings.Contains(progress.String(), "ceiling") {
+		t.Errorf("no progress lines: %q", progress.String())
+	}
+}
+
+func checkXML(t *testing.T, b []byte) {
+	t.Helper()
+	d := xml.NewDecoder(bytes.NewReader(b))
+	rects := 0
+	for {
+		tok, err := d.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("SVG is not well-formed XML: %v", err)
+		}
+		if se, ok := tok.(xml.StartElement); ok && se.Name.Local == "rect" {
+			rects++
+		}
+	}
+	if rects < 4 {
+		t.Errorf("SVG has %d rects", rects)
+	}
+}
+
+func TestHist(t *testing.T) {
+	var h Hist
+	for i := 1; i <= 1000; i++ {
+		h.Record(time.Duration(i) * time.Millisecond)
+	}
+	for _, c := range []struct{ q, want float64 }{{0.5, 500}, {0.99, 990}, {1, 1000}} {
+		if got := h.QuantileMs(c.q); got < c.want*0.96 || got > c.want*1.04 {
+			t.Errorf("q%v = %v ms, want about %v", c.q, got, c.want)
+		}
+	}
+	var small Hist
+	small.Record(30 * time.Microsecond)
+	if got := small.QuantileMs(0.99); got < 0.029 || got > 0.031 {
+		t.Errorf("30µs sample: p99 %v ms", got)
+	}
+	for i := 0; i < histBuckets; i++ { // indexes and values agree
+		if j := histIndex(int64(histValue(i))); j != i {
+			t.Fatalf("bucket %d: value %v maps to bucket %d", i, histValue(i), j)
+		}
+	}
+}
+
+func TestTargetFromEnv(t *testing.T) {
+	if got := TargetFromEnv(" 127.0.0.1:1, 127.0.0.1:2 "); len(got.Addrs) != 2 || got.URL != "" {
+		t.Errorf("addresses: %+v", got)
+	}
+	if got := TargetFromEnv("redis://u:secret@127.0.0.1:6380/0"); got.URL == "" || strings.Contains(got.String(), "secret") {
+		t.Errorf("URL: %+v, %s", got, got.String())
+	}
+}

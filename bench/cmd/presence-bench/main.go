@@ -1,0 +1,150 @@
+// Command presence-bench reproduces the seed's heartbeat and metadata
+// tables for every strategy on both backends, and adds what they hide:
+// round trips per operation, lost updates, and the distance to the ceiling
+// (heartbeat.lua driven as raw pipelined EVALSHA with no service logic).
+//
+//	go run ./bench/cmd/presence-bench                 # full run, about 6 minutes
+//	go run ./bench/cmd/presence-bench -quick          # under a minute
+//	go run ./bench/cmd/presence-bench -json           # one JSON object per row
+//	go run ./bench/cmd/presence-bench -out tables.md -svg bench/heartbeat.svg
+//
+// It starts its own redis-server (from PATH, in a private temporary
+// directory, on a free 127.0.0.1 port, killed at exit) unless REDIS_URL
+// names one: a redis:// URL or host:port. Nothing it writes there outlives
+// the run (every scenario uses keys under a prefix of its own and removes
+// them). Progress goes to stderr; tables (or JSON) to stdout.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/realtime-message/presence/bench"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "presence-bench:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("presence-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	quick := fs.Bool("quick", false, "short scenarios: finishes within 60 s")
+	asJSON := fs.Bool("json", false, "print one JSON object per row instead of Markdown tables")
+	backends := fs.String("backends", "rueidis,goredis", "comma-separated backends")
+	strategies := fs.String("strategies", "lua,pipeline,batch", "comma-separated heartbeat strategy specs")
+	meta := fs.String("metadata", "lua,watch,app-cas", "comma-separated metadata strategy specs (app-cas: the seed's application-level CAS, bench only)")
+	writers := fs.Int("writers", 20, "metadata writers")
+	conc := fs.String("concurrency", "16,64,256,1024", "comma-separated saturation concurrencies")
+	out := fs.String("out", "", "also write the Markdown tables to this file")
+	svg := fs.String("svg", "", "write the heartbeat chart (SVG) to this file")
+	scale := fs.Float64("scale", 1, "multiply every scenario's duration (for smoke tests)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+
+	o := bench.DefaultOptions()
+	if *quick {
+		o = bench.QuickOptions()
+	}
+	o = o.Scale(*scale)
+	o.Backends = split(*backends)
+	o.Strategies = split(*strategies)
+	o.MetaStrategies = split(*meta)
+	o.MetaWriters = *writers
+	o.Concurrency = nil
+	for _, s := range split(*conc) {
+		var n int
+		if _, err := fmt.Sscan(s, &n); err != nil || n <= 0 {
+			return fmt.Errorf("-concurrency: %q is not a positive integer", s)
+		}
+		o.Concurrency = append(o.Concurrency, n)
+	}
+	for _, b := range o.Backends {
+		if b != "rueidis" && b != "goredis" {
+			return fmt.Errorf("-backends: unknown backend %q (rueidis, goredis)", b)
+		}
+	}
+	o.Progress = stderr
+
+	if u := os.Getenv("REDIS_URL"); u != "" {
+		o.Target = bench.TargetFromEnv(u)
+		fmt.Fprintf(stderr, "using REDIS_URL %s\n", o.Target)
+	} else {
+		srv, err := bench.StartServer(ctx)
+		if err != nil {
+			return err
+		}
+		defer srv.Stop()
+		o.Target = srv.Target()
+		fmt.Fprintf(stderr, "started redis-server pid %d on %s\n", srv.Pid, srv.Addr)
+	}
+	fmt.Fprintf(stderr, "load average %s; about %v of scenarios\n", bench.LoadAvg(), o.Estimate().Round(time.Second))
+
+	res, err := bench.Run(ctx, o)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		if err := bench.WriteJSON(stdout, res.Rows); err != nil {
+			return err
+		}
+	} else {
+		res.WriteMarkdown(stdout)
+	}
+	if *out != "" {
+		f, err := os.Create(*out)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(f, "Command: `go run ./bench/cmd/presence-bench %s`\n\n", strings.Join(args, " "))
+		res.WriteMarkdown(f)
+		if err := f.Close(); err != nil {
+			return err
+		}
+	}
+	if *svg != "" {
+		f, err := os.Create(*svg)
+		if err != nil {
+			return err
+		}
+		title := fmt.Sprintf("presence heartbeat strategies, %d CPUs, Redis %s on loopback", res.Env.NumCPU, res.Env.RedisVersion)
+		if err := bench.WriteSVG(f, res.Rows, res.Ceiling, title); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func split(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -1,0 +1,206 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	mrand "math/rand/v2"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// loadSpec bounds one load loop in time and in count.
+type loadSpec struct {
+	workers  int
+	interval time.Duration // > 0: each worker starts one op every interval (open loop); 0: closed loop
+	warmup   time.Duration // ops before the measured window are neither counted nor timed
+	duration time.Duration // the measured window
+	maxOps   int64         // ops started in all, warmup included (0: 100 million)
+}
+
+// opFunc runs one operation of worker w and returns how many operations it
+// stood for (a DoMulti batch stands for many), 0 when it failed.
+type opFunc func(ctx context.Context, w int) (int, error)
+
+// loadResult is what a load loop measured.
+type loadResult struct {
+	ops, errs  int64 // in the window
+	totalOps   int64 // whole run, warmup included
+	window     time.Duration
+	hist       Hist
+	redisPct   float64
+	clientPct  float64
+	firstError error
+}
+
+type loadWorker struct {
+	hist       Hist
+	ops, errs  int64 // in the window
+	total      int64
+	firstError error
+	_          [64]byte // keep workers' counters off each other's cache lines
+}
+
+// meter measures Redis's and this process's CPU over a window.
+type meter struct {
+	probe         *Probe
+	t0            time.Time
+	redis0, self0 float64
+	redisErr      error
+}
+
+func startMeter(ctx context.Context, p *Probe) *meter {
+	m := &meter{probe: p, self0: selfCPU()}
+	if p != nil {
+		m.redis0, m.redisErr = p.CPU(ctx)
+	}
+	m.t0 = time.Now()
+	return m
+}
+
+// stop returns the window and both CPU percentages (one core = 100).
+func (m *meter) stop(ctx context.Context) (time.Duration, float64, float64) {
+	wall := time.Since(m.t0)
+	self := selfCPU()
+	var redisPct float64
+	if m.probe != nil && m.redisErr == nil {
+		if r1, err := m.probe.CPU(ctx); err == nil {
+			redisPct = 100 * (r1 - m.redis0) / wall.Seconds()
+		}
+	}
+	return wall, redisPct, 100 * (self - m.self0) / wall.Seconds()
+}
+
+// runLoad drives op from spec.workers goroutines: a warmup, then a measured
+// window in which every op that completes is counted and its latency
+// recorded, then it stops the workers and waits for them. It never runs
+// past warmup + duration plus one op per worker, nor starts more than
+// maxOps ops.
+func runLoad(ctx context.Context, spec loadSpec, probe *Probe, op opFunc) loadResult {
+	if spec.maxOps <= 0 {
+		spec.maxOps = 100_000_000
+	}
+	var (
+		budget    atomic.Int64
+		measuring atomic.Bool
+		stop      = make(chan struct{})
+		stopped   atomic.Bool
+		wg        sync.WaitGroup
+		workers   = make([]loadWorker, spec.workers)
+		done      = make(chan struct{})
+	)
+	budget.Store(spec.maxOps)
+	for i := range workers {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			w := &workers[i]
+			var timer *time.Timer
+			next := time.Now()
+			if spec.interval > 0 {
+				// spread the first beats over one interval, as real clients are
+				next = next.Add(time.Duration(mrand.Int64N(int64(spec.interval))))
+				timer = time.NewTimer(time.Until(next))
+				defer timer.Stop()
+			}
+			for !stopped.Load() {
+				if timer != nil {
+					select {
+					case <-timer.C:
+					case <-stop:
+						return
+					}
+					next = next.Add(spec.interval)
+					timer.Reset(time.Until(next))
+				}
+				if budget.Add(-1) < 0 {
+					return
+				}
+				t0 := time.Now()
+				n, err := op(ctx, i)
+				d := time.Since(t0)
+				w.total += int64(n)
+				if !measuring.Load() {
+					continue
+				}
+				if err != nil {
+					w.errs++
+					if w.firstError == nil {
+						w.firstError = err
+					}
+					continue
+				}
+				w.ops += int64(n)
+				for range n {
+					w.hist.Record(d)
+				}
+			}
+		}(i)
+	}
+	go func() { wg.Wait(); close(done) }()
+
+	sleep := func(d time.Duration) bool { // false when every worker has ended
+		select {
+		case <-time.After(d):
+			return true
+		case <-done:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+	var res loadResult
+	if spec.warmup > 0 {
+		sleep(spec.warmup)
+	}
+	m := startMeter(ctx, probe)
+	measuring.Store(true)
+	sleep(spec.duration)
+	measuring.Store(false)
+	res.window, res.redisPct, res.clientPct = m.stop(ctx)
+	stopped.Store(true)
+	close(stop)
+	<-done
+	for i := range workers {
+		w := &workers[i]
+		res.ops += w.ops
+		res.errs += w.errs
+		res.totalOps += w.total
+		res.hist.Merge(&w.hist)
+		if res.firstError == nil {
+			res.firstError = w.firstError
+		}
+	}
+	return res
+}
+
+// uniquePrefix is a key prefix no other run shares, so runs never see each
+// other's keys and nothing needs FLUSHALL on a Redis we do not own.
+func uniquePrefix(kind string) string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	return "bench-" + kind + "-" + hex.EncodeToString(b)
+}
+
+// quietLogger keeps the services' warnings and drops their info lines (the
+// watch strategy logs every retried transaction at info).
+func quietLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+func rate(n int64, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
+}
+
+func ratio(a, b int64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}

@@ -1,0 +1,254 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/realtime-message/presence"
+	"github.com/realtime-message/presence/backend"
+	"github.com/realtime-message/presence/backend/counting"
+	"github.com/realtime-message/presence/strategy"
+)
+
+// counterKey is the metadata item the writers increment.
+const counterKey = "counter"
+
+// MetadataScenario is W writers incrementing one counter item of one
+// channel: each reads the channel (GetMetadata), then updates the counter to
+// the value read + 1 with MajorRevision set to the majorRevision read
+// (compare-and-set); on a conflict it reads again and retries. lost updates
+// = successful updates − the final counter: what a correct CAS never loses.
+type MetadataScenario struct {
+	Backend string
+	// Strategy is a metadata spec ("lua", "watch", "watch?retries=5"), or
+	// StrategyAppCAS for the seed's application-level check.
+	Strategy string
+	Writers  int
+	Duration time.Duration
+	MaxOps   int64 // bound on update attempts (0: none beyond Duration)
+}
+
+// appCAS is the seed's "传统方式（应用层 CAS）": read the record, compare its
+// majorRevision in Go, write — without WATCH, so a write landing between the
+// read and the write is overwritten (TOCTOU). It exists only here, to show
+// what the transactional strategies fix; it is not a registered strategy.
+type appCAS struct {
+	c    backend.Client
+	keys strategy.Keys
+}
+
+func (a appCAS) update(ctx context.Context, ch presence.Channel, key, value string, major int64) error {
+	metaKey := a.keys.Meta(ch.Type, ch.Name)
+	r, err := a.c.Do(ctx, backend.K("HGETALL", metaKey))
+	if err != nil {
+		return err
+	}
+	cur, err := strategy.ParseMetaReply(r[0])
+	if err != nil {
+		return err
+	}
+	if cur.MajorRevision != major {
+		return fmt.Errorf("%w: majorRevision is %d, not %d", presence.ErrConflict, cur.MajorRevision, major)
+	}
+	e, ok := cur.Items[key]
+	if !ok {
+		return fmt.Errorf("%w: no item %q", presence.ErrInvalidArgument, key)
+	}
+	// The window: another writer may write here, and is overwritten.
+	ev, _ := json.Marshal(strategy.MetadataEvent{
+		ChannelName: ch.Name, ChannelType: ch.Type, Operation: "update",
+		Items:         []strategy.MetadataEventItem{{Key: key, Value: value, Revision: e.Revision + 1}},
+		MajorRevision: major + 1, Timestamp: time.Now().UnixMilli(),
+	})
+	w, err := a.c.Do(ctx,
+		backend.K("HSET", metaKey, strategy.MetaFieldMajor, backend.Itoa(major+1),
+			strategy.MetaPrefixValue+key, value, strategy.MetaPrefixRev+key, backend.Itoa(e.Revision+1)),
+		backend.C("PUBLISH", nil, a.keys.MetaEvents(ch.Type, ch.Name), string(ev)))
+	if err != nil {
+		return err
+	}
+	return backend.FirstError(w)
+}
+
+// metaRig is a Service of its own (round trips counted) and a channel
+// whose counter item starts at 0.
+type metaRig struct {
+	raw    backend.Client
+	cc     *counting.Client
+	svc    *presence.Service
+	ch     presence.Channel
+	update func(ctx context.Context, value string, major int64) error
+}
+
+func newMetaRig(ctx context.Context, t Target, backendName, spec string) (*metaRig, error) {
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	raw, err := t.Connect(cctx, backendName)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	cc := counting.New(raw)
+	svcSpec := spec
+	if spec == StrategyAppCAS {
+		svcSpec = "lua" // serves GetMetadata and the setup only
+	}
+	prefix := uniquePrefix("meta")
+	svc, err := presence.New(cc, presence.Config{Metadata: svcSpec, KeyPrefix: prefix, ReaperInterval: -1, Logger: quietLogger()})
+	if err != nil {
+		raw.Close()
+		return nil, err
+	}
+	r := &metaRig{raw: raw, cc: cc, svc: svc, ch: presence.Channel{Type: "bench", Name: prefix}}
+	if _, err := svc.SetMetadata(ctx, r.ch, []presence.Item{{Key: counterKey, Value: "0"}}, presence.MetadataOptions{}); err != nil {
+		r.close()
+		return nil, err
+	}
+	r.update = func(ctx context.Context, value string, major int64) error {
+		_, err := svc.UpdateMetadata(ctx, r.ch, []presence.Item{{Key: counterKey, Value: value}}, presence.MetadataOptions{MajorRevision: &major})
+		return err
+	}
+	if spec == StrategyAppCAS {
+		a := appCAS{c: cc, keys: svc.Keys()}
+		r.update = func(ctx context.Context, value string, major int64) error {
+			return a.update(ctx, r.ch, counterKey, value, major)
+		}
+	}
+	cc.Reset()
+	return r, nil
+}
+
+// attempt reads the channel and writes counter+1 against the
+// majorRevision it read: nil on success, an error wrapping ErrConflict
+// when another writer got there first, another error on failure.
+func (r *metaRig) attempt(ctx context.Context) error {
+	rec, err := r.svc.GetMetadata(ctx, r.ch)
+	if err != nil {
+		return err
+	}
+	n, err := strconv.ParseInt(rec.Metadata[counterKey].Value, 10, 64)
+	if err != nil {
+		return fmt.Errorf("bench: counter %q: %w", rec.Metadata[counterKey].Value, err)
+	}
+	return r.update(ctx, strconv.FormatInt(n+1, 10), rec.MajorRevision)
+}
+
+// counter reads the counter.
+func (r *metaRig) counter(ctx context.Context) (int64, error) {
+	rec, err := r.svc.GetMetadata(ctx, r.ch)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(rec.Metadata[counterKey].Value, 10, 64)
+}
+
+func (r *metaRig) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r.raw.Do(ctx, backend.K("DEL", r.svc.Keys().Meta(r.ch.Type, r.ch.Name)))
+	r.svc.Close()
+	r.raw.Close()
+}
+
+type metaWriter struct {
+	hist                       Hist
+	attempts, successes, confl int64
+	errs                       int64
+	firstError                 error
+	_                          [64]byte
+}
+
+// RunMetadata runs sc on a channel of its own and reads the final counter.
+func RunMetadata(ctx context.Context, t Target, sc MetadataScenario, probe *Probe) (Row, error) {
+	row := Row{Table: TableMetadata, Backend: sc.Backend, Strategy: strategyName(sc.Strategy), Concurrency: sc.Writers}
+	runCtx, cancel := context.WithTimeout(ctx, sc.Duration+time.Minute)
+	defer cancel()
+	r, err := newMetaRig(runCtx, t, sc.Backend, sc.Strategy)
+	if err != nil {
+		return row, err
+	}
+	defer r.close()
+
+	maxOps := sc.MaxOps
+	if maxOps <= 0 {
+		maxOps = 100_000_000
+	}
+	var attemptsLeft atomic.Int64
+	attemptsLeft.Store(maxOps)
+	st0 := r.svc.Stats()
+	deadline := time.Now().Add(sc.Duration)
+	m := startMeter(runCtx, probe)
+	writers := make([]metaWriter, sc.Writers)
+	var wg sync.WaitGroup
+	for i := range writers {
+		wg.Add(1)
+		go func(w *metaWriter) {
+			defer wg.Done()
+			for time.Now().Before(deadline) {
+				start := time.Now()
+				for time.Now().Before(deadline) { // one increment: until it succeeds
+					if attemptsLeft.Add(-1) < 0 {
+						return
+					}
+					w.attempts++
+					err := r.attempt(runCtx)
+					if err == nil {
+						w.successes++
+						w.hist.Record(time.Since(start))
+						break
+					}
+					if errors.Is(err, presence.ErrConflict) {
+						w.confl++
+						continue
+					}
+					w.errs++
+					if w.firstError == nil {
+						w.firstError = err
+					}
+					break
+				}
+			}
+		}(&writers[i])
+	}
+	wg.Wait()
+	wall, redisPct, clientPct := m.stop(runCtx)
+	st1 := r.svc.Stats()
+	rts := r.cc.RoundTrips()
+
+	counter, err := r.counter(runCtx)
+	if err != nil {
+		return row, err
+	}
+	var all metaWriter
+	var firstError error
+	for i := range writers {
+		w := &writers[i]
+		all.attempts += w.attempts
+		all.successes += w.successes
+		all.confl += w.confl
+		all.errs += w.errs
+		all.hist.Merge(&w.hist)
+		if firstError == nil {
+			firstError = w.firstError
+		}
+	}
+	row.Ops, row.Errors, row.DurationS = all.successes, all.errs, wall.Seconds()
+	row.OpsPerSec = rate(all.successes, wall)
+	row.P50Ms, row.P99Ms = all.hist.QuantileMs(0.50), all.hist.QuantileMs(0.99)
+	row.RedisCPUPct, row.ClientCPUPct = redisPct, clientPct
+	row.RoundTripsPerOp = ratio(rts, all.successes)
+	row.SuccessRate = ptr(ratio(all.successes, all.attempts))
+	row.AvgRetries = ptr(ratio(all.confl, all.successes))
+	row.LostUpdates = ptr(all.successes - counter)
+	row.Attempts = ptr(all.attempts)
+	if strategyName(sc.Strategy) == "watch" {
+		row.TxRetriesPerOp = ptr(ratio(int64(st1.MetadataRetries-st0.MetadataRetries), all.attempts))
+	}
+	row.setFirstError(firstError)
+	return row, nil
+}

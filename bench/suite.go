@@ -1,0 +1,259 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// Options select and bound the scenarios of Run. Every scenario is bounded
+// in time (its durations) and in count (MaxOps).
+type Options struct {
+	Target   Target
+	Backends []string // default rueidis, goredis
+
+	// Heartbeat strategies (specs) of the seed and saturation tables.
+	Strategies []string // default lua, pipeline, batch
+
+	// The seed's scenario: SeedConns connections, each heartbeating once
+	// per SeedInterval, for SeedDuration.
+	SeedConns    int
+	SeedInterval time.Duration
+	SeedDuration time.Duration
+
+	// Saturation: closed loop at each concurrency, Warmup then Duration.
+	Concurrency []int
+	Warmup      time.Duration
+	Duration    time.Duration
+
+	// Ceiling: raw pipelined EVALSHA at these concurrencies (auto-pipelined)
+	// and as DoMulti batches of CeilingBatch; the ceiling is the best.
+	CeilingConcurrency []int
+	CeilingBatch       int
+
+	// Metadata: MetaWriters writers per strategy for MetaDuration.
+	MetaStrategies []string // default lua, watch, app-cas
+	MetaWriters    int
+	MetaDuration   time.Duration
+
+	// MaxOps bounds the operations of any one scenario.
+	MaxOps int64
+
+	// Progress receives one line per scenario as it starts and ends (nil:
+	// none).
+	Progress io.Writer
+}
+
+// DefaultOptions is the full run (about 6 minutes).
+func DefaultOptions() Options {
+	return Options{
+		Backends:           []string{"rueidis", "goredis"},
+		Strategies:         []string{"lua", "pipeline", "batch"},
+		SeedConns:          100,
+		SeedInterval:       5 * time.Second,
+		SeedDuration:       20 * time.Second,
+		Concurrency:        []int{16, 64, 256, 1024},
+		Warmup:             time.Second,
+		Duration:           5 * time.Second,
+		CeilingConcurrency: []int{256, 1024},
+		CeilingBatch:       64,
+		MetaStrategies:     []string{"lua", "watch", StrategyAppCAS},
+		MetaWriters:        20,
+		MetaDuration:       10 * time.Second,
+		MaxOps:             50_000_000,
+	}
+}
+
+// QuickOptions is the -quick run: the same scenarios, shorter (under a
+// minute).
+func QuickOptions() Options {
+	o := DefaultOptions()
+	o.SeedDuration = 2500 * time.Millisecond
+	o.Warmup = 150 * time.Millisecond
+	o.Duration = 650 * time.Millisecond
+	o.MetaDuration = time.Second
+	return o
+}
+
+// Scale multiplies every duration by f (smoke tests use a small f).
+func (o Options) Scale(f float64) Options {
+	for _, d := range []*time.Duration{&o.SeedDuration, &o.Warmup, &o.Duration, &o.MetaDuration} {
+		*d = time.Duration(float64(*d) * f)
+	}
+	return o
+}
+
+// Estimate is how long Run will take, roughly, setup excluded.
+func (o Options) Estimate() time.Duration {
+	nb, ns := len(o.Backends), len(o.Strategies)
+	d := time.Duration(nb*ns) * o.SeedDuration
+	d += time.Duration(nb*ns*len(o.Concurrency)) * (o.Warmup + o.Duration)
+	d += time.Duration(len(o.CeilingConcurrency)+1) * (o.Warmup + o.Duration)
+	d += time.Duration(nb*len(o.MetaStrategies)) * o.MetaDuration
+	return d
+}
+
+// Env describes where the figures were taken.
+type Env struct {
+	Go           string  `json:"go"`
+	GOMAXPROCS   int     `json:"gomaxprocs"`
+	NumCPU       int     `json:"num_cpu"`
+	RedisVersion string  `json:"redis_version"`
+	Target       string  `json:"target"`
+	LoadAvg      string  `json:"load_avg_before"` // /proc/loadavg when the run started
+	Started      string  `json:"started"`
+	ElapsedS     float64 `json:"elapsed_s"`
+}
+
+// Results are the rows of one Run.
+type Results struct {
+	Env     Env
+	Rows    []Row
+	Ceiling float64 // the best ceiling row's ops/s
+	Options Options
+}
+
+// LoadAvg returns the first three fields of /proc/loadavg, or "" where
+// there is none.
+func LoadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}
+
+type job struct {
+	label string
+	run   func(ctx context.Context) (Row, error)
+}
+
+// Run runs the ceiling, the seed's heartbeat scenario, saturation and the
+// metadata scenario, in that order, and fills in every heartbeat row's
+// ratio to the ceiling. A scenario that cannot run at all fails Run; one
+// whose operations fail reports them in Row.Errors.
+func Run(ctx context.Context, o Options) (*Results, error) {
+	probe, err := NewProbe(o.Target)
+	if err != nil {
+		return nil, err
+	}
+	defer probe.Close()
+	res := &Results{Options: o, Env: Env{
+		Go: runtime.Version(), GOMAXPROCS: runtime.GOMAXPROCS(0), NumCPU: runtime.NumCPU(),
+		RedisVersion: probe.Version(ctx), Target: o.Target.String(), LoadAvg: LoadAvg(),
+		Started: time.Now().UTC().Format(time.RFC3339),
+	}}
+	start := time.Now()
+
+	var jobs []job
+	for _, c := range o.CeilingConcurrency {
+		sc := CeilingScenario{Conns: c, Warmup: o.Warmup, Duration: o.Duration, MaxOps: o.MaxOps}
+		jobs = append(jobs, job{fmt.Sprintf("ceiling: raw EVALSHA auto-pipelined, %d in flight", c),
+			func(ctx context.Context) (Row, error) { return RunCeiling(ctx, o.Target, sc, probe) }})
+	}
+	if o.CeilingBatch > 0 && len(o.CeilingConcurrency) > 0 {
+		sc := CeilingScenario{Conns: o.CeilingConcurrency[0], Batch: o.CeilingBatch, Warmup: o.Warmup, Duration: o.Duration, MaxOps: o.MaxOps}
+		jobs = append(jobs, job{fmt.Sprintf("ceiling: raw EVALSHA, DoMulti of %d, %d in flight", sc.Batch, sc.Conns),
+			func(ctx context.Context) (Row, error) { return RunCeiling(ctx, o.Target, sc, probe) }})
+	}
+	for _, b := range o.Backends {
+		for _, s := range o.Strategies {
+			sc := HeartbeatScenario{Table: TableSeed, Backend: b, Strategy: s, Conns: o.SeedConns,
+				Interval: o.SeedInterval, Duration: o.SeedDuration, MaxOps: o.MaxOps}
+			jobs = append(jobs, job{fmt.Sprintf("heartbeat seed scenario %s %s: %d conns every %v", b, s, sc.Conns, sc.Interval),
+				func(ctx context.Context) (Row, error) { return RunHeartbeat(ctx, o.Target, sc, probe) }})
+		}
+	}
+	for _, b := range o.Backends {
+		for _, s := range o.Strategies {
+			for _, c := range o.Concurrency {
+				sc := HeartbeatScenario{Table: TableHeartbeat, Backend: b, Strategy: s, Conns: c,
+					Warmup: o.Warmup, Duration: o.Duration, MaxOps: o.MaxOps}
+				jobs = append(jobs, job{fmt.Sprintf("heartbeat saturation %s %s, %d conns", b, s, c),
+					func(ctx context.Context) (Row, error) { return RunHeartbeat(ctx, o.Target, sc, probe) }})
+			}
+		}
+	}
+	for _, b := range o.Backends {
+		for _, s := range o.MetaStrategies {
+			sc := MetadataScenario{Backend: b, Strategy: s, Writers: o.MetaWriters, Duration: o.MetaDuration, MaxOps: o.MaxOps}
+			jobs = append(jobs, job{fmt.Sprintf("metadata %s %s, %d writers", b, s, sc.Writers),
+				func(ctx context.Context) (Row, error) { return RunMetadata(ctx, o.Target, sc, probe) }})
+		}
+	}
+
+	for i, j := range jobs {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		if o.Progress != nil {
+			fmt.Fprintf(o.Progress, "[%2d/%d %5.1fs] %s …\n", i+1, len(jobs), time.Since(start).Seconds(), j.label)
+		}
+		row, err := j.run(ctx)
+		if err != nil {
+			return res, fmt.Errorf("%s: %w", j.label, err)
+		}
+		if o.Progress != nil {
+			extra := ""
+			if row.LostUpdates != nil {
+				extra = fmt.Sprintf(", lost updates %d", *row.LostUpdates)
+			}
+			if row.Errors > 0 {
+				extra += fmt.Sprintf(", %d errors (first: %s)", row.Errors, row.FirstError)
+			}
+			fmt.Fprintf(o.Progress, "        %.0f ops/s, p50 %.2f ms, p99 %.2f ms, %.2f round trips/op, Redis CPU %.0f%%%s\n",
+				row.OpsPerSec, row.P50Ms, row.P99Ms, row.RoundTripsPerOp, row.RedisCPUPct, extra)
+		}
+		res.Rows = append(res.Rows, row)
+	}
+	res.Env.ElapsedS = time.Since(start).Seconds()
+	res.fillCeiling()
+	return res, nil
+}
+
+// fillCeiling sets Ceiling to the best ceiling row and every heartbeat
+// row's ratio to it.
+func (r *Results) fillCeiling() {
+	for _, row := range r.Rows {
+		if row.Backend == BackendRaw && row.OpsPerSec > r.Ceiling {
+			r.Ceiling = row.OpsPerSec
+		}
+	}
+	if r.Ceiling == 0 {
+		return
+	}
+	for i := range r.Rows {
+		if r.Rows[i].Table == TableHeartbeat {
+			r.Rows[i].CeilingRatio = ptr(r.Rows[i].OpsPerSec / r.Ceiling)
+		}
+	}
+}
+
+// WriteMarkdown writes the three tables with their headings and the
+// environment, in the form bench/RESULTS.md quotes.
+func (r *Results) WriteMarkdown(w io.Writer) {
+	o, e := r.Options, r.Env
+	fmt.Fprintf(w, "Taken %s on %d CPUs (GOMAXPROCS %d), %s, Redis %s at %s (loopback); load average before the run: %s; run time %.0f s.\n\n",
+		e.Started, e.NumCPU, e.GOMAXPROCS, e.Go, e.RedisVersion, e.Target, e.LoadAvg, e.ElapsedS)
+
+	fmt.Fprintf(w, "### Heartbeat: the seed's scenario (%d connections, one heartbeat each every %v, %v)\n\n", o.SeedConns, o.SeedInterval, o.SeedDuration)
+	WriteSeedTable(w, r.Rows)
+	fmt.Fprintln(w)
+
+	fmt.Fprintf(w, "### Heartbeat: closed-loop saturation (%v warmup, %v measured per row)\n\n", o.Warmup, o.Duration)
+	fmt.Fprintf(w, "The ceiling is heartbeat.lua sent as raw `EVALSHA` by rueidis with no service logic; \"of ceiling\" is each row's throughput over the best ceiling row (%s ops/s).\n\n", num(r.Ceiling))
+	WriteHeartbeatTable(w, r.Rows)
+	fmt.Fprintln(w)
+
+	fmt.Fprintf(w, "### Metadata: %d writers, get → update(counter+1, majorRevision CAS) on one channel, %v\n\n", o.MetaWriters, o.MetaDuration)
+	WriteMetadataTable(w, r.Rows)
+	fmt.Fprintln(w)
+}
