@@ -4,7 +4,9 @@ package bench
 
 import "syscall"
 
-// selfCPU is this process's user + system CPU time in seconds.
+// SelfCPU is this process's user + system CPU time in seconds.
+func SelfCPU() float64 { return selfCPU() }
+
 func selfCPU() float64 {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {

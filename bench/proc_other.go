@@ -2,6 +2,14 @@
 
 package bench
 
-import "os/exec"
+import (
+	"errors"
+	"os/exec"
+)
 
 func setDeathSignal(*exec.Cmd) {}
+
+// ProcessCPU needs /proc: Linux only.
+func ProcessCPU(pid int) (float64, error) {
+	return 0, errors.New("bench: process CPU needs /proc (Linux)")
+}

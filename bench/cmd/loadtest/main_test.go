@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zishang520/socket.io/servers/socket/v3"
+
+	"github.com/realtime-message/presence"
+	"github.com/realtime-message/presence/internal/redistest"
+	"github.com/realtime-message/presence/socketio"
+)
+
+func TestMain(m *testing.M) { redistest.Main(m) }
+
+type logWriter struct{ t *testing.T }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// startServer runs the presence Socket.IO server in process on the
+// embedded Redis, as cmd/presence-server does by default.
+func startServer(t *testing.T) string {
+	t.Helper()
+	srv := redistest.Embedded(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	svc, err := presence.Open(ctx, presence.Config{Addrs: srv.Addrs, Embedded: true, ReaperInterval: -1, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	io := socket.NewServer(nil, socketio.ServerOptions(0))
+	b, err := socketio.Bind(ctx, io, svc, socketio.Options{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/socket.io/", io.ServeHandler(nil))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go hs.Serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		b.Shutdown(ctx)
+		io.Close(nil)
+		hs.Close()
+		svc.Close()
+	})
+	return "http://" + ln.Addr().String()
+}
+
+// TestLoadtest runs a tiny load test (2 rooms × 3 users, 10 heartbeats/s,
+// about 2 s) against the in-process server and checks its bookkeeping:
+// every heartbeat acked, every update delivered to the room's other
+// members. No speed is checked.
+func TestLoadtest(t *testing.T) {
+	url := startServer(t)
+	cfg := Config{
+		TargetURL: url, Rooms: 2, UsersPerRoom: 3, HeartbeatsPerS: 10,
+		Duration: 1500 * time.Millisecond, RampUp: 300 * time.Millisecond,
+		AckTimeout: 5 * time.Second, ReportEvery: 500 * time.Millisecond, Patch: true,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sum, err := run(ctx, cfg, logWriter{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sum.Pass || sum.Connected != 6 || sum.Acks == 0 || sum.UpdatesExpected == 0 || sum.UpdatesMissing != 0 {
+		t.Fatalf("summary %+v", sum)
+	}
+	// Each member sees the join of those after it, and every update of
+	// its room (its own included).
+	if sum.Events < sum.UpdatesExpected {
+		t.Errorf("%d events received, fewer than the %d updates expected", sum.Events, sum.UpdatesExpected)
+	}
+}
+
+func TestConfigFromEnv(t *testing.T) {
+	t.Setenv("ROOM_COUNT", "3")
+	t.Setenv("USERS_PER_ROOM", "4")
+	t.Setenv("HEARTBEATS_PER_SEC", "2.5")
+	t.Setenv("TEST_DURATION_MS", "2000")
+	t.Setenv("RAMP_UP_MS", "100")
+	c, err := configFromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Rooms != 3 || c.UsersPerRoom != 4 || c.HeartbeatsPerS != 2.5 || c.Duration != 2*time.Second || c.RampUp != 100*time.Millisecond || !c.Patch || c.TargetURL != "http://127.0.0.1:3000" {
+		t.Errorf("%+v", c)
+	}
+	t.Setenv("RAMP_UP_MS", "5000")
+	if _, err := configFromEnv(); err == nil {
+		t.Error("ramp-up longer than the test accepted")
+	}
+	t.Setenv("RAMP_UP_MS", "100")
+	t.Setenv("ROOM_COUNT", "0")
+	if _, err := configFromEnv(); err == nil {
+		t.Error("ROOM_COUNT=0 accepted")
+	}
+}

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRunQuickScaled runs the program as documented, scaled down to a few
+// seconds, on a redis-server of its own: JSON rows on stdout, the tables
+// and the chart in files, progress on stderr.
+func TestRunQuickScaled(t *testing.T) {
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		if os.Getenv("REQUIRE_REDIS") == "1" {
+			t.Fatal("redis-server not on PATH and REQUIRE_REDIS=1")
+		}
+		t.Skip("redis-server not on PATH (install Redis 7, or set REQUIRE_REDIS=1 to fail)")
+	}
+	t.Setenv("REDIS_URL", "")
+	dir := t.TempDir()
+	md, svg := filepath.Join(dir, "tables.md"), filepath.Join(dir, "chart.svg")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	err := run(ctx, []string{"-quick", "-scale", "0.05", "-json", "-backends", "rueidis", "-strategies", "lua,batch",
+		"-metadata", "watch,app-cas", "-writers", "4", "-concurrency", "8", "-out", md, "-svg", svg}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	rows := 0
+	for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("stdout line %q: %v", line, err)
+		}
+		rows++
+	}
+	if want := 3 + 2 + 2 + 2; rows != want { // ceiling ×3, seed ×2, saturation ×2, metadata ×2
+		t.Errorf("%d rows, want %d:\n%s", rows, want, stdout.String())
+	}
+	for _, f := range []string{md, svg} {
+		b, err := os.ReadFile(f)
+		if err != nil || len(b) == 0 {
+			t.Errorf("%s: %v (%d bytes)", f, err, len(b))
+		}
+	}
+	if !strings.Contains(stderr.String(), "started redis-server") || !strings.Contains(stderr.String(), "[ 9/9") {
+		t.Errorf("progress:\n%s", stderr.String())
+	}
+}
+
+func TestFlags(t *testing.T) {
+	var out, errw bytes.Buffer
+	for _, args := range [][]string{{"-backends", "redis"}, {"-concurrency", "x"}, {"extra"}} {
+		if err := run(context.Background(), args, &out, &errw); err == nil {
+			t.Errorf("%q accepted", args)
+		}
+	}
+}
