@@ -80,7 +80,12 @@ type Subscription interface {
 // PubSub publishes and pattern-subscribes. In a Redis Cluster a PUBLISH
 // reaches subscribers on every node, so one subscription sees all channels.
 type PubSub interface {
-	// Publish sends payload on channel. Safe for concurrent use.
+	// Publish sends payload on channel. Safe for concurrent use. Messages
+	// one goroutine publishes on one channel arrive in order: on a cluster
+	// adapters send PUBLISH to the node owning the channel name's slot, since
+	// a random node would let a later message overtake an earlier one on
+	// the cluster bus. (Events published by scripts and transactions come
+	// from their keys' node, which is equally ordered.)
 	Publish(ctx context.Context, channel, payload string) error
 	// PSubscribe subscribes to pattern and returns once the server has
 	// confirmed it, so a message published after PSubscribe returns is
