@@ -74,8 +74,8 @@ func (m *meter) stop(ctx context.Context) (time.Duration, float64, float64) {
 	return wall, redisPct, 100 * (self - m.self0) / wall.Seconds()
 }
 
-// runLoad drives op from spec.workers goroutines: a warmup, then a measured
-// window in which every op that completes is counted and its latency
+// runLoad drives op from spec.workers goroutines: one op per worker and a
+// warmup, then a measured window in which every op that completes is counted and its latency
 // recorded, then it stops the workers and waits for them. It never runs
 // past warmup + duration plus one op per worker, nor starts more than
 // maxOps ops.
@@ -93,11 +93,21 @@ func runLoad(ctx context.Context, spec loadSpec, probe *Probe, op opFunc) loadRe
 		done      = make(chan struct{})
 	)
 	budget.Store(spec.maxOps)
+	var warmed sync.WaitGroup
+	warmed.Add(spec.workers)
 	for i := range workers {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
 			w := &workers[i]
+			// One op before anything is measured, so that every connection
+			// pool is filled (a dedicated WATCH connection dialled per
+			// worker) and the window sees the steady state, not the dials.
+			if budget.Add(-1) >= 0 {
+				n, _ := op(ctx, i)
+				w.total += int64(n)
+			}
+			warmed.Done()
 			var timer *time.Timer
 			next := time.Now()
 			if spec.interval > 0 {
@@ -153,6 +163,13 @@ func runLoad(ctx context.Context, spec loadSpec, probe *Probe, op opFunc) loadRe
 		}
 	}
 	var res loadResult
+	allWarm := make(chan struct{})
+	go func() { warmed.Wait(); close(allWarm) }()
+	select {
+	case <-allWarm:
+	case <-done:
+	case <-ctx.Done():
+	}
 	if spec.warmup > 0 {
 		sleep(spec.warmup)
 	}

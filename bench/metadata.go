@@ -178,6 +178,20 @@ func RunMetadata(ctx context.Context, t Target, sc MetadataScenario, probe *Prob
 	if maxOps <= 0 {
 		maxOps = 100_000_000
 	}
+	// One attempt per writer first, unmeasured, so that connection pools
+	// are filled (watch dials a dedicated connection per writer).
+	var warm sync.WaitGroup
+	for range sc.Writers {
+		warm.Add(1)
+		go func() { defer warm.Done(); r.attempt(runCtx) }()
+	}
+	warm.Wait()
+	baseline, err := r.counter(runCtx)
+	if err != nil {
+		return row, err
+	}
+	r.cc.Reset()
+
 	var attemptsLeft atomic.Int64
 	attemptsLeft.Store(maxOps)
 	st0 := r.svc.Stats()
@@ -244,7 +258,7 @@ func RunMetadata(ctx context.Context, t Target, sc MetadataScenario, probe *Prob
 	row.RoundTripsPerOp = ratio(rts, all.successes)
 	row.SuccessRate = ptr(ratio(all.successes, all.attempts))
 	row.AvgRetries = ptr(ratio(all.confl, all.successes))
-	row.LostUpdates = ptr(all.successes - counter)
+	row.LostUpdates = ptr(all.successes - (counter - baseline))
 	row.Attempts = ptr(all.attempts)
 	if strategyName(sc.Strategy) == "watch" {
 		row.TxRetriesPerOp = ptr(ratio(int64(st1.MetadataRetries-st0.MetadataRetries), all.attempts))
