@@ -74,6 +74,7 @@ func BenchmarkHeartbeat(b *testing.B) {
 				}
 				defer r.close()
 				warm(b, conns, func(i int) error { return r.heartbeat(ctx, i, 0) })
+				r.cc.Reset()
 				var next atomic.Int64
 				setParallelism(b, conns)
 				b.ResetTimer()
