@@ -1,0 +1,488 @@
+// Package socketio serves a presence.Service to Socket.IO v4 clients: the
+// wire protocol of PROTOCOL.md, spoken by the official socket.io-client 4.x
+// that the existing browser and Node SDKs use.
+//
+// Bind mirrors the original server's initPresence({io, redis}): one call
+// wires every client event (presence:join, presence:heartbeat,
+// presence:leave, metadata:*) with validation and acknowledgements, the
+// bridge that forwards presence:event and metadata:event from Redis
+// pub/sub to the local sockets of each room (so clients on every node see
+// every change), and the cleanup that leaves a socket's presence room when
+// it disconnects.
+//
+// The Socket.IO server is github.com/zishang520/socket.io/servers/socket/v3,
+// the maintained Go implementation of the Socket.IO v4 protocol (Engine.IO
+// v4; WebSocket and long-polling).
+//
+//	io := socket.NewServer(nil, socketio.ServerOptions(0))
+//	b, err := socketio.Bind(ctx, io, svc, socketio.Options{})
+//	mux.Handle("/socket.io/", io.ServeHandler(nil))
+//	...
+//	b.Shutdown(ctx) // on SIGTERM: every local socket leaves, so other nodes see it
+package socketio
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/zishang520/socket.io/servers/socket/v3"
+
+	"github.com/realtime-message/presence"
+)
+
+// Event names of PROTOCOL.md.
+const (
+	EventJoin      = "presence:join"
+	EventHeartbeat = "presence:heartbeat"
+	EventLeave     = "presence:leave"
+	EventPresence  = "presence:event" // server → client
+
+	EventSetChannel    = "metadata:setChannel"
+	EventUpdateChannel = "metadata:updateChannel"
+	EventRemoveChannel = "metadata:removeChannel"
+	EventGetChannel    = "metadata:getChannel"
+	EventAcquireLock   = "metadata:acquireLock"
+	EventRenewLock     = "metadata:renewLock"
+	EventReleaseLock   = "metadata:releaseLock"
+	EventGetLock       = "metadata:getLock"
+	EventMetadata      = "metadata:event" // server → client
+)
+
+// DefaultMaxMessageBytes bounds one Socket.IO message by default: 1 MB, as
+// the Node.js socket.io server does. A larger message closes the
+// connection (the transport refuses it before it is parsed).
+const DefaultMaxMessageBytes = 1_000_000
+
+// ServerOptions returns Socket.IO server options fit for this protocol:
+// WebSocket and long-polling (with upgrade), and messages bounded by
+// maxMessageBytes (DefaultMaxMessageBytes when ≤ 0).
+func ServerOptions(maxMessageBytes int64) *socket.ServerOptions {
+	if maxMessageBytes <= 0 {
+		maxMessageBytes = DefaultMaxMessageBytes
+	}
+	o := socket.DefaultServerOptions()
+	o.SetMaxHttpBufferSize(maxMessageBytes)
+	o.SetServeClient(false)
+	return o
+}
+
+// Options configure Bind. The zero value gives the documented defaults.
+type Options struct {
+	// Authenticator identifies sockets at the handshake. Default nil: every
+	// socket is admitted and presence:join's userId is trusted, as the
+	// original server did.
+	Authenticator Authenticator
+
+	// CallTimeout bounds the service calls (Redis round trips) one client
+	// event makes, and the Authenticator (default 5s), so a slow or dead
+	// Redis costs the client an error ack, never a socket that hangs.
+	CallTimeout time.Duration
+
+	// HeartbeatRate limits presence:heartbeat per socket (default 20/s,
+	// bursts of 40: SDKs heartbeat every few seconds).
+	HeartbeatRate Rate
+	// MetadataRate limits the metadata:* events together per socket
+	// (default 50/s, bursts of 100).
+	MetadataRate Rate
+	// PresenceRate limits presence:join and presence:leave together per
+	// socket (default 10/s, bursts of 20).
+	PresenceRate Rate
+
+	// Logger receives the binding's logs (default slog.Default()).
+	Logger *slog.Logger
+
+	// Hooks observe the binding for metrics; nil funcs are skipped.
+	Hooks Hooks
+}
+
+// Hooks observe a Binding. They must be fast and safe for concurrent use.
+type Hooks struct {
+	// Event is called once per client event handled, with its result:
+	// ResultOK, ResultInvalid, ResultRefused, ResultRateLimited or
+	// ResultError.
+	Event func(event, result string, took time.Duration)
+}
+
+// Results passed to Hooks.Event.
+const (
+	ResultOK          = "ok"
+	ResultInvalid     = "invalid"      // payload or argument validation failed
+	ResultRefused     = "refused"      // stale epoch, unknown conn, conflict, lock, wrong room or user
+	ResultRateLimited = "rate_limited" // the socket's rate limit
+	ResultError       = "error"        // backend failure, timeout, shutdown
+)
+
+func (o Options) withDefaults() Options {
+	if o.CallTimeout <= 0 {
+		o.CallTimeout = 5 * time.Second
+	}
+	o.HeartbeatRate = o.HeartbeatRate.orDefault(Rate{PerSecond: 20, Burst: 40})
+	o.MetadataRate = o.MetadataRate.orDefault(Rate{PerSecond: 50, Burst: 100})
+	o.PresenceRate = o.PresenceRate.orDefault(Rate{PerSecond: 10, Burst: 20})
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// Identity is what the Authenticator established for a socket. Bind stores
+// it as the socket's Data (socket.io's socket.data), so it is visible to
+// FetchSockets; do not replace a bound socket's Data.
+type Identity struct {
+	UserID string `json:"userId,omitempty"`
+}
+
+// Binding is a presence.Service bound to a Socket.IO server. It is safe
+// for concurrent use.
+type Binding struct {
+	svc  *presence.Service
+	nsp  socket.Namespace
+	opts Options
+	log  *slog.Logger
+
+	ctx    context.Context // canceled when Shutdown ends
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	conns    map[socket.SocketId]*conn
+	stopped  bool                    // Shutdown finished waiting; no cleanup may start
+	cleanups map[*conn]chan struct{} // disconnect cleanups in flight, closed when done
+	closing  atomic.Bool             // Shutdown started: refuse new sockets and events
+
+	subs      []presence.Subscription
+	connected atomic.Int64
+	gates     sync.Map // engine.Socket → *connectGate (see connectgate.go)
+
+	shutdownOnce sync.Once
+	shutdownErr  error
+}
+
+// Bind wires svc to io's default namespace "/": every event of PROTOCOL.md,
+// the pub/sub bridge, the Authenticator and disconnect cleanup. Call it
+// before the server accepts connections. The caller keeps ownership of io
+// and svc; on shutdown call Shutdown first, then close io, the HTTP server,
+// and svc (see cmd/presence-server).
+func Bind(ctx context.Context, io *socket.Server, svc *presence.Service, opts Options) (*Binding, error) {
+	if io == nil || svc == nil {
+		return nil, errors.New("socketio: Bind: nil server or service")
+	}
+	opts = opts.withDefaults()
+	b := &Binding{
+		svc:      svc,
+		nsp:      io.Sockets(),
+		opts:     opts,
+		log:      opts.Logger,
+		conns:    map[socket.SocketId]*conn{},
+		cleanups: map[*conn]chan struct{}{},
+	}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+
+	sub, err := svc.Subscribe(ctx, b.forwardPresence)
+	if err != nil {
+		b.cancel()
+		return nil, fmt.Errorf("socketio: subscribe to presence events: %w", err)
+	}
+	b.subs = append(b.subs, sub)
+	if err := b.subscribeMetadata(ctx); err != nil {
+		b.closeSubs()
+		b.cancel()
+		return nil, err
+	}
+
+	b.installGates(io)
+	b.nsp.Use(b.admit)
+	if err := b.nsp.On("connection", func(args ...any) {
+		if s, ok := first[*socket.Socket](args); ok {
+			b.onConnection(s)
+		}
+	}); err != nil {
+		b.closeSubs()
+		b.cancel()
+		return nil, fmt.Errorf("socketio: register connection handler: %w", err)
+	}
+	return b, nil
+}
+
+// Connected returns how many sockets are connected to this node.
+func (b *Binding) Connected() int { return int(b.connected.Load()) }
+
+// Service returns the bound service.
+func (b *Binding) Service() *presence.Service { return b.svc }
+
+func first[T any](args []any) (T, bool) {
+	var zero T
+	if len(args) == 0 {
+		return zero, false
+	}
+	v, ok := args[0].(T)
+	return v, ok
+}
+
+// forwardPresence is the pub/sub bridge: an event of any node goes to the
+// local sockets in its room.
+func (b *Binding) forwardPresence(ev presence.Event) {
+	if err := b.nsp.To(socket.Room(ev.RoomID)).Emit(EventPresence, ev); err != nil {
+		b.log.Warn("socketio: forward presence event", "room", ev.RoomID, "err", err)
+	}
+}
+
+// admit is the namespace middleware: it refuses sockets during shutdown
+// and runs the Authenticator.
+func (b *Binding) admit(s *socket.Socket, next func(*socket.ExtendedError)) {
+	if b.closing.Load() {
+		b.openGate(s)
+		next(socket.NewExtendedError("server shutting down", nil))
+		return
+	}
+	id := &Identity{}
+	if a := b.opts.Authenticator; a != nil {
+		ctx, cancel := context.WithTimeout(b.ctx, b.opts.CallTimeout)
+		user, err := a.Authenticate(ctx, handshakeOf(s))
+		cancel()
+		if err != nil {
+			b.log.Info("socketio: connection refused by authenticator", "sid", s.Id(), "err", err)
+			b.openGate(s)
+			next(socket.NewExtendedError("unauthorized", nil))
+			return
+		}
+		id.UserID = user
+	}
+	s.SetData(id)
+	next(nil)
+}
+
+func handshakeOf(s *socket.Socket) Handshake {
+	h := s.Handshake()
+	out := Handshake{Query: url.Values{}, Header: http.Header{}, Auth: h.Auth, RemoteAddr: h.Address}
+	for k, v := range h.Query {
+		if vs, ok := v.([]string); ok {
+			out.Query[k] = vs
+		}
+	}
+	for k, v := range h.Headers {
+		if vs, ok := v.([]string); ok {
+			out.Header[http.CanonicalHeaderKey(k)] = vs
+		}
+	}
+	if out.Auth == nil {
+		out.Auth = map[string]any{}
+	}
+	return out
+}
+
+// onConnection registers a socket's handlers.
+func (b *Binding) onConnection(s *socket.Socket) {
+	// The socket is recorded by now; its first events were held until here
+	// (but run after the handlers below are registered: they are queued on
+	// the socket, behind this handler).
+	defer b.openGate(s)
+	now := time.Now()
+	c := &conn{
+		b:         b,
+		sock:      s,
+		id:        string(s.Id()),
+		heartbeat: newBucket(b.opts.HeartbeatRate, now),
+		metadata:  newBucket(b.opts.MetadataRate, now),
+		presence:  newBucket(b.opts.PresenceRate, now),
+	}
+	if id, ok := s.Data().(*Identity); ok {
+		c.authUser = id.UserID
+	}
+	b.mu.Lock()
+	if b.stopped {
+		b.mu.Unlock()
+		s.Disconnect(true)
+		return
+	}
+	b.conns[s.Id()] = c
+	b.mu.Unlock()
+	b.connected.Add(1)
+
+	b.handle(c, EventJoin, c.presence, c.join)
+	b.handle(c, EventHeartbeat, c.heartbeat, c.heartbeatEvent)
+	b.handle(c, EventLeave, c.presence, c.leave)
+	b.bindMetadata(c)
+	_ = s.On("disconnect", func(...any) { b.release(c) })
+	if s.Disconnected() {
+		// Closed while the handlers were registered: "disconnect" may have
+		// fired before its handler existed.
+		b.release(c)
+	}
+}
+
+// handlerFunc handles one event's payload and returns the success ack.
+type handlerFunc func(ctx context.Context, payload any) (any, error)
+
+var errRateLimited = errors.New("rate limit exceeded")
+
+// handle registers h for event: it finds the ack callback (the last
+// argument, when the client asked for one), applies the rate limit, runs h
+// with a deadline, and acks its result or the failure. The socket's
+// events run one at a time, in order (the library queues them per socket).
+func (b *Binding) handle(c *conn, event string, limit *bucket, h handlerFunc) {
+	_ = c.sock.On(event, func(args ...any) {
+		start := time.Now()
+		var ack socket.Ack
+		if n := len(args); n > 0 {
+			if a, ok := args[n-1].(socket.Ack); ok {
+				ack, args = a, args[:n-1]
+			}
+		}
+		var payload any
+		if len(args) > 0 {
+			payload = args[0]
+		}
+		resp, err := b.run(c, event, limit, h, start, payload)
+		result := ResultOK
+		if err != nil {
+			resp, result = b.failure(c, event, err)
+		}
+		if hook := b.opts.Hooks.Event; hook != nil {
+			hook(event, result, time.Since(start))
+		}
+		if ack != nil {
+			ack([]any{resp}, nil)
+		}
+	})
+}
+
+func (b *Binding) run(c *conn, event string, limit *bucket, h handlerFunc, now time.Time, payload any) (resp any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			b.log.Error("socketio: event handler panicked", "event", event, "sid", c.id, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			resp, err = nil, fmt.Errorf("panic: %v", r)
+		}
+	}()
+	if b.closing.Load() {
+		return nil, errShuttingDown
+	}
+	if !limit.allow(now) {
+		return nil, errRateLimited
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, b.opts.CallTimeout)
+	defer cancel()
+	return h(ctx, payload)
+}
+
+// release runs once per socket when it disconnects: the socket leaves its
+// presence room (as presence:leave would) in the background. The library
+// may fire "disconnect" twice, on another goroutine than the socket's
+// events; conn.released makes the second call a no-op, and conn.mu orders
+// the cleanup after an event still running.
+func (b *Binding) release(c *conn) {
+	if !c.released.CompareAndSwap(false, true) {
+		return
+	}
+	b.connected.Add(-1)
+	b.mu.Lock()
+	delete(b.conns, c.sock.Id())
+	if b.stopped {
+		b.mu.Unlock()
+		return
+	}
+	done := make(chan struct{})
+	b.cleanups[c] = done
+	b.mu.Unlock()
+	go func() {
+		defer func() {
+			b.mu.Lock()
+			delete(b.cleanups, c)
+			b.mu.Unlock()
+			close(done)
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), b.opts.CallTimeout)
+		defer cancel()
+		c.close(ctx)
+	}()
+}
+
+// Shutdown removes every local socket from presence, so other nodes see
+// each leave, and stops the pub/sub bridge. From its start, new sockets are
+// refused and events get an error ack. It waits for cleanups of sockets
+// that disconnected meanwhile, bounded by ctx. Sockets stay connected:
+// close the Socket.IO server and the HTTP server afterwards, then Flush
+// and Close the service. Idempotent.
+func (b *Binding) Shutdown(ctx context.Context) error {
+	b.shutdownOnce.Do(func() { b.shutdownErr = b.shutdown(ctx) })
+	return b.shutdownErr
+}
+
+func (b *Binding) shutdown(ctx context.Context) error {
+	b.closing.Store(true)
+	b.mu.Lock()
+	conns := make([]*conn, 0, len(b.conns))
+	for _, c := range b.conns {
+		conns = append(conns, c)
+	}
+	b.mu.Unlock()
+
+	// Leave in parallel, bounded: thousands of sockets must not take
+	// thousands of round trips in a row.
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	var failed atomic.Int64
+	for _, c := range conns {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if !c.close(ctx) {
+				failed.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+
+	err := b.waitCleanups(ctx)
+	b.closeSubs()
+	b.cancel()
+	if n := failed.Load(); n > 0 {
+		err = errors.Join(err, fmt.Errorf("socketio: shutdown: %d of %d sockets could not leave presence (the reaper removes them after the TTL)", n, len(conns)))
+	}
+	b.log.Info("socketio: presence shut down", "sockets", len(conns), "failed", failed.Load())
+	return err
+}
+
+// waitCleanups waits for the disconnect cleanups in flight, including
+// those that start meanwhile, then lets no more start.
+func (b *Binding) waitCleanups(ctx context.Context) error {
+	for {
+		b.mu.Lock()
+		var done chan struct{}
+		for _, ch := range b.cleanups {
+			done = ch
+			break
+		}
+		if done == nil || ctx.Err() != nil {
+			b.stopped = true
+			n := len(b.cleanups)
+			b.mu.Unlock()
+			if n > 0 {
+				return fmt.Errorf("socketio: shutdown: %d disconnect cleanups still running: %w", n, ctx.Err())
+			}
+			return nil
+		}
+		b.mu.Unlock()
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
+	}
+}
+
+func (b *Binding) closeSubs() {
+	for _, s := range b.subs {
+		if err := s.Close(); err != nil {
+			b.log.Warn("socketio: close subscription", "err", err)
+		}
+	}
+	b.subs = nil
+}

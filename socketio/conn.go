@@ -1,0 +1,237 @@
+package socketio
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/zishang520/socket.io/servers/socket/v3"
+
+	"github.com/realtime-message/presence"
+)
+
+// conn is the binding's state of one socket. Its events run one at a time
+// on the socket's queue; disconnect and Shutdown run on other goroutines,
+// so the presence room is guarded by mu, which a join holds across its
+// service call: a cleanup waits for a join in flight and then removes what
+// it wrote, and a join that starts after the cleanup is refused.
+type conn struct {
+	b        *Binding
+	sock     *socket.Socket
+	id       string // connId: the Socket.IO socket id
+	authUser string // from the Authenticator; "" = unbound
+
+	heartbeat, metadata, presence *bucket
+
+	released atomic.Bool // disconnect seen (it may fire twice)
+
+	mu     sync.Mutex
+	closed bool   // left for good: disconnect or Shutdown
+	room   string // the presence room joined, "" = none
+	user   string // the user it joined as
+	// maybeRoom is a room a join failed ambiguously for (timeout, backend
+	// error): the conn may be in it, so cleanup leaves it too.
+	maybeRoom string
+}
+
+// actor returns the acting user for metadata and locks: the authenticated
+// user, else the user the socket joined presence with, else "".
+func (c *conn) actor() string {
+	if c.authUser != "" {
+		return c.authUser
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.user
+}
+
+var (
+	errWrongRoom     = errors.New("Socket already joined a different presence room")
+	errUserMismatch  = errors.New("userId does not match the authenticated user")
+	errNotJoined     = errors.New("Socket has not joined a presence room")
+	errShuttingDown  = errors.New("server shutting down")
+	errDisconnected  = errors.New("socket disconnected")
+	errInternalError = errors.New("internal error")
+)
+
+// Entry, join and heartbeat acks of PROTOCOL.md.
+type (
+	okAck struct {
+		OK bool `json:"ok"`
+	}
+	joinSelf struct {
+		ConnID string `json:"connId"`
+		Epoch  int64  `json:"epoch"`
+	}
+	joinAck struct {
+		OK       bool             `json:"ok"`
+		Snapshot []presence.Entry `json:"snapshot"`
+		Self     joinSelf         `json:"self"`
+	}
+	heartbeatAck struct {
+		OK      bool  `json:"ok"`
+		Changed bool  `json:"changed"`
+		Epoch   int64 `json:"epoch"`
+	}
+	// errorAck is every failure: {ok:false, error, code?}.
+	errorAck struct {
+		OK    bool   `json:"ok"`
+		Error string `json:"error"`
+		Code  string `json:"code,omitempty"`
+	}
+)
+
+// Error codes of metadata failures (PROTOCOL.md), and RATE_LIMITED, this
+// server's extension for a socket over its rate limit.
+const (
+	CodeConflict    = "METADATA_CONFLICT"
+	CodeLock        = "METADATA_LOCK"
+	CodeInvalid     = "METADATA_INVALID"
+	CodeRateLimited = "RATE_LIMITED"
+)
+
+func (c *conn) join(ctx context.Context, payload any) (any, error) {
+	req, err := parseJoin(payload)
+	if err != nil {
+		return nil, err
+	}
+	if c.authUser != "" && req.UserID != c.authUser {
+		return nil, errUserMismatch
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, errDisconnected
+	}
+	if c.b.closing.Load() {
+		return nil, errShuttingDown
+	}
+	if c.room != "" && c.room != req.RoomID {
+		return nil, errWrongRoom
+	}
+	fresh := c.room == ""
+	room := socket.Room(req.RoomID)
+	// Join the Socket.IO room first, so the socket gets its own join event.
+	if fresh {
+		c.sock.Join(room)
+	}
+	res, err := c.b.svc.Join(ctx, req.RoomID, c.id, req.UserID, req.State)
+	if err != nil {
+		if fresh {
+			c.sock.Leave(room)
+			if !errors.Is(err, presence.ErrInvalidArgument) {
+				c.maybeRoom = req.RoomID
+			}
+		}
+		return nil, err
+	}
+	c.room, c.user = req.RoomID, req.UserID
+	if c.maybeRoom == req.RoomID {
+		c.maybeRoom = ""
+	}
+	snap := res.Snapshot
+	if snap == nil {
+		snap = []presence.Entry{}
+	}
+	return joinAck{OK: true, Snapshot: snap, Self: joinSelf{ConnID: c.id, Epoch: res.Epoch}}, nil
+}
+
+func (c *conn) heartbeatEvent(ctx context.Context, payload any) (any, error) {
+	req, err := parseHeartbeat(payload)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	room := c.room
+	c.mu.Unlock()
+	if room == "" {
+		return nil, errNotJoined
+	}
+	res, err := c.b.svc.Heartbeat(ctx, room, c.id, presence.HeartbeatParams{Epoch: req.Epoch, PatchState: req.PatchState})
+	if err != nil {
+		return nil, err
+	}
+	return heartbeatAck{OK: true, Changed: res.Changed, Epoch: res.Epoch}, nil
+}
+
+func (c *conn) leave(ctx context.Context, _ any) (any, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.room == "" {
+		return okAck{OK: true}, nil
+	}
+	if err := c.b.svc.Leave(ctx, c.room, c.id); err != nil {
+		return nil, err
+	}
+	c.sock.Leave(socket.Room(c.room))
+	c.room, c.user = "", ""
+	return okAck{OK: true}, nil
+}
+
+// close leaves the socket's presence room for good (disconnect, Shutdown)
+// and reports whether that worked. Later joins are refused.
+func (c *conn) close(ctx context.Context) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	ok := true
+	for _, room := range []string{c.room, c.maybeRoom} {
+		if room == "" {
+			continue
+		}
+		if err := c.b.svc.Leave(ctx, room, c.id); err != nil {
+			ok = false
+			c.b.log.Warn("socketio: leave on disconnect failed; the reaper removes the connection after its TTL",
+				"room", room, "connId", c.id, "err", err)
+		}
+	}
+	if c.room != "" {
+		c.sock.Leave(socket.Room(c.room))
+	}
+	c.room, c.maybeRoom = "", ""
+	return ok
+}
+
+// failure turns an error into the ack {ok:false, error, code?} and the
+// result for Hooks.Event. Metadata events carry a code; presence events
+// (as in the original server) only an error, except RATE_LIMITED.
+func (b *Binding) failure(c *conn, event string, err error) (errorAck, string) {
+	meta := strings.HasPrefix(event, "metadata:")
+	a := errorAck{Error: err.Error()}
+	result := ResultRefused
+	switch {
+	case errors.Is(err, errRateLimited):
+		a.Code, result = CodeRateLimited, ResultRateLimited
+	case errors.Is(err, errPayload), errors.Is(err, presence.ErrInvalidArgument):
+		a.Error = strings.TrimPrefix(a.Error, "presence: ")
+		result = ResultInvalid
+		if meta {
+			a.Code = CodeInvalid
+		}
+	case errors.Is(err, presence.ErrConflict):
+		a.Error = strings.TrimPrefix(a.Error, "presence: ")
+		if meta {
+			a.Code = CodeConflict
+		}
+	case errors.Is(err, presence.ErrLocked), errors.Is(err, errNoActor):
+		a.Error = strings.TrimPrefix(a.Error, "presence: ")
+		if meta {
+			a.Code = CodeLock
+		}
+	case errors.Is(err, presence.ErrStaleEpoch), errors.Is(err, presence.ErrConnNotFound):
+		a.Error = strings.TrimPrefix(a.Error, "presence: ")
+	case errors.Is(err, errWrongRoom), errors.Is(err, errUserMismatch), errors.Is(err, errNotJoined),
+		errors.Is(err, errDisconnected):
+	case errors.Is(err, errShuttingDown), errors.Is(err, presence.ErrClosed):
+		a.Error, result = errShuttingDown.Error(), ResultError
+	case errors.Is(err, context.DeadlineExceeded):
+		b.log.Warn("socketio: event timed out", "event", event, "sid", c.id, "err", err)
+		a.Error, result = "timeout", ResultError
+	default:
+		b.log.Error("socketio: event failed", "event", event, "sid", c.id, "err", err)
+		a.Error, result = errInternalError.Error(), ResultError
+	}
+	return a, result
+}
