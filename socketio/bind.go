@@ -214,6 +214,9 @@ func Bind(ctx context.Context, io *socket.Server, svc *presence.Service, opts Op
 // Connected returns how many sockets are connected to this node.
 func (b *Binding) Connected() int { return int(b.connected.Load()) }
 
+// ShuttingDown reports whether Shutdown has started.
+func (b *Binding) ShuttingDown() bool { return b.closing.Load() }
+
 // Service returns the bound service.
 func (b *Binding) Service() *presence.Service { return b.svc }
 

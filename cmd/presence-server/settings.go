@@ -1,0 +1,217 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/realtime-message/presence"
+	"github.com/realtime-message/presence/socketio"
+)
+
+// Settings is the server's configuration: environment variables, then
+// flags, which win.
+type Settings struct {
+	// Addr is the listen address, HOST:PORT (default ":3000": every
+	// interface, port 3000, as the original server).
+	Addr string
+	// Presence is the service's configuration (REDIS_URL, PRESENCE_*).
+	// Without REDIS_URL the server starts the embedded Redis.
+	Presence presence.Config
+
+	// AuthSecret turns on HMAC token authentication
+	// (PRESENCE_AUTH_SECRET): each socket must present an HS256 token whose
+	// sub is its user. Empty: presence:join's userId is trusted.
+	AuthSecret string
+	// MaxMessageBytes bounds one Socket.IO message
+	// (PRESENCE_MAX_MESSAGE_BYTES, default 1 MB).
+	MaxMessageBytes int64
+	// HeartbeatRate, MetadataRate and PresenceRate are per-socket limits
+	// (PRESENCE_{HEARTBEAT,METADATA,PRESENCE}_RATE per second and
+	// ..._BURST; a negative rate disables one). Zero: socketio's defaults.
+	HeartbeatRate, MetadataRate, PresenceRate socketio.Rate
+	// CallTimeout bounds the Redis calls of one client event
+	// (PRESENCE_CALL_TIMEOUT_MS, default 5s).
+	CallTimeout time.Duration
+	// ShutdownTimeout bounds the graceful shutdown
+	// (PRESENCE_SHUTDOWN_TIMEOUT_MS, default 15s).
+	ShutdownTimeout time.Duration
+	// CORSOrigin, when set, answers cross-origin long-polling requests from
+	// these origins (PRESENCE_CORS_ORIGIN: "*" or a comma-separated list).
+	// WebSocket clients need no CORS.
+	CORSOrigin string
+
+	// LogLevel (LOG_LEVEL: debug, info, warn, error; default info) and
+	// LogFormat (LOG_FORMAT: text or json; default text).
+	LogLevel  slog.Level
+	LogFormat string
+
+	// SignToken, when set (-sign-token USER), makes the program print a
+	// token for USER signed with AuthSecret and exit; TokenTTL is its
+	// lifetime (-token-ttl, default 24h).
+	SignToken string
+	TokenTTL  time.Duration
+}
+
+// loadSettings reads the environment, then args.
+func loadSettings(args []string, stderr io.Writer) (Settings, error) {
+	getenv := os.Getenv
+	s := Settings{
+		MaxMessageBytes: socketio.DefaultMaxMessageBytes,
+		ShutdownTimeout: 15 * time.Second,
+		LogFormat:       "text",
+		TokenTTL:        24 * time.Hour,
+	}
+	cfg, err := presence.ConfigFromEnv()
+	if err != nil {
+		return s, err
+	}
+	s.Presence = cfg
+
+	host, port := getenv("HOST"), getenv("PORT")
+	if port == "" {
+		port = "3000"
+	}
+	s.AuthSecret = getenv("PRESENCE_AUTH_SECRET")
+	s.CORSOrigin = getenv("PRESENCE_CORS_ORIGIN")
+	if v := getenv("LOG_FORMAT"); v != "" {
+		s.LogFormat = v
+	}
+	var errs []string
+	env := func(name string, parse func(string) error) {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			if err := parse(v); err != nil {
+				errs = append(errs, fmt.Sprintf("%s=%q: %v", name, v, err))
+			}
+		}
+	}
+	env("LOG_LEVEL", func(v string) error { return s.LogLevel.UnmarshalText([]byte(v)) })
+	env("PRESENCE_MAX_MESSAGE_BYTES", intInto(&s.MaxMessageBytes))
+	env("PRESENCE_CALL_TIMEOUT_MS", msInto(&s.CallTimeout))
+	env("PRESENCE_SHUTDOWN_TIMEOUT_MS", msInto(&s.ShutdownTimeout))
+	env("PRESENCE_KEY_PREFIX", func(v string) error { s.Presence.KeyPrefix = v; return nil })
+	for _, r := range []struct {
+		name string
+		dst  *socketio.Rate
+	}{{"HEARTBEAT", &s.HeartbeatRate}, {"METADATA", &s.MetadataRate}, {"PRESENCE", &s.PresenceRate}} {
+		env("PRESENCE_"+r.name+"_RATE", func(v string) error {
+			f, err := strconv.ParseFloat(v, 64)
+			r.dst.PerSecond = f
+			return err
+		})
+		env("PRESENCE_"+r.name+"_BURST", func(v string) error {
+			n, err := strconv.Atoi(v)
+			r.dst.Burst = n
+			return err
+		})
+	}
+	if len(errs) > 0 {
+		return s, fmt.Errorf("environment: %s", strings.Join(errs, "; "))
+	}
+
+	fs := flag.NewFlagSet("presence-server", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: presence-server [flags]\n\n"+
+			"A Socket.IO v4 presence and channel-metadata server on Redis. Without\n"+
+			"REDIS_URL it runs an embedded in-process Redis (development only).\n"+
+			"Every flag has an environment variable (shown); flags win.\n\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&host, "host", host, "listen host (HOST; default every interface)")
+	fs.StringVar(&port, "port", port, "listen port (PORT)")
+	redisURL := fs.String("redis-url", "", "redis:// URL or comma-separated cluster seeds (REDIS_URL; default: embedded Redis)")
+	fs.StringVar(&s.Presence.Backend, "backend", s.Presence.Backend, "Redis client: rueidis or goredis (PRESENCE_BACKEND; default rueidis)")
+	fs.StringVar(&s.Presence.Heartbeat, "heartbeat", s.Presence.Heartbeat, "heartbeat strategy spec: lua, pipeline, batch?window=50ms&max=100 (PRESENCE_HEARTBEAT; default lua)")
+	fs.StringVar(&s.Presence.Metadata, "metadata", s.Presence.Metadata, "metadata strategy spec: lua, watch?retries=5 (PRESENCE_METADATA; default lua)")
+	fs.DurationVar(&s.Presence.TTL, "ttl", s.Presence.TTL, "connection TTL without heartbeats (PRESENCE_TTL_MS; default 30s)")
+	fs.DurationVar(&s.Presence.ReaperInterval, "reaper-interval", s.Presence.ReaperInterval, "reaper period, negative disables (PRESENCE_REAPER_INTERVAL_MS; default 3s)")
+	fs.DurationVar(&s.Presence.ReaperLookback, "reaper-lookback", s.Presence.ReaperLookback, "reap conns silent this long (PRESENCE_REAPER_LOOKBACK_MS; default 2×TTL)")
+	fs.StringVar(&s.Presence.KeyPrefix, "key-prefix", s.Presence.KeyPrefix, "Redis key prefix (PRESENCE_KEY_PREFIX; default prs)")
+	fs.Int64Var(&s.MaxMessageBytes, "max-message-bytes", s.MaxMessageBytes, "largest Socket.IO message (PRESENCE_MAX_MESSAGE_BYTES)")
+	fs.DurationVar(&s.ShutdownTimeout, "shutdown-timeout", s.ShutdownTimeout, "bound of the graceful shutdown (PRESENCE_SHUTDOWN_TIMEOUT_MS)")
+	fs.DurationVar(&s.CallTimeout, "call-timeout", s.CallTimeout, "bound of one event's Redis calls (PRESENCE_CALL_TIMEOUT_MS; default 5s)")
+	fs.StringVar(&s.LogFormat, "log-format", s.LogFormat, "text or json (LOG_FORMAT)")
+	fs.TextVar(&s.LogLevel, "log-level", s.LogLevel, "debug, info, warn or error (LOG_LEVEL)")
+	fs.StringVar(&s.SignToken, "sign-token", "", "print an HS256 token for this user, signed with PRESENCE_AUTH_SECRET, and exit")
+	fs.DurationVar(&s.TokenTTL, "token-ttl", s.TokenTTL, "lifetime of the token -sign-token prints (0: no expiry)")
+	if err := fs.Parse(args); err != nil {
+		return s, err
+	}
+	if fs.NArg() > 0 {
+		return s, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *redisURL != "" {
+		s.Presence.RedisURL, s.Presence.Addrs = splitRedisURL(*redisURL)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return s, fmt.Errorf("port %q: not a port number", port)
+	}
+	s.Addr = net.JoinHostPort(host, port)
+	if s.LogFormat != "text" && s.LogFormat != "json" {
+		return s, fmt.Errorf("log format %q: want text or json", s.LogFormat)
+	}
+	return s, nil
+}
+
+// splitRedisURL takes REDIS_URL: a redis:// URL, or host:port seeds
+// separated by commas.
+func splitRedisURL(v string) (string, []string) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return "", nil
+	}
+	if strings.Contains(v, "://") {
+		return v, nil
+	}
+	var addrs []string
+	for _, a := range strings.Split(v, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	return "", addrs
+}
+
+func intInto(dst *int64) func(string) error {
+	return func(v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		*dst = n
+		return err
+	}
+}
+
+func msInto(dst *time.Duration) func(string) error {
+	return func(v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return fmt.Errorf("not an integer number of milliseconds")
+		}
+		*dst = time.Duration(n) * time.Millisecond
+		return nil
+	}
+}
+
+// redactURL hides a URL's password for logs.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
+func newLogger(s Settings, w io.Writer) *slog.Logger {
+	o := &slog.HandlerOptions{Level: s.LogLevel}
+	if s.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, o))
+	}
+	return slog.New(slog.NewTextHandler(w, o))
+}
