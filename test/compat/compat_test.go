@@ -1,0 +1,148 @@
+// Package compat checks the Go server against the official JavaScript
+// client: testdata/compat.cjs drives socket.io-client 4.x (from npm,
+// installed into a cache directory on first use) through PROTOCOL.md
+// against two in-process server nodes sharing one Redis.
+//
+// Without node and npm (or when the install fails) the test skips, unless
+// REQUIRE_NODE=1 (CI), where it fails.
+//
+//	go test ./test/compat -run TestSocketIOClientCompat -v
+package compat
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zishang520/socket.io/servers/socket/v3"
+
+	"github.com/realtime-message/presence"
+	"github.com/realtime-message/presence/internal/redistest"
+	"github.com/realtime-message/presence/socketio"
+)
+
+// clientVersion is the socket.io-client the existing SDKs ship with.
+const clientVersion = "4.8.1"
+
+func TestMain(m *testing.M) { redistest.Main(m) }
+
+// requireNode skips (or, with REQUIRE_NODE=1, fails) the test.
+func requireNode(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("REQUIRE_NODE") == "1" {
+		t.Fatalf(format+" (REQUIRE_NODE=1 makes this a failure)", args...)
+	}
+	t.Skipf(format+"; set REQUIRE_NODE=1 to fail instead", args...)
+}
+
+// nodeModules installs socket.io-client into the cache directory
+// (PRESENCE_NODE_CACHE, default <user cache>/presence-compat) unless it is
+// there, and returns its node_modules.
+func nodeModules(t *testing.T) string {
+	t.Helper()
+	for _, tool := range []string{"node", "npm"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			requireNode(t, "%s not on PATH: install Node.js (20+) and npm to run the socket.io-client compatibility test", tool)
+		}
+	}
+	dir := os.Getenv("PRESENCE_NODE_CACHE")
+	if dir == "" {
+		base, err := os.UserCacheDir()
+		if err != nil {
+			base = os.TempDir()
+		}
+		dir = filepath.Join(base, "presence-compat")
+	}
+	dir = filepath.Join(dir, "socket.io-client@"+clientVersion)
+	mods := filepath.Join(dir, "node_modules")
+	if _, err := os.Stat(filepath.Join(mods, "socket.io-client", "package.json")); err == nil {
+		return mods
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "npm", "install", "--prefix", dir, "--no-audit", "--no-fund", "--loglevel=error",
+		"socket.io-client@"+clientVersion)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		requireNode(t, "npm install socket.io-client@%s into %s failed: %v\n%s", clientVersion, dir, err, out)
+	}
+	t.Logf("installed socket.io-client@%s into %s", clientVersion, dir)
+	return mods
+}
+
+// startNode runs one server node in process: service, Socket.IO server and
+// binding on a loopback port, as cmd/presence-server assembles them.
+func startNode(t *testing.T, srv *redistest.Server, prefix string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	svc, err := presence.Open(ctx, presence.Config{Addrs: srv.Addrs, Embedded: srv.Embedded, KeyPrefix: prefix, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	io := socket.NewServer(nil, socketio.ServerOptions(0))
+	b, err := socketio.Bind(ctx, io, svc, socketio.Options{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/socket.io/", io.ServeHandler(nil))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go hs.Serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		b.Shutdown(ctx)
+		io.Close(nil)
+		hs.Close()
+		svc.Close()
+	})
+	return "http://" + ln.Addr().String()
+}
+
+// TestSocketIOClientCompat runs testdata/compat.cjs with socket.io-client
+// over WebSocket, long-polling, and polling upgraded to WebSocket, against
+// two nodes on the embedded Redis and on a real one.
+func TestSocketIOClientCompat(t *testing.T) {
+	mods := nodeModules(t)
+	script, err := filepath.Abs(filepath.Join("testdata", "compat.cjs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, srv := range redistest.Targets(t) {
+		if srv.Cluster {
+			continue // standalone and embedded suffice here; the Go suites cover the cluster
+		}
+		t.Run(srv.Name, func(t *testing.T) {
+			prefix := redistest.Prefix(t)
+			a, b := startNode(t, srv, prefix), startNode(t, srv, prefix)
+			for _, mode := range []string{"websocket", "polling", "upgrade"} {
+				t.Run(mode, func(t *testing.T) {
+					ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+					defer cancel()
+					cmd := exec.CommandContext(ctx, "node", script, a, b, mode)
+					cmd.Env = append(os.Environ(), "NODE_PATH="+mods)
+					out, err := cmd.CombinedOutput()
+					if err != nil || !strings.Contains(string(out), "compat ok") {
+						t.Fatalf("node compat.cjs %s: %v\n%s", mode, err, out)
+					}
+				})
+			}
+		})
+	}
+}
