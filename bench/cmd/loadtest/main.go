@@ -452,6 +452,9 @@ func run(ctx context.Context, cfg Config, logw io.Writer) (*Summary, error) {
 			steady.add(iv)
 		}
 		el := now.Sub(last).Seconds()
+		if el < 0.25 && iv.acks+iv.errs+iv.timeouts < 100 {
+			return // a sliver after the last report: merged, not printed
+		}
 		ev := events.Load()
 		snap := cpu.snap()
 		fmt.Fprintf(logw, "[%5.1fs] clients %d | acks %s/s | errors %d | timeouts %d | events %s/s | ack p50 %s p95 %s p99 %s ms%s\n",
