@@ -13,6 +13,7 @@ import (
 	"github.com/zishang520/socket.io/servers/socket/v3"
 
 	"github.com/realtime-message/presence"
+	"github.com/realtime-message/presence/backend"
 	"github.com/realtime-message/presence/internal/redistest"
 	"github.com/realtime-message/presence/internal/siotest"
 	"github.com/realtime-message/presence/socketio"
@@ -31,6 +32,8 @@ type nodeConfig struct {
 	Lookback  time.Duration
 	Options   socketio.Options
 	MaxMsg    int64
+	// Wrap, when set, wraps the backend client the service runs on.
+	Wrap func(backend.Client) backend.Client
 }
 
 // node is one in-process presence server: service, Socket.IO server,
@@ -78,9 +81,19 @@ func startNode(t testing.TB, srv *redistest.Server, nc nodeConfig) *node {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	svc, err := presence.Open(ctx, cfg)
+	var svc *presence.Service
+	var err error
+	if nc.Wrap == nil {
+		svc, err = presence.Open(ctx, cfg)
+	} else {
+		var bc backend.Client
+		if bc, err = presence.NewClient(ctx, cfg); err == nil {
+			t.Cleanup(func() { bc.Close() })
+			svc, err = presence.New(nc.Wrap(bc), cfg)
+		}
+	}
 	if err != nil {
-		t.Fatalf("presence.Open: %v", err)
+		t.Fatalf("presence service: %v", err)
 	}
 	io := socket.NewServer(nil, socketio.ServerOptions(nc.MaxMsg))
 	if nc.Options.Logger == nil {
