@@ -97,6 +97,9 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	env("PRESENCE_CALL_TIMEOUT_MS", msInto(&s.CallTimeout))
 	env("PRESENCE_SHUTDOWN_TIMEOUT_MS", msInto(&s.ShutdownTimeout))
 	env("PRESENCE_KEY_PREFIX", func(v string) error { s.Presence.KeyPrefix = v; return nil })
+	env("PRESENCE_MAX_STATE_BYTES", atoiInto(&s.Presence.MaxStateBytes))
+	env("PRESENCE_MAX_METADATA_VALUE_BYTES", atoiInto(&s.Presence.MaxMetadataValueBytes))
+	env("PRESENCE_MAX_METADATA_ITEMS", atoiInto(&s.Presence.MaxMetadataItems))
 	for _, r := range []struct {
 		name string
 		dst  *socketio.Rate
@@ -124,6 +127,14 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 			"REDIS_URL it runs an embedded in-process Redis (development only).\n"+
 			"Every flag has an environment variable (shown); flags win.\n\n")
 		fs.PrintDefaults()
+		fmt.Fprintf(stderr, "\nEnvironment only:\n"+
+			"  PRESENCE_AUTH_SECRET        require HS256 tokens signed with this secret (auth.token,\n"+
+			"                              ?token= or Authorization: Bearer); the token's sub is the user\n"+
+			"  PRESENCE_HEARTBEAT_RATE     per-socket presence:heartbeat limit, events/s (default 20; -1: none)\n"+
+			"  PRESENCE_HEARTBEAT_BURST    its burst (default 40)\n"+
+			"  PRESENCE_METADATA_RATE      per-socket metadata:* limit (default 50/s), _BURST (default 100)\n"+
+			"  PRESENCE_PRESENCE_RATE      per-socket join+leave limit (default 10/s), _BURST (default 20)\n"+
+			"  PRESENCE_CORS_ORIGIN        allow cross-origin long-polling from \"*\" or a comma-separated list\n")
 	}
 	fs.StringVar(&host, "host", host, "listen host (HOST; default every interface)")
 	fs.StringVar(&port, "port", port, "listen port (PORT)")
@@ -135,7 +146,10 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	fs.DurationVar(&s.Presence.ReaperInterval, "reaper-interval", s.Presence.ReaperInterval, "reaper period, negative disables (PRESENCE_REAPER_INTERVAL_MS; default 3s)")
 	fs.DurationVar(&s.Presence.ReaperLookback, "reaper-lookback", s.Presence.ReaperLookback, "reap conns silent this long (PRESENCE_REAPER_LOOKBACK_MS; default 2×TTL)")
 	fs.StringVar(&s.Presence.KeyPrefix, "key-prefix", s.Presence.KeyPrefix, "Redis key prefix (PRESENCE_KEY_PREFIX; default prs)")
-	fs.Int64Var(&s.MaxMessageBytes, "max-message-bytes", s.MaxMessageBytes, "largest Socket.IO message (PRESENCE_MAX_MESSAGE_BYTES)")
+	fs.Int64Var(&s.MaxMessageBytes, "max-message-bytes", s.MaxMessageBytes, "largest Socket.IO message; a larger one closes the connection (PRESENCE_MAX_MESSAGE_BYTES)")
+	fs.IntVar(&s.Presence.MaxStateBytes, "max-state-bytes", s.Presence.MaxStateBytes, "largest presence state or patch, encoded (PRESENCE_MAX_STATE_BYTES; default 64 KiB)")
+	fs.IntVar(&s.Presence.MaxMetadataValueBytes, "max-metadata-value-bytes", s.Presence.MaxMetadataValueBytes, "largest metadata value (PRESENCE_MAX_METADATA_VALUE_BYTES; default 1 MiB)")
+	fs.IntVar(&s.Presence.MaxMetadataItems, "max-metadata-items", s.Presence.MaxMetadataItems, "most items of one channel (PRESENCE_MAX_METADATA_ITEMS; default 256)")
 	fs.DurationVar(&s.ShutdownTimeout, "shutdown-timeout", s.ShutdownTimeout, "bound of the graceful shutdown (PRESENCE_SHUTDOWN_TIMEOUT_MS)")
 	fs.DurationVar(&s.CallTimeout, "call-timeout", s.CallTimeout, "bound of one event's Redis calls (PRESENCE_CALL_TIMEOUT_MS; default 5s)")
 	fs.StringVar(&s.LogFormat, "log-format", s.LogFormat, "text or json (LOG_FORMAT)")
@@ -183,6 +197,14 @@ func splitRedisURL(v string) (string, []string) {
 func intInto(dst *int64) func(string) error {
 	return func(v string) error {
 		n, err := strconv.ParseInt(v, 10, 64)
+		*dst = n
+		return err
+	}
+}
+
+func atoiInto(dst *int) func(string) error {
+	return func(v string) error {
+		n, err := strconv.Atoi(v)
 		*dst = n
 		return err
 	}
