@@ -10,6 +10,14 @@
 // every change), and the cleanup that leaves a socket's presence room when
 // it disconnects.
 //
+// Every failure acks {ok:false, error}; metadata failures add code
+// METADATA_CONFLICT, METADATA_LOCK or METADATA_INVALID as PROTOCOL.md
+// says, and a socket over its rate limit gets code RATE_LIMITED (an
+// extension; the original had no limits). Payloads are validated here and
+// by the service before anything reaches Redis. The acting user for locks
+// and addUserId is the socket's authenticated user, else the user it
+// joined presence with.
+//
 // The Socket.IO server is github.com/zishang520/socket.io/servers/socket/v3,
 // the maintained Go implementation of the Socket.IO v4 protocol (Engine.IO
 // v4; WebSocket and long-polling).
