@@ -94,8 +94,9 @@ type Options struct {
 	// Redis costs the client an error ack, never a socket that hangs.
 	CallTimeout time.Duration
 
-	// HeartbeatRate limits presence:heartbeat per socket (default 20/s,
-	// bursts of 40: SDKs heartbeat every few seconds).
+	// HeartbeatRate limits presence:heartbeat per socket (default 100/s,
+	// bursts of 200: SDKs heartbeat every few seconds, load generators and
+	// cursor-sharing apps up to 50/s).
 	HeartbeatRate Rate
 	// MetadataRate limits the metadata:* events together per socket
 	// (default 50/s, bursts of 100).
@@ -132,7 +133,7 @@ func (o Options) withDefaults() Options {
 	if o.CallTimeout <= 0 {
 		o.CallTimeout = 5 * time.Second
 	}
-	o.HeartbeatRate = o.HeartbeatRate.orDefault(Rate{PerSecond: 20, Burst: 40})
+	o.HeartbeatRate = o.HeartbeatRate.orDefault(Rate{PerSecond: 100, Burst: 200})
 	o.MetadataRate = o.MetadataRate.orDefault(Rate{PerSecond: 50, Burst: 100})
 	o.PresenceRate = o.PresenceRate.orDefault(Rate{PerSecond: 10, Burst: 20})
 	if o.Logger == nil {

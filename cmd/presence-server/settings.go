@@ -130,8 +130,8 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 		fmt.Fprintf(stderr, "\nEnvironment only:\n"+
 			"  PRESENCE_AUTH_SECRET        require HS256 tokens signed with this secret (auth.token,\n"+
 			"                              ?token= or Authorization: Bearer); the token's sub is the user\n"+
-			"  PRESENCE_HEARTBEAT_RATE     per-socket presence:heartbeat limit, events/s (default 20; -1: none)\n"+
-			"  PRESENCE_HEARTBEAT_BURST    its burst (default 40)\n"+
+			"  PRESENCE_HEARTBEAT_RATE     per-socket presence:heartbeat limit, events/s (default 100; -1: none)\n"+
+			"  PRESENCE_HEARTBEAT_BURST    its burst (default 200)\n"+
 			"  PRESENCE_METADATA_RATE      per-socket metadata:* limit (default 50/s), _BURST (default 100)\n"+
 			"  PRESENCE_PRESENCE_RATE      per-socket join+leave limit (default 10/s), _BURST (default 20)\n"+
 			"  PRESENCE_CORS_ORIGIN        allow cross-origin long-polling from \"*\" or a comma-separated list\n")
