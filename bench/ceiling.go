@@ -136,7 +136,7 @@ func RunCeiling(ctx context.Context, t Target, sc CeilingScenario, probe *Probe)
 			return r.heartbeats(ctx, w*sc.Batch, min((w+1)*sc.Batch, len(r.conns)))
 		}
 	}
-	res := runLoad(runCtx, loadSpec{workers: workers, warmup: sc.Warmup, duration: sc.Duration, maxOps: sc.MaxOps}, probe, op)
+	res := runLoad(runCtx, loadSpec{workers: workers, warmup: sc.Warmup, duration: sc.Duration, maxOps: sc.MaxOps}, probe, nil, op)
 	row.Ops, row.Errors, row.DurationS = res.ops, res.errs, res.window.Seconds()
 	row.OpsPerSec = rate(res.ops, res.window)
 	row.P50Ms, row.P99Ms = res.hist.QuantileMs(0.50), res.hist.QuantileMs(0.99)

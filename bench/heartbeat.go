@@ -180,14 +180,15 @@ func RunHeartbeat(ctx context.Context, t Target, sc HeartbeatScenario, probe *Pr
 	defer r.close()
 
 	patches := make([]int64, len(r.conns)) // per worker: only its goroutine touches its entry
-	st0 := r.svc.Stats()
+	var st0 presence.Stats
+	afterWarm := func() { r.cc.Reset(); st0 = r.svc.Stats() }
 	res := runLoad(runCtx, loadSpec{
 		workers:  sc.Conns,
 		interval: sc.Interval,
 		warmup:   sc.Warmup,
 		duration: sc.Duration,
 		maxOps:   sc.MaxOps,
-	}, probe, func(ctx context.Context, w int) (int, error) {
+	}, probe, afterWarm, func(ctx context.Context, w int) (int, error) {
 		var patch int64
 		if sc.Patch {
 			patches[w]++
@@ -205,8 +206,9 @@ func RunHeartbeat(ctx context.Context, t Target, sc HeartbeatScenario, probe *Pr
 	row.OpsPerSec = rate(res.ops, res.window)
 	row.P50Ms, row.P99Ms = res.hist.QuantileMs(0.50), res.hist.QuantileMs(0.99)
 	row.RedisCPUPct, row.ClientCPUPct = res.redisPct, res.clientPct
-	// Over the whole run, warmup included: every call has returned by now,
-	// so the count is exact rather than cut at the window's edges.
+	// Over the whole run after the warm round, warmup included: every call
+	// has returned by now, so the count is exact rather than cut at the
+	// window's edges.
 	rts := r.cc.RoundTrips()
 	row.RoundTripsPerOp = ratio(rts, res.totalOps)
 	if flushes := int64(st1.BatchFlushes - st0.BatchFlushes); flushes > 0 {

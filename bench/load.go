@@ -28,7 +28,7 @@ type opFunc func(ctx context.Context, w int) (int, error)
 // loadResult is what a load loop measured.
 type loadResult struct {
 	ops, errs  int64 // in the window
-	totalOps   int64 // whole run, warmup included
+	totalOps   int64 // whole run after the warm round, warmup included
 	window     time.Duration
 	hist       Hist
 	redisPct   float64
@@ -74,12 +74,13 @@ func (m *meter) stop(ctx context.Context) (time.Duration, float64, float64) {
 	return wall, redisPct, 100 * (self - m.self0) / wall.Seconds()
 }
 
-// runLoad drives op from spec.workers goroutines: one op per worker and a
-// warmup, then a measured window in which every op that completes is counted and its latency
+// runLoad drives op from spec.workers goroutines: one op per worker (then
+// afterWarm, while every worker waits, so counters can be reset exactly)
+// and a warmup, then a measured window in which every op that completes is counted and its latency
 // recorded, then it stops the workers and waits for them. It never runs
 // past warmup + duration plus one op per worker, nor starts more than
 // maxOps ops.
-func runLoad(ctx context.Context, spec loadSpec, probe *Probe, op opFunc) loadResult {
+func runLoad(ctx context.Context, spec loadSpec, probe *Probe, afterWarm func(), op opFunc) loadResult {
 	if spec.maxOps <= 0 {
 		spec.maxOps = 100_000_000
 	}
@@ -95,6 +96,7 @@ func runLoad(ctx context.Context, spec loadSpec, probe *Probe, op opFunc) loadRe
 	budget.Store(spec.maxOps)
 	var warmed sync.WaitGroup
 	warmed.Add(spec.workers)
+	begin := make(chan struct{})
 	for i := range workers {
 		wg.Add(1)
 		go func(i int) {
@@ -104,10 +106,14 @@ func runLoad(ctx context.Context, spec loadSpec, probe *Probe, op opFunc) loadRe
 			// pool is filled (a dedicated WATCH connection dialled per
 			// worker) and the window sees the steady state, not the dials.
 			if budget.Add(-1) >= 0 {
-				n, _ := op(ctx, i)
-				w.total += int64(n)
+				op(ctx, i)
 			}
 			warmed.Done()
+			select { // every worker starts together, after afterWarm
+			case <-begin:
+			case <-stop:
+				return
+			}
 			var timer *time.Timer
 			next := time.Now()
 			if spec.interval > 0 {
@@ -170,6 +176,10 @@ func runLoad(ctx context.Context, spec loadSpec, probe *Probe, op opFunc) loadRe
 	case <-done:
 	case <-ctx.Done():
 	}
+	if afterWarm != nil {
+		afterWarm()
+	}
+	close(begin)
 	if spec.warmup > 0 {
 		sleep(spec.warmup)
 	}
