@@ -1,0 +1,236 @@
+package conformance
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/realtime-message/presence"
+	"github.com/realtime-message/presence/backend"
+	"github.com/realtime-message/presence/strategy"
+)
+
+// The ids every property draws from: few, so that operations collide.
+var (
+	roomIDs  = []string{"r0", "r1"}
+	connIDs  = []string{"c0", "c1", "c2"}
+	userIDs  = []string{"u0", "u1"}
+	chanIDs  = []presence.Channel{{Type: "t", Name: "n0"}, {Type: "t", Name: "n1"}}
+	itemKeys = []string{"a", "b", "c"}
+	lockName = "L"
+)
+
+// stateKeys are the top-level keys of conn states; stateVals their
+// values, as canonical JSON.
+var (
+	stateKeys = []string{"k0", "k1", "k2"}
+	stateVals = []string{`1`, `2`, `"x"`, `{"n":[1,2]}`, `null`, `"☃"`}
+	metaVals  = []string{"", "x", "y", "☃", `{"a":1}`}
+)
+
+const numKeys = 3 // len(stateKeys) == len(itemKeys)
+
+// harness holds what the properties of one strategy on one target share.
+type harness struct {
+	t      testing.TB // the real test: clients and cleanups hang off it
+	target Target
+	opts   Options
+	hbSpec string // heartbeat spec of the services built ("" = default)
+	mdSpec string // metadata spec
+
+	mu      sync.Mutex
+	clients []backend.Client
+}
+
+func newHarness(t testing.TB, target Target, opts Options, hbSpec, mdSpec string) *harness {
+	h := &harness{t: t, target: target, opts: opts, hbSpec: hbSpec, mdSpec: mdSpec}
+	t.Cleanup(h.close)
+	return h
+}
+
+// client returns a new client of the target, closed with the harness.
+func (h *harness) client() backend.Client {
+	h.t.Helper()
+	c := h.target.NewClient(h.t)
+	if c == nil {
+		h.t.Fatal("conformance: Target.NewClient returned nil")
+	}
+	h.mu.Lock()
+	h.clients = append(h.clients, c)
+	h.mu.Unlock()
+	return c
+}
+
+func (h *harness) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, c := range h.clients {
+		c.Close()
+	}
+	h.clients = nil
+}
+
+// prefix returns a fresh key prefix.
+func (h *harness) prefix() string {
+	if h.target.Prefix != nil {
+		return h.target.Prefix()
+	}
+	var b [6]byte
+	rand.Read(b[:])
+	return "conformance-" + hex.EncodeToString(b[:])
+}
+
+var discard = slog.New(slog.DiscardHandler)
+
+// service builds a Service with the harness's strategies on c, under
+// prefix, with clock now and no background reaper.
+func (h *harness) service(c backend.Client, prefix string, now func() time.Time) (*presence.Service, error) {
+	return presence.New(c, presence.Config{
+		Heartbeat:      h.hbSpec,
+		Metadata:       h.mdSpec,
+		KeyPrefix:      prefix,
+		ReaperInterval: -1,
+		Now:            now,
+		Logger:         discard,
+	})
+}
+
+// ctx returns a context with the per-call deadline.
+func (h *harness) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), h.opts.OpTimeout)
+}
+
+// cleanup deletes every key the suite's ids can have created under
+// prefix: one DEL per key, in one pipeline (keys of different slots).
+func cleanup(c backend.Client, prefix string) error {
+	k := strategy.Keys{Prefix: prefix}
+	var cmds []backend.Cmd
+	del := func(key string) { cmds = append(cmds, backend.K("DEL", key)) }
+	del(k.ActiveRooms())
+	for _, r := range roomIDs {
+		for _, key := range k.RoomKeys(r) {
+			del(key)
+		}
+		for _, c := range connIDs {
+			del(k.Conn(r, c))
+		}
+	}
+	for _, ch := range chanIDs {
+		del(k.Meta(ch.Type, ch.Name))
+		del(k.Lock(ch.Type, ch.Name, lockName))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := c.Do(ctx, cmds...)
+	if err == nil {
+		err = backend.FirstError(r)
+	}
+	return err
+}
+
+// fakeClock is a settable Config.Now.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newFakeClock(start time.Time) *fakeClock {
+	return &fakeClock{now: start.Truncate(time.Millisecond)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func (c *fakeClock) Ms() int64 { return c.Now().UnixMilli() }
+
+// outcome classifies the result of a call.
+type outcome uint8
+
+const (
+	outOK outcome = iota
+	outStale
+	outNotFound
+	outConflict
+	outLocked
+	outInvalid
+	outAmbiguous // may or may not have taken effect
+)
+
+func (o outcome) String() string {
+	return [...]string{"ok", "stale", "notfound", "conflict", "locked", "invalid", "?"}[o]
+}
+
+// classify maps an error to its outcome. Errors that are none of the
+// package's sentinels are ambiguous: a timeout or a broken connection may
+// or may not have let the command run. unexpected is set for ambiguous
+// errors that are not obviously a timeout or a network failure, which the
+// suite reports.
+func classify(err error) (o outcome, unexpected bool) {
+	switch {
+	case err == nil:
+		return outOK, false
+	case errors.Is(err, presence.ErrStaleEpoch):
+		return outStale, false
+	case errors.Is(err, presence.ErrConnNotFound):
+		return outNotFound, false
+	case errors.Is(err, presence.ErrConflict):
+		return outConflict, false
+	case errors.Is(err, presence.ErrLocked):
+		return outLocked, false
+	case errors.Is(err, presence.ErrInvalidArgument):
+		return outInvalid, false
+	}
+	return outAmbiguous, !isTransient(err)
+}
+
+// isTransient reports timeouts and connection failures.
+func isTransient(err error) bool {
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
+		errors.As(err, &ne), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ECONNREFUSED):
+		return true
+	}
+	msg := err.Error()
+	for _, s := range []string{"i/o timeout", "connection reset", "broken pipe", "use of closed network connection", "LOADING", "TRYAGAIN", "CLUSTERDOWN"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// errorLog keeps the first few unexpected errors of a run.
+type errorLog struct {
+	mu    sync.Mutex
+	n     int
+	first []string
+}
+
+func (l *errorLog) add(what string, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.n++
+	if len(l.first) < 5 {
+		l.first = append(l.first, what+": "+err.Error())
+	}
+}

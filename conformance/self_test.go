@@ -1,0 +1,185 @@
+package conformance
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/realtime-message/presence/backend"
+	rb "github.com/realtime-message/presence/backend/rueidis"
+	"github.com/realtime-message/presence/internal/redistest"
+)
+
+func TestMain(m *testing.M) { redistest.Main(m) }
+
+// recorder is a rapid.TB that records failures instead of failing, so the
+// self-test can see what a property reports. Fatal ends the calling
+// goroutine, as testing.T's does. Safe for concurrent use.
+type recorder struct {
+	name string
+	mu   sync.Mutex
+	errs []string
+	logs []string
+}
+
+func (r *recorder) Helper()      {}
+func (r *recorder) Name() string { return r.name }
+func (r *recorder) Logf(format string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.logs = append(r.logs, fmt.Sprintf(format, args...))
+}
+func (r *recorder) Log(args ...any) { r.Logf("%s", fmt.Sprintln(args...)) }
+func (r *recorder) Skipf(format string, args ...any) {
+	r.Logf("SKIP: "+format, args...)
+	runtime.Goexit()
+}
+func (r *recorder) Skip(args ...any) { r.Log(args...); runtime.Goexit() }
+func (r *recorder) SkipNow()         { runtime.Goexit() }
+func (r *recorder) Errorf(format string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.errs = append(r.errs, fmt.Sprintf(format, args...))
+}
+func (r *recorder) Error(args ...any)                 { r.Errorf("%s", fmt.Sprintln(args...)) }
+func (r *recorder) Fatalf(format string, args ...any) { r.Errorf(format, args...); runtime.Goexit() }
+func (r *recorder) Fatal(args ...any)                 { r.Error(args...); runtime.Goexit() }
+func (r *recorder) FailNow()                          { r.Errorf("FailNow"); runtime.Goexit() }
+func (r *recorder) Fail()                             { r.Errorf("Fail") }
+func (r *recorder) Failed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.errs) > 0
+}
+
+// runProperty runs one property of spec on target with the suite's
+// default budget and returns what it reported.
+func runProperty(t *testing.T, target Target, kind string, p property, spec string) *recorder {
+	opts, err := Options{ArtifactDir: t.TempDir()}.resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb, md := spec, ""
+	if kind == "metadata" {
+		hb, md = "", spec
+	}
+	h := newHarness(t, target, opts, hb, md)
+	rec := &recorder{name: kind + "=" + spec + "/" + p.name}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.run(rec, h)
+	}()
+	<-done
+	return rec
+}
+
+// selfTestTarget is the server the self-test uses: the standalone Redis,
+// or the embedded one without redis-server; each client reads slowly
+// (slowReads) to widen race windows.
+func selfTestTarget(t *testing.T, delay time.Duration) Target {
+	var s *redistest.Server
+	if redistest.Available() {
+		s = redistest.Standalone(t)
+	} else {
+		s = redistest.Embedded(t)
+	}
+	return Target{
+		Name: "rueidis/" + s.Name,
+		NewClient: func(t testing.TB) backend.Client {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			c, err := rb.New(ctx, rb.Options{Addrs: s.Addrs, Embedded: s.Embedded})
+			if err != nil {
+				t.Fatalf("rueidis.New: %v", err)
+			}
+			t.Cleanup(func() { c.Close() })
+			if delay > 0 {
+				return slowReads{Client: c, delay: delay}
+			}
+			return c
+		},
+		Prefix: func() string { return redistest.Prefix(t) },
+	}
+}
+
+// quietRapid stops rapid from writing fail files into testdata and
+// bounds its shrinking while the self-test runs a property that fails.
+func quietRapid(t *testing.T) {
+	for name, v := range map[string]string{"rapid.nofailfile": "true", "rapid.shrinktime": "2s"} {
+		f := flag.Lookup(name)
+		old := f.Value.String()
+		if err := f.Value.Set(v); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Value.Set(old) })
+	}
+}
+
+// TestBrokenStrategiesAreCaught is the suite proving its own power: each
+// deliberately broken strategy (broken_test.go) must be reported as a
+// violation, within the default budget, by the properties listed for it.
+// CONFORMANCE_SELFTEST_RUNS repeats it.
+func TestBrokenStrategiesAreCaught(t *testing.T) {
+	quietRapid(t)
+	// Races need a wider window only where clients run concurrently; the
+	// sequential property runs at full speed.
+	slow, fast := selfTestTarget(t, 2*time.Millisecond), selfTestTarget(t, 0)
+	cases := []struct {
+		kind, spec string
+		// mustCatch: properties that report it in every run.
+		mustCatch []string
+	}{
+		{"heartbeat", brokenSplitRTT, []string{PropFencing, PropLinearizable}},
+		{"heartbeat", brokenLowerEpoch, []string{PropFencing, PropSequential, PropLinearizable}},
+		{"metadata", brokenAppCAS, []string{PropCAS, PropLinearizable}},
+	}
+	for _, c := range cases {
+		t.Run(c.spec, func(t *testing.T) {
+			props := heartbeatProps
+			if c.kind == "metadata" {
+				props = metadataProps
+			}
+			var caught []string
+			for _, p := range props {
+				target := slow
+				if p.name == PropSequential {
+					target = fast
+				}
+				rec := runProperty(t, target, c.kind, p, c.spec)
+				if rec.Failed() {
+					caught = append(caught, p.name)
+					t.Logf("%s: caught: %s", p.name, firstLine(rec.errs[0]))
+				} else {
+					t.Logf("%s: not caught (%s)", p.name, strings.Join(rec.logs, "; "))
+				}
+			}
+			for _, p := range c.mustCatch {
+				if !contains(caught, p) {
+					t.Errorf("the %s property did not report %s, which is broken; it reported it in: %v", p, c.spec, caught)
+				}
+			}
+		})
+	}
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " …"
+	}
+	return s
+}
+
+func contains(s []string, x string) bool {
+	for _, v := range s {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
