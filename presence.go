@@ -71,8 +71,22 @@ func (s *Service) Join(ctx context.Context, room, conn, user string, state json.
 	for _, f := range fields {
 		args = append(args, f.Key, f.Value)
 	}
-	r, err := s.scripts.Run(ctx, backend.Eval{Script: luasrc.Join, Keys: append(k.RoomKeys(room), k.Conn(room, conn)), Args: args})
+	// The room enters the reaper's work list before the script runs (in the
+	// same round trip) and again after it: the first SADD keeps the conn
+	// reapable if the second is lost; the second closes the race with a
+	// reaper dropping the room (see dropIfEmpty). active_rooms is in
+	// another slot than the room, so no script can do both.
+	addRoom := backend.K("SADD", k.ActiveRooms(), room)
+	join := backend.Eval{Script: luasrc.Join, Keys: append(k.RoomKeys(room), k.Conn(room, conn)), Args: args}
+	_, replies, err := s.scripts.DoWith(ctx, []backend.Cmd{addRoom}, join)
 	if err != nil {
+		return JoinResult{}, fmt.Errorf("presence: join: %w", err)
+	}
+	r := replies[0]
+	if err := r.Error(); err != nil {
+		if backend.IsRedisError(err, "EPOCH_EXHAUSTED") {
+			return JoinResult{}, invalid("%v", err)
+		}
 		return JoinResult{}, fmt.Errorf("presence: join: %w", err)
 	}
 	a, err := r.AsArray()
@@ -87,10 +101,7 @@ func (s *Service) Join(ctx context.Context, room, conn, user string, state json.
 	if err != nil {
 		return JoinResult{}, err
 	}
-	// After the script, never before: a reaper that drops the room from
-	// active_rooms re-checks the room afterwards, so the room cannot be
-	// dropped while this conn is in it (see reaper.go).
-	if _, err := s.client.Do(ctx, backend.K("SADD", k.ActiveRooms(), room)); err != nil {
+	if _, err := s.client.Do(ctx, addRoom); err != nil {
 		return JoinResult{}, fmt.Errorf("presence: join: %w", err)
 	}
 	return JoinResult{Epoch: epoch, Snapshot: snap}, nil

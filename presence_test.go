@@ -1,6 +1,7 @@
 package presence_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -639,6 +640,73 @@ func TestClosedServiceReturnsErrClosed(t *testing.T) {
 		}
 		if _, err := s.Subscribe(ctx, func(presence.Event) {}); !errors.Is(err, presence.ErrClosed) {
 			t.Fatal(err)
+		}
+	})
+}
+
+// lossyClient loses the Do calls that match drop, as a network failure
+// after the request was (or was not) applied would.
+type lossyClient struct {
+	backend.Client
+	drop func(cmds []backend.Cmd) bool
+}
+
+func (c lossyClient) Do(ctx context.Context, cmds ...backend.Cmd) ([]backend.Reply, error) {
+	if c.drop(cmds) {
+		return nil, errors.New("connection reset by peer")
+	}
+	return c.Client.Do(ctx, cmds...)
+}
+
+// A join whose second SADD to active_rooms is lost still leaves its room
+// in the reaper's work list, so the conn is reaped after it expires.
+func TestJoinWithLostActiveRoomsWriteIsStillReaped(t *testing.T) {
+	forEachTarget(t, func(t *testing.T, tg target) {
+		clk := newFakeClock()
+		prefix := "lossy" + strings.ReplaceAll(t.Name(), "/", "_")
+		c := tg.connect(t)
+		lossy := lossyClient{Client: c, drop: func(cmds []backend.Cmd) bool {
+			return len(cmds) == 1 && cmds[0].Name == "SADD" && strings.HasSuffix(cmds[0].Keys[0], ":active_rooms")
+		}}
+		s := newService(t, lossy, presence.Config{Now: clk.Now, KeyPrefix: prefix})
+		ctx := ctxT(t)
+		if _, err := s.Join(ctx, "r", "c", "alice", nil); err == nil {
+			t.Fatal("join reported success although its last write was lost")
+		}
+		clean := newService(t, c, presence.Config{Now: clk.Now, KeyPrefix: prefix})
+		clean.Client().Do(ctx, backend.K("DEL", clean.Keys().Conn("r", "c")))
+		clk.Advance(time.Hour)
+		if n, err := clean.Reap(ctx); err != nil || n != 1 {
+			t.Fatalf("reaped %d (%v), want the expired conn", n, err)
+		}
+		if got := smembers(t, clean, clean.Keys().Members("r")); len(got) != 0 {
+			t.Fatalf("members %v", got)
+		}
+	})
+}
+
+// Every epoch Join returns is one Heartbeat accepts, up to the last one.
+func TestEpochCeiling(t *testing.T) {
+	forEachTarget(t, func(t *testing.T, tg target) {
+		s := newService(t, tg.connect(t), presence.Config{})
+		ctx := ctxT(t)
+		s.Join(ctx, "r", "c", "u", nil)
+		top := presence.MaxEpoch - 1
+		if r, err := s.Heartbeat(ctx, "r", "c", presence.HeartbeatParams{Epoch: &top}); err != nil || r.Epoch != top {
+			t.Fatalf("%+v %v", r, err)
+		}
+		j, err := s.Join(ctx, "r", "c", "u", nil)
+		if err != nil || j.Epoch != presence.MaxEpoch {
+			t.Fatalf("rejoin: %+v %v", j, err)
+		}
+		if r, err := s.Heartbeat(ctx, "r", "c", presence.HeartbeatParams{Epoch: &j.Epoch}); err != nil || r.Epoch != presence.MaxEpoch {
+			t.Fatalf("heartbeat with the joined epoch: %+v %v", r, err)
+		}
+		if _, err := s.Join(ctx, "r", "c", "u", nil); !errors.Is(err, presence.ErrInvalidArgument) {
+			t.Fatalf("join past the last epoch: %v", err)
+		}
+		if e := entryOf(t, s, "r", "c"); e.Epoch != presence.MaxEpoch {
+			t.Fatalf("refused join changed the epoch: %+v", e)
 		}
 	})
 }

@@ -2,6 +2,7 @@ package presence
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -148,12 +149,21 @@ func (s *Service) dropIfEmpty(ctx context.Context, room string) error {
 		return err
 	}
 	r, err := s.client.Do(ctx, backend.K("SCARD", k.Conns(room)))
-	if err != nil {
-		return err
-	}
-	if n, err := r[0].AsInt(); err != nil || n > 0 {
+	if n, nerr := r0Int(r, err); nerr != nil || n > 0 {
+		// Not known to be empty: put it back. An empty room in the list
+		// costs one script call per pass; a live room missing from it would
+		// never be reaped.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
 		_, err := s.client.Do(ctx, backend.K("SADD", k.ActiveRooms(), room))
-		return err
+		return errors.Join(nerr, err)
 	}
 	return nil
+}
+
+func r0Int(r []backend.Reply, err error) (int64, error) {
+	if err != nil {
+		return 0, err
+	}
+	return r[0].AsInt()
 }

@@ -12,9 +12,11 @@ import (
 	"github.com/realtime-message/presence/strategy"
 )
 
-// MaxEpoch bounds client-supplied epochs: 2^52 keeps every epoch (and
-// epoch+1) exact in Lua's doubles and in JavaScript numbers.
-const MaxEpoch int64 = 1 << 52
+// MaxEpoch is the largest epoch: 2^53-1, JavaScript's largest safe integer
+// and exact in Lua's doubles. Heartbeats accept epochs up to it, so any
+// epoch Join returned is accepted; a Join whose conn already holds it fails
+// with ErrInvalidArgument instead of returning an epoch that is not greater.
+const MaxEpoch int64 = 1<<53 - 1
 
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidArgument}, args...)...)

@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"sync/atomic"
 
@@ -55,22 +56,34 @@ func (s *Scripts) Run(ctx context.Context, e Eval) (Reply, error) {
 // RunMany calls scripts in one pipeline, returning one reply per call;
 // script errors stay in their Reply as with Do.
 func (s *Scripts) RunMany(ctx context.Context, evals ...Eval) ([]Reply, error) {
-	cmds := make([]Cmd, len(evals))
-	for i, e := range evals {
-		cmds[i] = e.Cmd()
+	_, replies, err := s.DoWith(ctx, nil, evals...)
+	return replies, err
+}
+
+// DoWith sends cmds and then evals in one pipeline and returns their
+// replies apart; only the evals that got NOSCRIPT are resent.
+func (s *Scripts) DoWith(ctx context.Context, cmds []Cmd, evals ...Eval) ([]Reply, []Reply, error) {
+	all := make([]Cmd, 0, len(cmds)+len(evals))
+	all = append(all, cmds...)
+	for _, e := range evals {
+		all = append(all, e.Cmd())
 	}
-	replies, err := s.c.Do(ctx, cmds...)
+	replies, err := s.c.Do(ctx, all...)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	if len(replies) != len(all) {
+		return nil, nil, fmt.Errorf("backend: %d replies for %d commands", len(replies), len(all))
+	}
+	cmdReplies, evalReplies := replies[:len(cmds)], replies[len(cmds):]
 	var retry []int
-	for i, r := range replies {
+	for i, r := range evalReplies {
 		if r.Kind == KindError && IsRedisError(r.Err, "NOSCRIPT") {
 			retry = append(retry, i)
 		}
 	}
 	if len(retry) == 0 {
-		return replies, nil
+		return cmdReplies, evalReplies, nil
 	}
 	again := make([]Cmd, len(retry))
 	for j, i := range retry {
@@ -79,10 +92,10 @@ func (s *Scripts) RunMany(ctx context.Context, evals ...Eval) ([]Reply, error) {
 	s.reloads.Add(uint64(len(retry)))
 	second, err := s.c.Do(ctx, again...)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for j, i := range retry {
-		replies[i] = second[j]
+		evalReplies[i] = second[j]
 	}
-	return replies, nil
+	return cmdReplies, evalReplies, nil
 }

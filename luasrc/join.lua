@@ -27,6 +27,10 @@ if meta then
 end
 local g = redis.call('ZSCORE', KEYS[6], conn)
 if g and tonumber(g) > prev then prev = tonumber(g) end
+-- 2^53-1 is the last integer a double (and JavaScript) holds exactly.
+if prev >= 9007199254740991 then
+  return redis.error_reply('EPOCH_EXHAUSTED conn ' .. conn .. ' holds the largest epoch; join with a new conn id')
+end
 local epoch = prev + 1
 if now > epoch then epoch = now end
 
