@@ -140,7 +140,7 @@ func RunCeiling(ctx context.Context, t Target, sc CeilingScenario, probe *Probe)
 	row.Ops, row.Errors, row.DurationS = res.ops, res.errs, res.window.Seconds()
 	row.OpsPerSec = rate(res.ops, res.window)
 	row.P50Ms, row.P99Ms = res.hist.QuantileMs(0.50), res.hist.QuantileMs(0.99)
-	row.RedisCPUPct, row.ClientCPUPct = res.redisPct, res.clientPct
+	row.RedisCPUPct, row.ClientCPUPct, row.OtherCPUPct = res.cpu.redis, res.cpu.self, res.cpu.other
 	row.RoundTripsPerOp = 1 // one EVALSHA each; rueidis writes many per syscall
 	if sc.Batch > 0 {
 		row.RoundTripsPerOp = 1 / float64(sc.Batch)

@@ -205,7 +205,7 @@ func RunHeartbeat(ctx context.Context, t Target, sc HeartbeatScenario, probe *Pr
 	row.Ops, row.Errors, row.DurationS = res.ops, res.errs, res.window.Seconds()
 	row.OpsPerSec = rate(res.ops, res.window)
 	row.P50Ms, row.P99Ms = res.hist.QuantileMs(0.50), res.hist.QuantileMs(0.99)
-	row.RedisCPUPct, row.ClientCPUPct = res.redisPct, res.clientPct
+	row.RedisCPUPct, row.ClientCPUPct, row.OtherCPUPct = res.cpu.redis, res.cpu.self, res.cpu.other
 	// Over the whole run after the warm round, warmup included: every call
 	// has returned by now, so the count is exact rather than cut at the
 	// window's edges.

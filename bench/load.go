@@ -31,8 +31,7 @@ type loadResult struct {
 	totalOps   int64 // whole run after the warm round, warmup included
 	window     time.Duration
 	hist       Hist
-	redisPct   float64
-	clientPct  float64
+	cpu        cpuPcts
 	firstError error
 }
 
@@ -46,14 +45,15 @@ type loadWorker struct {
 
 // meter measures Redis's and this process's CPU over a window.
 type meter struct {
-	probe         *Probe
-	t0            time.Time
-	redis0, self0 float64
-	redisErr      error
+	probe               *Probe
+	t0                  time.Time
+	redis0, self0, sys0 float64
+	redisErr, sysErr    error
 }
 
 func startMeter(ctx context.Context, p *Probe) *meter {
 	m := &meter{probe: p, self0: selfCPU()}
+	m.sys0, m.sysErr = SystemBusy()
 	if p != nil {
 		m.redis0, m.redisErr = p.CPU(ctx)
 	}
@@ -61,17 +61,32 @@ func startMeter(ctx context.Context, p *Probe) *meter {
 	return m
 }
 
-// stop returns the window and both CPU percentages (one core = 100).
-func (m *meter) stop(ctx context.Context) (time.Duration, float64, float64) {
+// cpuPcts are the CPU figures of a window, one core = 100.
+type cpuPcts struct {
+	redis, self float64
+	// other is what the rest of the machine used: all CPU time minus
+	// Redis's and ours (meaningful when Redis runs on this machine).
+	other float64
+}
+
+// stop returns the window and its CPU figures.
+func (m *meter) stop(ctx context.Context) (time.Duration, cpuPcts) {
 	wall := time.Since(m.t0)
 	self := selfCPU()
-	var redisPct float64
+	sys1, sysErr := SystemBusy()
+	var c cpuPcts
+	var redis float64
 	if m.probe != nil && m.redisErr == nil {
 		if r1, err := m.probe.CPU(ctx); err == nil {
-			redisPct = 100 * (r1 - m.redis0) / wall.Seconds()
+			redis = r1 - m.redis0
+			c.redis = 100 * redis / wall.Seconds()
 		}
 	}
-	return wall, redisPct, 100 * (self - m.self0) / wall.Seconds()
+	c.self = 100 * (self - m.self0) / wall.Seconds()
+	if m.sysErr == nil && sysErr == nil {
+		c.other = max(0, 100*((sys1-m.sys0)-(self-m.self0)-redis)/wall.Seconds())
+	}
+	return wall, c
 }
 
 // runLoad drives op from spec.workers goroutines: one op per worker (then
@@ -187,7 +202,7 @@ func runLoad(ctx context.Context, spec loadSpec, probe *Probe, afterWarm func(),
 	measuring.Store(true)
 	sleep(spec.duration)
 	measuring.Store(false)
-	res.window, res.redisPct, res.clientPct = m.stop(ctx)
+	res.window, res.cpu = m.stop(ctx)
 	stopped.Store(true)
 	close(stop)
 	<-done

@@ -230,7 +230,7 @@ func RunMetadata(ctx context.Context, t Target, sc MetadataScenario, probe *Prob
 		}(&writers[i])
 	}
 	wg.Wait()
-	wall, redisPct, clientPct := m.stop(runCtx)
+	wall, cpu := m.stop(runCtx)
 	st1 := r.svc.Stats()
 	rts := r.cc.RoundTrips()
 
@@ -254,7 +254,7 @@ func RunMetadata(ctx context.Context, t Target, sc MetadataScenario, probe *Prob
 	row.Ops, row.Errors, row.DurationS = all.successes, all.errs, wall.Seconds()
 	row.OpsPerSec = rate(all.successes, wall)
 	row.P50Ms, row.P99Ms = all.hist.QuantileMs(0.50), all.hist.QuantileMs(0.99)
-	row.RedisCPUPct, row.ClientCPUPct = redisPct, clientPct
+	row.RedisCPUPct, row.ClientCPUPct, row.OtherCPUPct = cpu.redis, cpu.self, cpu.other
 	row.RoundTripsPerOp = ratio(rts, all.successes)
 	row.SuccessRate = ptr(ratio(all.successes, all.attempts))
 	row.AvgRetries = ptr(ratio(all.confl, all.successes))

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -39,4 +40,29 @@ func ProcessCPU(pid int) (float64, error) {
 		return 0, fmt.Errorf("bench: unexpected /proc/%d/stat", pid)
 	}
 	return (ut + st) / 100, nil
+}
+
+// SystemBusy returns the CPU time all processes of the machine have used,
+// in seconds summed over CPUs (user, nice, system, irq, softirq, steal of
+// /proc/stat's cpu line). Beside the CPU of the processes a run measures,
+// it tells how much the rest of the machine took meanwhile.
+func SystemBusy() (float64, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := strings.Fields(string(line))
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, errors.New("bench: unexpected /proc/stat")
+	}
+	var busy float64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} { // user nice system (idle iowait) irq softirq steal
+		v, err := strconv.ParseFloat(f[i], 64)
+		if err != nil {
+			return 0, fmt.Errorf("bench: /proc/stat: %w", err)
+		}
+		busy += v
+	}
+	return busy / 100, nil
 }

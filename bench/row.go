@@ -40,6 +40,7 @@ type Row struct {
 	RoundTripsPerOp float64 `json:"round_trips_per_op"`
 	RedisCPUPct     float64 `json:"redis_cpu_pct"`  // one core = 100
 	ClientCPUPct    float64 `json:"client_cpu_pct"` // this process (service + load), one core = 100
+	OtherCPUPct     float64 `json:"other_cpu_pct"`  // the rest of the machine meanwhile (disturbance)
 
 	// Heartbeat rows.
 	CeilingRatio       *float64 `json:"ceiling_ratio,omitempty"`         // ops_per_sec / the ceiling's

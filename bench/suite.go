@@ -209,8 +209,8 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 			if row.Errors > 0 {
 				extra += fmt.Sprintf(", %d errors (first: %s)", row.Errors, row.FirstError)
 			}
-			fmt.Fprintf(o.Progress, "        %.0f ops/s, p50 %.2f ms, p99 %.2f ms, %.2f round trips/op, Redis CPU %.0f%%%s\n",
-				row.OpsPerSec, row.P50Ms, row.P99Ms, row.RoundTripsPerOp, row.RedisCPUPct, extra)
+			fmt.Fprintf(o.Progress, "        %.0f ops/s, p50 %.2f ms, p99 %.2f ms, %.2f round trips/op, CPU: Redis %.0f%%, bench %.0f%%, others %.0f%%%s\n",
+				row.OpsPerSec, row.P50Ms, row.P99Ms, row.RoundTripsPerOp, row.RedisCPUPct, row.ClientCPUPct, row.OtherCPUPct, extra)
 		}
 		res.Rows = append(res.Rows, row)
 	}
@@ -243,6 +243,15 @@ func (r *Results) WriteMarkdown(w io.Writer) {
 	o, e := r.Options, r.Env
 	fmt.Fprintf(w, "Taken %s on %d CPUs (GOMAXPROCS %d), %s, Redis %s at %s (loopback); load average before the run: %s; run time %.0f s.\n\n",
 		e.Started, e.NumCPU, e.GOMAXPROCS, e.Go, e.RedisVersion, e.Target, e.LoadAvg, e.ElapsedS)
+
+	var sum, peak float64
+	for _, row := range r.Rows {
+		sum += row.OtherCPUPct
+		peak = max(peak, row.OtherCPUPct)
+	}
+	if n := len(r.Rows); n > 0 {
+		fmt.Fprintf(w, "Other processes on the machine used %.0f%% of one core on average during the measured windows (at most %.0f%%).\n\n", sum/float64(n), peak)
+	}
 
 	fmt.Fprintf(w, "### Heartbeat: the seed's scenario (%d connections, one heartbeat each every %v, %v)\n\n", o.SeedConns, o.SeedInterval, o.SeedDuration)
 	WriteSeedTable(w, r.Rows)

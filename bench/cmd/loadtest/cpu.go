@@ -12,15 +12,18 @@ import (
 type cpuMeter struct{ server, redis int }
 
 type cpuSnap struct {
-	at                  time.Time
-	server, redis, self float64
-	serverOK, redisOK   bool
+	at                       time.Time
+	server, redis, self, sys float64
+	serverOK, redisOK, sysOK bool
 }
 
 func newCPU(cfg Config) *cpuMeter { return &cpuMeter{server: cfg.ServerPID, redis: cfg.RedisPID} }
 
 func (m *cpuMeter) snap() cpuSnap {
 	s := cpuSnap{at: time.Now(), self: bench.SelfCPU()}
+	if v, err := bench.SystemBusy(); err == nil {
+		s.sys, s.sysOK = v, true
+	}
 	if m.server > 0 {
 		v, err := bench.ProcessCPU(m.server)
 		s.server, s.serverOK = v, err == nil
@@ -49,7 +52,27 @@ func (m *cpuMeter) describe(a, b cpuSnap, acks int64) string {
 	if a.redisOK && b.redisOK {
 		out += fmt.Sprintf(" | redis CPU %.0f%%", 100*(b.redis-a.redis)/el)
 	}
-	return out + fmt.Sprintf(" | loadtest CPU %.0f%%", 100*(b.self-a.self)/el)
+	out += fmt.Sprintf(" | loadtest CPU %.0f%%", 100*(b.self-a.self)/el)
+	if o, ok := other(a, b); ok {
+		out += fmt.Sprintf(" | others %.0f%%", 100*o/el)
+	}
+	return out
+}
+
+// other is the CPU time the rest of the machine used between a and b:
+// everything but the server, redis-server and this process.
+func other(a, b cpuSnap) (float64, bool) {
+	if !a.sysOK || !b.sysOK {
+		return 0, false
+	}
+	o := (b.sys - a.sys) - (b.self - a.self)
+	if a.serverOK && b.serverOK {
+		o -= b.server - a.server
+	}
+	if a.redisOK && b.redisOK {
+		o -= b.redis - a.redis
+	}
+	return max(o, 0), true
 }
 
 // fill sets the summary's CPU figures over the window a..b.
@@ -69,4 +92,7 @@ func (m *cpuMeter) fill(s *Summary, a, b cpuSnap, acks int64) {
 		s.RedisCPUPct = 100 * (b.redis - a.redis) / el
 	}
 	s.LoadtestCPUPct = 100 * (b.self - a.self) / el
+	if o, ok := other(a, b); ok {
+		s.OtherCPUPct = 100 * o / el
+	}
 }

@@ -288,6 +288,7 @@ type Summary struct {
 	ServerCPUMsPer1kAck float64 `json:"server_cpu_ms_per_1000_acks,omitempty"`
 	RedisCPUPct         float64 `json:"redis_cpu_pct,omitempty"`
 	LoadtestCPUPct      float64 `json:"loadtest_cpu_pct"`
+	OtherCPUPct         float64 `json:"other_cpu_pct"` // the rest of the machine meanwhile
 
 	Pass bool `json:"pass"`
 }
@@ -673,7 +674,7 @@ func printSummary(w io.Writer, s *Summary) {
 	if s.RedisCPUPct > 0 {
 		fmt.Fprintf(w, "redis CPU %.0f%% of one core\n", s.RedisCPUPct)
 	}
-	fmt.Fprintf(w, "loadtest CPU %.0f%% of one core\n", s.LoadtestCPUPct)
+	fmt.Fprintf(w, "loadtest CPU %.0f%% of one core; other processes %.0f%%\n", s.LoadtestCPUPct, s.OtherCPUPct)
 	verdict := "PASS"
 	if !s.Pass {
 		verdict = "FAIL"
