@@ -26,6 +26,12 @@
 //	PATCH_STATE         1 (default): every heartbeat patches the state; 0: none
 //	SERVER_PID          the server's pid: report its CPU, and CPU per 1,000 acks
 //	REDIS_PID           redis-server's pid: report its CPU
+//	LOADTEST_CLIENT     socketio (default): github.com/zishang520/socket.io
+//	                    clients/socket/v3, the Go Socket.IO client; raw: a
+//	                    minimal Socket.IO-over-WebSocket client of this
+//	                    program that decodes only what it reads, to keep
+//	                    the load generator's own CPU small beside the
+//	                    server's on a small machine
 //
 // Figures of the final report are taken over the steady window, from the
 // end of ramp-up to the end of the test. Every loop is bounded: the test
@@ -53,10 +59,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	sio "github.com/zishang520/socket.io/clients/socket/v3"
-	"github.com/zishang520/socket.io/servers/socket/v3"
-	"github.com/zishang520/socket.io/v3/pkg/types"
 
 	"github.com/realtime-message/presence/bench"
 )
@@ -113,6 +115,7 @@ type Config struct {
 	Patch          bool
 	ServerPID      int
 	RedisPID       int
+	Client         string // LOADTEST_CLIENT
 }
 
 func configFromEnv() (Config, error) {
@@ -181,6 +184,13 @@ func configFromEnv() (Config, error) {
 		return c, errors.New("ACK_TIMEOUT_MS and REPORT_INTERVAL_MS must be positive")
 	}
 	c.Patch = os.Getenv("PATCH_STATE") != "0"
+	c.Client = "socketio"
+	if v := os.Getenv("LOADTEST_CLIENT"); v != "" {
+		if _, ok := dialers[v]; !ok {
+			return c, fmt.Errorf("LOADTEST_CLIENT=%q: want socketio or raw", v)
+		}
+		c.Client = v
+	}
 	return c, nil
 }
 
@@ -188,7 +198,7 @@ func configFromEnv() (Config, error) {
 type client struct {
 	idx, room, slot int // global index, room, place in the room
 	userID          string
-	s               *sio.Socket
+	t               transport
 
 	joined   atomic.Bool
 	epoch    atomic.Int64
@@ -295,8 +305,8 @@ type Summary struct {
 
 func run(ctx context.Context, cfg Config, logw io.Writer) (*Summary, error) {
 	n := cfg.Rooms * cfg.UsersPerRoom
-	fmt.Fprintf(logw, "loadtest: %d clients in %d rooms × %d users → %s, %g heartbeats/s each (%s/s offered), patchState %v; %v with %v ramp-up, ack timeout %v\n",
-		n, cfg.Rooms, cfg.UsersPerRoom, cfg.TargetURL, cfg.HeartbeatsPerS, fmtN(float64(n)*cfg.HeartbeatsPerS), cfg.Patch, cfg.Duration, cfg.RampUp, cfg.AckTimeout)
+	fmt.Fprintf(logw, "loadtest: %d clients in %d rooms × %d users → %s, %g heartbeats/s each (%s/s offered), patchState %v; %v with %v ramp-up, ack timeout %v; client %s\n",
+		n, cfg.Rooms, cfg.UsersPerRoom, cfg.TargetURL, cfg.HeartbeatsPerS, fmtN(float64(n)*cfg.HeartbeatsPerS), cfg.Patch, cfg.Duration, cfg.RampUp, cfg.AckTimeout, cfg.Client)
 
 	clients := make([]*client, n)
 	byUser := make(map[string]*client, n)
@@ -322,22 +332,16 @@ func run(ctx context.Context, cfg Config, logw io.Writer) (*Summary, error) {
 	start := time.Now()
 	testEnd := start.Add(cfg.Duration)
 
-	onEvent := func(c *client, args ...any) {
+	onEvent := func(c *client, ev presenceEvent) {
 		events.Add(1)
-		if len(args) == 0 {
+		if ev.Type != "update" {
 			return
 		}
-		ev, _ := args[0].(map[string]any)
-		if ev["type"] != "update" {
-			return
-		}
-		from, ok := byUser[fmt.Sprint(ev["userId"])]
+		from, ok := byUser[ev.UserID]
 		if !ok || from.room != c.room {
 			return
 		}
-		st, _ := ev["state"].(map[string]any)
-		seq, _ := st["seq"].(float64)
-		if int64(seq) > atomic.LoadInt64(&c.base[from.slot]) {
+		if ev.State.Seq > atomic.LoadInt64(&c.base[from.slot]) {
 			c.received[from.slot].Add(1)
 		}
 	}
@@ -350,36 +354,28 @@ func run(ctx context.Context, cfg Config, logw io.Writer) (*Summary, error) {
 		}
 		sent := time.Now()
 		var once atomic.Bool
-		ack := socket.Ack(func(a []any, err error) {
+		c.t.emit("presence:heartbeat", payload, cfg.AckTimeout, func(a ack, err error) {
 			if !once.CompareAndSwap(false, true) {
 				return
 			}
 			d := time.Since(sent)
-			m := map[string]any{}
-			if len(a) > 0 {
-				m, _ = a[0].(map[string]any)
-			}
 			switch {
 			case err != nil:
 				c.fail(seq)
-				cur.fail(err.Error(), true)
-			case m["ok"] != true:
+				cur.fail(err.Error(), strings.Contains(err.Error(), "timed out"))
+			case !a.OK:
 				c.fail(seq)
-				cur.fail(fmt.Sprint(m["error"]), false)
+				cur.fail(a.Error, false)
 			case d > cfg.AckTimeout:
 				c.fail(seq)
 				cur.fail("ack later than ACK_TIMEOUT_MS", true)
 			default:
 				cur.ack(d)
-				if e, ok := m["epoch"].(float64); ok {
-					c.epoch.Store(int64(e))
+				if a.Epoch != nil {
+					c.epoch.Store(int64(*a.Epoch))
 				}
 			}
 		})
-		if err := c.s.Timeout(cfg.AckTimeout).Emit("presence:heartbeat", payload, ack); err != nil {
-			c.fail(seq)
-			cur.fail(err.Error(), false)
-		}
 	}
 
 	// One goroutine per client: connect at its ramp-up slot, join, then
@@ -538,8 +534,8 @@ loop:
 	late := cur.take() // acks after the window: count errors and timeouts, not throughput
 	exp, missing := expected()
 	for _, c := range clients {
-		if c.s != nil {
-			c.s.Disconnect()
+		if c.t != nil {
+			c.t.close()
 		}
 	}
 
@@ -567,67 +563,41 @@ loop:
 	return sum, nil
 }
 
-// connect opens the client's socket (WebSocket only, no reconnection) and
-// waits for the connection.
-func (c *client) connect(ctx context.Context, cfg Config, onEvent func(*client, ...any)) error {
-	o := sio.DefaultOptions()
-	o.SetTransports(types.NewSet(sio.WebSocket))
-	o.SetReconnection(false)
-	o.SetForceNew(true)
-	o.SetMultiplex(false)
-	o.SetQuery(url.Values{"userId": {c.userID}})
-	o.SetAutoConnect(false) // handlers first, or a fast connect is missed
-	s, err := sio.Connect(cfg.TargetURL, o)
+// connect opens the client's connection and waits for it.
+func (c *client) connect(ctx context.Context, cfg Config, onEvent func(*client, presenceEvent)) error {
+	t, err := dialers[cfg.Client](ctx, cfg.TargetURL, c.userID, cfg.AckTimeout, func(ev presenceEvent) { onEvent(c, ev) })
 	if err != nil {
 		return err
 	}
-	c.s = s
-	done := make(chan error, 2)
-	s.Once("connect", func(...any) { done <- nil })
-	s.Once("connect_error", func(a ...any) { done <- fmt.Errorf("connect_error: %v", a) })
-	s.On("presence:event", func(a ...any) { onEvent(c, a...) })
-	s.Connect()
-	select {
-	case err = <-done:
-	case <-time.After(cfg.AckTimeout + 5*time.Second):
-		err = errors.New("connect timed out")
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
-	return err
+	c.t = t
+	return nil
 }
 
 // join sends presence:join and waits for its ack; room holds the room's
 // clients, whose seqs become this client's delivery baseline.
 func (c *client) join(ctx context.Context, cfg Config, roomID string, room []*client) error {
 	ch := make(chan error, 1)
-	ack := socket.Ack(func(a []any, err error) {
+	done := func(a ack, err error) {
 		if err != nil {
 			ch <- err
 			return
 		}
-		var m map[string]any
-		if len(a) > 0 {
-			m, _ = a[0].(map[string]any)
-		}
-		if m["ok"] != true {
-			ch <- fmt.Errorf("join refused: %v", m["error"])
+		if !a.OK {
+			ch <- fmt.Errorf("join refused: %v", a.Error)
 			return
 		}
-		self, _ := m["self"].(map[string]any)
-		e, _ := self["epoch"].(float64)
-		c.epoch.Store(int64(e))
+		if a.Self != nil {
+			c.epoch.Store(int64(a.Self.Epoch))
+		}
 		// Updates of heartbeats sent from now on must reach this client.
 		for _, s := range room {
 			atomic.StoreInt64(&c.base[s.slot], s.seq.Load())
 		}
 		c.joined.Store(true)
 		ch <- nil
-	})
-	payload := map[string]any{"roomId": roomID, "userId": c.userID, "state": map[string]any{"seq": 0}}
-	if err := c.s.Timeout(cfg.AckTimeout).Emit("presence:join", payload, ack); err != nil {
-		return err
 	}
+	payload := map[string]any{"roomId": roomID, "userId": c.userID, "state": map[string]any{"seq": 0}}
+	c.t.emit("presence:join", payload, cfg.AckTimeout, done)
 	select {
 	case err := <-ch:
 		return err
