@@ -4,9 +4,14 @@
 # bench/cmd/loadtest with 100 rooms × 5 users, every heartbeat patching
 # state, at 10 and 50 heartbeats/s per user.
 #
-#   bench/e2e.sh                 # both scenarios, 30 s each (5 s ramp-up)
-#   RATES="50" TEST_DURATION_MS=20000 bench/e2e.sh
+#   bench/e2e.sh                 # both scenarios × both load clients, 30 s each (5 s ramp-up)
+#   RATES="50" CLIENTS=raw TEST_DURATION_MS=20000 bench/e2e.sh
 #   PROFILE=1 bench/e2e.sh       # also a 10 s server CPU profile per scenario
+#
+# CLIENTS: the loadtest's LOADTEST_CLIENT values to run, default
+# "socketio raw": the Go Socket.IO client, then the minimal raw client,
+# whose own CPU is a fraction of the other's (they share this machine's
+# cores with the server).
 #
 # The server is built as it ships. The server exposes no pprof endpoint, so
 # PROFILE=1 builds a second binary with a Go build overlay that adds one
@@ -20,6 +25,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RATES=${RATES:-"10 50"}
+CLIENTS=${CLIENTS:-"socketio raw"}
 export ROOM_COUNT=${ROOM_COUNT:-100} USERS_PER_ROOM=${USERS_PER_ROOM:-5}
 export TEST_DURATION_MS=${TEST_DURATION_MS:-30000} RAMP_UP_MS=${RAMP_UP_MS:-5000}
 export ACK_TIMEOUT_MS=${ACK_TIMEOUT_MS:-5000} REPORT_INTERVAL_MS=${REPORT_INTERVAL_MS:-5000}
@@ -83,17 +89,20 @@ stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
 
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 for rate in $RATES; do
-  serve "$OUT/presence-server" "$rate"
-  echo "=== $ROOM_COUNT rooms × $USERS_PER_ROOM users × $rate heartbeats/s (server pid $spid, redis pid $rpid)"
-  TARGET_URL="http://127.0.0.1:$sport" HEARTBEATS_PER_SEC="$rate" SERVER_PID="$spid" REDIS_PID="$rpid" \
-    "$OUT/loadtest" -json > "$OUT/summary-$rate.json" || echo "(loadtest reported FAIL)"
-  stop "$spid"
+  for client in $CLIENTS; do
+    serve "$OUT/presence-server" "$rate"
+    echo "=== $ROOM_COUNT rooms × $USERS_PER_ROOM users × $rate heartbeats/s, client $client (server pid $spid, redis pid $rpid)"
+    TARGET_URL="http://127.0.0.1:$sport" HEARTBEATS_PER_SEC="$rate" LOADTEST_CLIENT="$client" SERVER_PID="$spid" REDIS_PID="$rpid" \
+      "$OUT/loadtest" -json > "$OUT/summary-$client-$rate.json" || echo "(loadtest reported FAIL)"
+    stop "$spid"
+  done
 
   if [[ "${PROFILE:-0}" == 1 ]]; then
     pport=$(freeport)
     PPROF_PORT=$pport serve "$OUT/presence-server-pprof" "$rate"
-    echo "--- profiling run (pprof build)"
-    TARGET_URL="http://127.0.0.1:$sport" HEARTBEATS_PER_SEC="$rate" SERVER_PID="$spid" REDIS_PID="$rpid" \
+    client=${CLIENTS##* }
+    echo "--- profiling run (pprof build, client $client)"
+    TARGET_URL="http://127.0.0.1:$sport" HEARTBEATS_PER_SEC="$rate" LOADTEST_CLIENT="$client" SERVER_PID="$spid" REDIS_PID="$rpid" \
       "$OUT/loadtest" > "$OUT/profile-run-$rate.log" 2>&1 &
     lt=$!
     sleep $(( RAMP_UP_MS / 1000 + 3 ))
