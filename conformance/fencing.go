@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -368,6 +369,12 @@ func (f *fencer) events() {
 	var mu sync.Mutex
 	var got []presence.Event
 	done := make(chan struct{})
+	var once sync.Once
+	// On a cluster, events of this conn's earlier life may cross the
+	// cluster bus after Subscribe returned; they carry epochs below the
+	// join's, which is strictly greater than any before it.
+	var joined atomic.Int64
+	joined.Store(math.MaxInt64)
 	sub, err := f.svc.Subscribe(f.ctx(), func(e presence.Event) {
 		if e.RoomID != room || e.ConnID != conn {
 			return
@@ -375,8 +382,8 @@ func (f *fencer) events() {
 		mu.Lock()
 		got = append(got, e)
 		mu.Unlock()
-		if e.Type == "leave" {
-			close(done)
+		if e.Type == "leave" && e.Epoch >= joined.Load() {
+			once.Do(func() { close(done) })
 		}
 	})
 	if err != nil {
@@ -384,6 +391,7 @@ func (f *fencer) events() {
 	}
 	defer sub.Close()
 	e := f.join(room, conn, `{"k0":1}`)
+	joined.Store(e)
 	f.hbOK(room, conn, ptr(e), `{"k0":2,"k1":"x"}`, e, true)
 	f.hbOK(room, conn, ptr(e), `{"k0":2}`, e, false)
 	f.hbOK(room, conn, nil, "", e, false)
@@ -399,6 +407,7 @@ func (f *fencer) events() {
 	}
 	mu.Lock()
 	defer mu.Unlock()
+	got = slices.DeleteFunc(got, func(ev presence.Event) bool { return ev.Epoch < e })
 	var types []string
 	for _, ev := range got {
 		types = append(types, ev.Type)
