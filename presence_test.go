@@ -710,3 +710,34 @@ func TestEpochCeiling(t *testing.T) {
 		}
 	})
 }
+
+// A handler that panics is logged and keeps receiving later events.
+func TestSubscribeHandlerPanicContained(t *testing.T) {
+	forEachTarget(t, func(t *testing.T, tg target) {
+		s := newService(t, tg.connect(t), presence.Config{})
+		got := make(chan string, 10)
+		sub, err := s.Subscribe(ctxT(t), func(e presence.Event) {
+			got <- e.ConnID
+			if e.ConnID == "boom" {
+				panic("handler bug")
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Close()
+		ctx := ctxT(t)
+		s.Join(ctx, "r", "boom", "u", nil)
+		s.Join(ctx, "r", "after", "u", nil)
+		for _, want := range []string{"boom", "after"} {
+			select {
+			case c := <-got:
+				if c != want {
+					t.Fatalf("got %s, want %s", c, want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("no event %s after a panicking handler", want)
+			}
+		}
+	})
+}
