@@ -11,9 +11,6 @@ package compat
 
 import (
 	"context"
-	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,10 +18,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/zishang520/socket.io/servers/socket/v3"
-
 	"github.com/realtime-message/presence"
 	"github.com/realtime-message/presence/internal/redistest"
+	"github.com/realtime-message/presence/internal/siotest"
 	"github.com/realtime-message/presence/socketio"
 )
 
@@ -80,41 +76,6 @@ func nodeModules(t *testing.T) string {
 	return mods
 }
 
-// startNode runs one server node in process: service, Socket.IO server and
-// binding on a loopback port, as cmd/presence-server assembles them.
-func startNode(t *testing.T, srv *redistest.Server, prefix string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	svc, err := presence.Open(ctx, presence.Config{Addrs: srv.Addrs, Embedded: srv.Embedded, KeyPrefix: prefix, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	io := socket.NewServer(nil, socketio.ServerOptions(0))
-	b, err := socketio.Bind(ctx, io, svc, socketio.Options{Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/socket.io/", io.ServeHandler(nil))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go hs.Serve(ln)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		b.Shutdown(ctx)
-		io.Close(nil)
-		hs.Close()
-		svc.Close()
-	})
-	return "http://" + ln.Addr().String()
-}
-
 // TestSocketIOClientCompat runs testdata/compat.cjs with socket.io-client
 // over WebSocket, long-polling, and polling upgraded to WebSocket, against
 // two nodes on the embedded Redis and on a real one.
@@ -130,7 +91,8 @@ func TestSocketIOClientCompat(t *testing.T) {
 		}
 		t.Run(srv.Name, func(t *testing.T) {
 			prefix := redistest.Prefix(t)
-			a, b := startNode(t, srv, prefix), startNode(t, srv, prefix)
+			cfg := presence.Config{Addrs: srv.Addrs, Embedded: srv.Embedded, KeyPrefix: prefix}
+			a, b := siotest.StartServer(t, cfg, socketio.Options{}), siotest.StartServer(t, cfg, socketio.Options{})
 			for _, mode := range []string{"websocket", "polling", "upgrade"} {
 				t.Run(mode, func(t *testing.T) {
 					ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)

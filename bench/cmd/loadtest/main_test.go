@@ -3,16 +3,13 @@ package main
 import (
 	"context"
 	"log/slog"
-	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/zishang520/socket.io/servers/socket/v3"
-
 	"github.com/realtime-message/presence"
 	"github.com/realtime-message/presence/internal/redistest"
+	"github.com/realtime-message/presence/internal/siotest"
 	"github.com/realtime-message/presence/socketio"
 )
 
@@ -25,40 +22,10 @@ func (w logWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// startServer runs the presence Socket.IO server in process on the
-// embedded Redis, as cmd/presence-server does by default.
 func startServer(t *testing.T) string {
-	t.Helper()
 	srv := redistest.Embedded(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	log := slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	svc, err := presence.Open(ctx, presence.Config{Addrs: srv.Addrs, Embedded: true, ReaperInterval: -1, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	io := socket.NewServer(nil, socketio.ServerOptions(0))
-	b, err := socketio.Bind(ctx, io, svc, socketio.Options{Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/socket.io/", io.ServeHandler(nil))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go hs.Serve(ln)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		b.Shutdown(ctx)
-		io.Close(nil)
-		hs.Close()
-		svc.Close()
-	})
-	return "http://" + ln.Addr().String()
+	return siotest.StartServer(t, presence.Config{Addrs: srv.Addrs, Embedded: true, ReaperInterval: -1, Logger: log}, socketio.Options{})
 }
 
 // TestLoadtest runs a tiny load test (2 rooms × 3 users, 10 heartbeats/s,
