@@ -218,7 +218,7 @@ func TestScenarios(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := len(o.CeilingConcurrency) + 1 + // ceiling rows
+	want := 2*(len(o.CeilingConcurrency)+1) + // ceiling rows, at the start and the end
 		len(o.Backends)*len(o.Strategies)*(1+len(o.Concurrency)) + // seed + saturation
 		len(o.Backends)*len(o.MetaStrategies)
 	if len(res.Rows) != want {

@@ -43,6 +43,7 @@ type Row struct {
 	OtherCPUPct     float64 `json:"other_cpu_pct"`  // the rest of the machine meanwhile (disturbance)
 
 	// Heartbeat rows.
+	Pass               string   `json:"pass,omitempty"`                  // ceiling rows: measured at the "start" or the "end" of the run
 	CeilingRatio       *float64 `json:"ceiling_ratio,omitempty"`         // ops_per_sec / the ceiling's
 	RoundTripsPerBatch *float64 `json:"round_trips_per_batch,omitempty"` // batch strategy
 	AvgBatch           *float64 `json:"avg_batch,omitempty"`             // batch strategy: heartbeats per flush
@@ -143,6 +144,9 @@ func WriteHeartbeatTable(w io.Writer, rows []Row) {
 		}
 		if r.Backend == BackendRaw {
 			strat = "**" + strat + "**"
+			if r.Pass == "end" {
+				strat += " (again, at the end)"
+			}
 		}
 		fmt.Fprintf(w, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s |\n", r.Backend, strat, r.Concurrency, num(r.OpsPerSec),
 			ms(r.P50Ms), ms(r.P99Ms), pct(r.RedisCPUPct), pct(r.ClientCPUPct), rts, ratio)

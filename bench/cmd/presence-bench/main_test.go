@@ -41,7 +41,7 @@ func TestRunQuickScaled(t *testing.T) {
 		}
 		rows++
 	}
-	if want := 3 + 2 + 2 + 2; rows != want { // ceiling ×3, seed ×2, saturation ×2, metadata ×2
+	if want := 6 + 2 + 2 + 2; rows != want { // ceiling ×3 twice, seed ×2, saturation ×2, metadata ×2
 		t.Errorf("%d rows, want %d:\n%s", rows, want, stdout.String())
 	}
 	for _, f := range []string{md, svg} {
@@ -50,7 +50,7 @@ func TestRunQuickScaled(t *testing.T) {
 			t.Errorf("%s: %v (%d bytes)", f, err, len(b))
 		}
 	}
-	if !strings.Contains(stderr.String(), "started redis-server") || !strings.Contains(stderr.String(), "[ 9/9") {
+	if !strings.Contains(stderr.String(), "started redis-server") || !strings.Contains(stderr.String(), "[12/12") {
 		t.Errorf("progress:\n%s", stderr.String())
 	}
 }
