@@ -7,6 +7,7 @@
 #   bench/e2e.sh                 # both scenarios × both load clients, 30 s each (5 s ramp-up)
 #   RATES="50" CLIENTS=raw TEST_DURATION_MS=20000 bench/e2e.sh
 #   PROFILE=1 bench/e2e.sh       # also a 10 s server CPU profile per scenario
+#   SERVER_BIN=/path/to/presence-server bench/e2e.sh   # a server built otherwise
 #
 # CLIENTS: the loadtest's LOADTEST_CLIENT values to run, default
 # "socketio raw": the Go Socket.IO client, then the minimal raw client,
@@ -42,7 +43,11 @@ cleanup() {
 trap cleanup EXIT
 
 echo "building into $OUT"
-go build -o "$OUT/presence-server" ./cmd/presence-server
+if [[ -n "${SERVER_BIN:-}" ]]; then # a server built otherwise, for experiments
+  cp "$SERVER_BIN" "$OUT/presence-server"
+else
+  go build -o "$OUT/presence-server" ./cmd/presence-server
+fi
 go build -o "$OUT/loadtest" ./bench/cmd/loadtest
 if [[ "${PROFILE:-0}" == 1 ]]; then
   cat > "$OUT/zz_pprof.go" <<'EOF'
@@ -107,11 +112,13 @@ for rate in $RATES; do
     lt=$!
     sleep $(( RAMP_UP_MS / 1000 + 3 ))
     curl -fs -o "$OUT/server-cpu-$rate.pprof" "http://127.0.0.1:$pport/debug/pprof/profile?seconds=10"
+    curl -fs -o "$OUT/server-allocs-$rate.pprof" "http://127.0.0.1:$pport/debug/pprof/allocs"
     wait "$lt" || true
     stop "$spid"
     go tool pprof -top -nodecount 25 "$OUT/presence-server-pprof" "$OUT/server-cpu-$rate.pprof" > "$OUT/server-cpu-$rate.top" 2>/dev/null
     go tool pprof -top -cum -nodecount 60 "$OUT/presence-server-pprof" "$OUT/server-cpu-$rate.pprof" > "$OUT/server-cpu-$rate.cum" 2>/dev/null
-    echo "profile: $OUT/server-cpu-$rate.pprof (top: $OUT/server-cpu-$rate.top)"
+    go tool pprof -sample_index=alloc_space -top -nodecount 30 "$OUT/presence-server-pprof" "$OUT/server-allocs-$rate.pprof" > "$OUT/server-allocs-$rate.top" 2>/dev/null
+    echo "profiles: $OUT/server-cpu-$rate.pprof, $OUT/server-allocs-$rate.pprof (tops: $OUT/server-*-$rate.top)"
   fi
 done
 echo "summaries in $OUT"
