@@ -237,14 +237,21 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 	return res, nil
 }
 
+// Ceiling returns the best ceiling row's ops/s (0 without one).
+func Ceiling(rows []Row) float64 {
+	var best float64
+	for _, row := range rows {
+		if row.Backend == BackendRaw && row.OpsPerSec > best {
+			best = row.OpsPerSec
+		}
+	}
+	return best
+}
+
 // fillCeiling sets Ceiling to the best ceiling row and every heartbeat
 // row's ratio to it.
 func (r *Results) fillCeiling() {
-	for _, row := range r.Rows {
-		if row.Backend == BackendRaw && row.OpsPerSec > r.Ceiling {
-			r.Ceiling = row.OpsPerSec
-		}
-	}
+	r.Ceiling = Ceiling(r.Rows)
 	if r.Ceiling == 0 {
 		return
 	}

@@ -17,12 +17,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -55,11 +57,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	out := fs.String("out", "", "also write the Markdown tables to this file")
 	svg := fs.String("svg", "", "write the heartbeat chart (SVG) to this file")
 	scale := fs.Float64("scale", 1, "multiply every scenario's duration (for smoke tests)")
+	render := fs.String("render", "", "measure nothing: read the rows of an earlier -json run from this file and write its tables and -svg chart")
+	title := fs.String("title", "", "the chart's title (default: says the machine)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+
+	if *render != "" {
+		return renderRows(*render, *svg, *title, stdout)
 	}
 
 	o := bench.DefaultOptions()
@@ -127,8 +135,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		title := fmt.Sprintf("presence heartbeat strategies, %d CPUs, Redis %s on loopback", res.Env.NumCPU, res.Env.RedisVersion)
-		if err := bench.WriteSVG(f, res.Rows, res.Ceiling, title); err != nil {
+		t := *title
+		if t == "" {
+			t = fmt.Sprintf("presence heartbeat strategies, %d CPUs, Redis %s on loopback", res.Env.NumCPU, res.Env.RedisVersion)
+		}
+		if err := bench.WriteSVG(f, res.Rows, res.Ceiling, t); err != nil {
 			f.Close()
 			return err
 		}
@@ -137,6 +148,47 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// renderRows writes the tables and the chart of rows saved with -json.
+func renderRows(path, svg, title string, stdout io.Writer) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var rows []bench.Row
+	dec := json.NewDecoder(f)
+	for {
+		var r bench.Row
+		if err := dec.Decode(&r); err == io.EOF {
+			break
+		} else if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		rows = append(rows, r)
+	}
+	ceiling := bench.Ceiling(rows)
+	bench.WriteSeedTable(stdout, rows)
+	fmt.Fprintln(stdout)
+	bench.WriteHeartbeatTable(stdout, rows)
+	fmt.Fprintln(stdout)
+	bench.WriteMetadataTable(stdout, rows)
+	if svg == "" {
+		return nil
+	}
+	out, err := os.Create(svg)
+	if err != nil {
+		return err
+	}
+	if title == "" {
+		title = "presence heartbeat strategies (rendered from " + filepath.Base(path) + ")"
+	}
+	if err := bench.WriteSVG(out, rows, ceiling, title); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 func split(s string) []string {

@@ -50,6 +50,21 @@ func TestRunQuickScaled(t *testing.T) {
 			t.Errorf("%s: %v (%d bytes)", f, err, len(b))
 		}
 	}
+	// -render draws the same from the saved rows, measuring nothing.
+	rowsFile, svg2 := filepath.Join(dir, "rows.json"), filepath.Join(dir, "again.svg")
+	if err := os.WriteFile(rowsFile, stdout.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var tables bytes.Buffer
+	if err := run(ctx, []string{"-render", rowsFile, "-svg", svg2}, &tables, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(tables.String(), "| rueidis | lua |") {
+		t.Errorf("-render tables:\n%s", tables.String())
+	}
+	if b, err := os.ReadFile(svg2); err != nil || !bytes.Contains(b, []byte("<svg")) {
+		t.Errorf("-render chart: %v", err)
+	}
 	if !strings.Contains(stderr.String(), "started redis-server") || !strings.Contains(stderr.String(), "[12/12") {
 		t.Errorf("progress:\n%s", stderr.String())
 	}
