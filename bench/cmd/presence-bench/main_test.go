@@ -41,7 +41,7 @@ func TestRunQuickScaled(t *testing.T) {
 		}
 		rows++
 	}
-	if want := 6 + 2 + 2 + 2; rows != want { // ceiling ×3 twice, seed ×2, saturation ×2, metadata ×2
+	if want := 3 + 2 + 2 + 2; rows != want { // ceiling ×3 (once with -quick), seed ×2, saturation ×2, metadata ×2
 		t.Errorf("%d rows, want %d:\n%s", rows, want, stdout.String())
 	}
 	for _, f := range []string{md, svg} {
@@ -65,7 +65,7 @@ func TestRunQuickScaled(t *testing.T) {
 	if b, err := os.ReadFile(svg2); err != nil || !bytes.Contains(b, []byte("<svg")) {
 		t.Errorf("-render chart: %v", err)
 	}
-	if !strings.Contains(stderr.String(), "started redis-server") || !strings.Contains(stderr.String(), "[12/12") {
+	if !strings.Contains(stderr.String(), "started redis-server") || !strings.Contains(stderr.String(), "[ 9/9") {
 		t.Errorf("progress:\n%s", stderr.String())
 	}
 }
