@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 )
 
 // ErrCrossSlot reports a command whose keys do not share one cluster hash
@@ -61,13 +62,39 @@ func (c Cmd) Slot() (int, error) {
 // sending anything.
 func CheckSlots(cmds []Cmd) error {
 	for _, c := range cmds {
-		if len(c.Keys) > 1 {
+		if len(c.Keys) > 1 && !sameTag(c.Keys) {
 			if _, err := c.Slot(); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// sameTag reports whether every key has the same non-empty hash tag, the
+// common case (every script call), which needs no CRC16 to be one slot.
+func sameTag(keys []string) bool {
+	tag := hashTag(keys[0])
+	if tag == "" {
+		return false
+	}
+	for _, k := range keys[1:] {
+		if hashTag(k) != tag {
+			return false
+		}
+	}
+	return true
+}
+
+// hashTag returns the part of key that decides its slot when it has a
+// non-empty {tag}, else "".
+func hashTag(key string) string {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			return key[i+1 : i+1+j]
+		}
+	}
+	return ""
 }
 
 // SameSlot checks that keys share one slot (for WATCH).

@@ -82,3 +82,20 @@ func TestSlotAndCheckSlots(t *testing.T) {
 		t.Error("Itoa")
 	}
 }
+
+func TestCheckSlotsSharedTagFastPath(t *testing.T) {
+	ok := []backend.Cmd{backend.C("DEL", []string{"a{t}1", "b{t}2", "{t}"})}
+	if err := backend.CheckSlots(ok); err != nil {
+		t.Fatal(err)
+	}
+	// Different tags that happen to collide would still pass through the
+	// CRC path; different tags in different slots must fail.
+	bad := []backend.Cmd{backend.C("DEL", []string{"{room:a}x", "{room:b}x"})}
+	if backend.KeySlot("{room:a}x") != backend.KeySlot("{room:b}x") && !errors.Is(backend.CheckSlots(bad), backend.ErrCrossSlot) {
+		t.Fatal("keys of two tags in two slots passed")
+	}
+	// An empty tag is no tag: "{}a" and "{}b" hash as whole keys.
+	if backend.KeySlot("{}a") != backend.KeySlot("{}b") && !errors.Is(backend.CheckSlots([]backend.Cmd{backend.C("DEL", []string{"{}a", "{}b"})}), backend.ErrCrossSlot) {
+		t.Fatal("empty tags treated as one tag")
+	}
+}

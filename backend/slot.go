@@ -1,14 +1,10 @@
 package backend
 
-import "strings"
-
 // KeySlot returns the Redis Cluster hash slot of key: CRC16 (XMODEM) of the
 // key, or of its {hash tag} when it has a non-empty one, modulo 16384.
 func KeySlot(key string) int {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
+	if tag := hashTag(key); tag != "" {
+		key = tag
 	}
 	return int(crc16(key) & 16383)
 }
