@@ -5,17 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 )
-
-// setDeathSignal has the kernel kill redis-server if this process dies
-// without stopping it, so no server outlives a crashed or killed run.
-func setDeathSignal(cmd *exec.Cmd) {
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-}
 
 // ProcessCPU returns the user + system CPU time of process pid in seconds,
 // from /proc/<pid>/stat (clock ticks of 1/100 s, as on every Linux we run).

@@ -4,10 +4,7 @@ package bench
 
 import (
 	"errors"
-	"os/exec"
 )
-
-func setDeathSignal(*exec.Cmd) {}
 
 // ProcessCPU needs /proc: Linux only.
 func ProcessCPU(pid int) (float64, error) {

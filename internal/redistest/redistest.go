@@ -26,6 +26,7 @@
 package redistest
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -343,4 +344,36 @@ func Prefix(t testing.TB) string {
 		b.WriteString("t")
 	}
 	return b.String() + "-" + strconv.FormatInt(int64(os.Getpid()), 36) + "-" + strconv.FormatUint(prefixSeq.Add(1), 36)
+}
+
+// StartStandalone starts a private redis-server outside any test, for
+// programs such as bench/cmd/presence-bench: a free 127.0.0.1 port, no
+// persistence, a temporary directory. The caller must Stop it.
+func StartStandalone() (*Server, error) {
+	if !Available() {
+		return nil, errors.New("redistest: redis-server is not on PATH (install Redis 7)")
+	}
+	dir, err := os.MkdirTemp("", "redistest-standalone-")
+	if err != nil {
+		return nil, err
+	}
+	s, err := startStandalone(dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return s, nil
+}
+
+// Stop kills a server StartStandalone started, waits for it and removes
+// its directory.
+func (s *Server) Stop() error { return s.stop() }
+
+// Pid returns the process id of the first node's redis-server, or 0 for the
+// embedded server (it runs in this process).
+func (s *Server) Pid() int {
+	if len(s.procs) == 0 {
+		return 0
+	}
+	return s.procs[0].cmd.Process.Pid
 }

@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/realtime-message/presence/bench"
+	"github.com/realtime-message/presence/internal/redistest"
 )
 
 func main() {
@@ -98,13 +99,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		o.Target = bench.TargetFromEnv(u)
 		fmt.Fprintf(stderr, "using REDIS_URL %s\n", o.Target)
 	} else {
-		srv, err := bench.StartServer(ctx)
+		srv, err := redistest.StartStandalone()
 		if err != nil {
 			return err
 		}
 		defer srv.Stop()
-		o.Target = srv.Target()
-		fmt.Fprintf(stderr, "started redis-server pid %d on %s\n", srv.Pid, srv.Addr)
+		o.Target = bench.Target{Addrs: srv.Addrs}
+		fmt.Fprintf(stderr, "started redis-server pid %d on %s\n", srv.Pid(), srv.Addr())
 	}
 	fmt.Fprintf(stderr, "load average %s; about %v of scenarios\n", bench.LoadAvg(), o.Estimate().Round(time.Second))
 
