@@ -153,18 +153,16 @@ func lockResult(l presence.Lock, err error) (any, error) {
 }
 
 func (c *conn) acquireLock(ctx context.Context, payload any) (any, error) {
-	r, err := parseLock(payload, true)
-	if err != nil {
-		return nil, err
-	}
-	owner, err := c.owner()
-	if err != nil {
-		return nil, err
-	}
-	return lockResult(c.b.svc.AcquireLock(ctx, r.channel(), r.LockName, owner, time.Duration(r.TTLMs)*time.Millisecond))
+	return c.lockWithTTL(ctx, payload, c.b.svc.AcquireLock)
 }
 
 func (c *conn) renewLock(ctx context.Context, payload any) (any, error) {
+	return c.lockWithTTL(ctx, payload, c.b.svc.RenewLock)
+}
+
+// lockWithTTL runs AcquireLock or RenewLock for the socket's user.
+func (c *conn) lockWithTTL(ctx context.Context, payload any,
+	call func(context.Context, presence.Channel, string, string, time.Duration) (presence.Lock, error)) (any, error) {
 	r, err := parseLock(payload, true)
 	if err != nil {
 		return nil, err
@@ -173,7 +171,7 @@ func (c *conn) renewLock(ctx context.Context, payload any) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return lockResult(c.b.svc.RenewLock(ctx, r.channel(), r.LockName, owner, time.Duration(r.TTLMs)*time.Millisecond))
+	return lockResult(call(ctx, r.channel(), r.LockName, owner, time.Duration(r.TTLMs)*time.Millisecond))
 }
 
 func (c *conn) releaseLock(ctx context.Context, payload any) (any, error) {
