@@ -225,8 +225,14 @@ func Standalone(t testing.TB) *Server {
 // NewStandalone starts a private redis-server, stopped when the test ends.
 func NewStandalone(t testing.TB) *Server {
 	t.Helper()
+	return startPrivate(t, startStandalone)
+}
+
+// startPrivate starts a server owned by one test and stops it at its end.
+func startPrivate(t testing.TB, start func(dir string) (*Server, error)) *Server {
+	t.Helper()
 	requireRedis(t)
-	s, err := startStandalone(t.TempDir())
+	s, err := start(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,17 +257,7 @@ func Cluster(t testing.TB) *Server {
 // ends.
 func NewCluster(t testing.TB) *Server {
 	t.Helper()
-	requireRedis(t)
-	s, err := startCluster(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := s.stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	return s
+	return startPrivate(t, startCluster)
 }
 
 // Embedded starts an embedded server (package embedded) for this test,
