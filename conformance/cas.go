@@ -34,14 +34,8 @@ type caser struct {
 
 func checkCAS(tb rapid.TB, h *harness) {
 	c := h.client()
-	prefix := h.prefix()
-	defer cleanup(c, prefix)
-	clock := newFakeClock(time.Now())
-	svc, err := h.service(c, prefix, clock.Now)
-	if err != nil {
-		tb.Fatalf("presence.New: %v", err)
-	}
-	defer svc.Close()
+	svc, clock, done := h.fresh(tb, c)
+	defer done()
 	m := &caser{tb: tb, h: h, c: c, svc: svc, clock: clock, keys: svc.Keys()}
 	start := time.Now()
 	m.sequence()

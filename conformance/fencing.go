@@ -37,14 +37,8 @@ type fencer struct {
 
 func checkFencing(tb rapid.TB, h *harness) {
 	c := h.client()
-	prefix := h.prefix()
-	defer cleanup(c, prefix)
-	clock := newFakeClock(time.Now())
-	svc, err := h.service(c, prefix, clock.Now)
-	if err != nil {
-		tb.Fatalf("presence.New: %v", err)
-	}
-	defer svc.Close()
+	svc, clock, done := h.fresh(tb, c)
+	defer done()
 	f := &fencer{tb: tb, h: h, c: c, svc: svc, clock: clock, keys: svc.Keys()}
 	start := time.Now()
 	f.sequence()

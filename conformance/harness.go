@@ -1,6 +1,8 @@
 package conformance
 
 import (
+	"pgregory.net/rapid"
+
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -102,6 +104,22 @@ func (h *harness) service(c backend.Client, prefix string, now func() time.Time)
 		Now:            now,
 		Logger:         discard,
 	})
+}
+
+// fresh builds a Service on c under a new key prefix with a fake clock;
+// done closes it and deletes every key it wrote.
+func (h *harness) fresh(tb rapid.TB, c backend.Client) (svc *presence.Service, clock *fakeClock, done func()) {
+	prefix := h.prefix()
+	clock = newFakeClock(time.Now())
+	svc, err := h.service(c, prefix, clock.Now)
+	if err != nil {
+		cleanup(c, prefix)
+		tb.Fatalf("presence.New: %v", err)
+	}
+	return svc, clock, func() {
+		svc.Close()
+		cleanup(c, prefix)
+	}
 }
 
 // ctx returns a context with the per-call deadline.

@@ -26,14 +26,8 @@ func checkMetadataSequential(tb rapid.TB, h *harness) {
 	var cases, steps atomic.Int64
 	start := time.Now()
 	rapid.Check(tb, func(t *rapid.T) {
-		prefix := h.prefix()
-		defer cleanup(c, prefix)
-		clock := newFakeClock(time.Now())
-		svc, err := h.service(c, prefix, clock.Now)
-		if err != nil {
-			t.Fatalf("presence.New: %v", err)
-		}
-		defer svc.Close()
+		svc, clock, done := h.fresh(t, c)
+		defer done()
 		m := &metadataMachine{h: h, svc: svc, clock: clock, chans: map[presence.Channel]*mChan{}, seen: map[presence.Channel]int64{}}
 		for _, ch := range chanIDs {
 			m.chans[ch] = &mChan{items: map[string]it{}}

@@ -29,14 +29,8 @@ func checkPresenceSequential(tb rapid.TB, h *harness) {
 	var cases, steps atomic.Int64
 	start := time.Now()
 	rapid.Check(tb, func(t *rapid.T) {
-		prefix := h.prefix()
-		defer cleanup(c, prefix)
-		clock := newFakeClock(time.Now())
-		svc, err := h.service(c, prefix, clock.Now)
-		if err != nil {
-			t.Fatalf("presence.New: %v", err)
-		}
-		defer svc.Close()
+		svc, clock, done := h.fresh(t, c)
+		defer done()
 		m := &presenceMachine{h: h, c: c, svc: svc, clock: clock, keys: svc.Keys(),
 			conns: map[roomConn]*mConn{}, seen: map[roomConn]int64{}}
 		t.Repeat(map[string]func(*rapid.T){
