@@ -38,7 +38,9 @@ type Config struct {
 	// disables the reaper on this node.
 	ReaperInterval time.Duration
 	// ReaperLookback: a conn is reaped once its hash expired and its last
-	// heartbeat is older than this (default 2×TTL; at least TTL).
+	// heartbeat is older than this (default TTL, so a dead node's conns
+	// leave within TTL + ReaperInterval; at least TTL). Raise it as a margin
+	// when the nodes' clocks may differ.
 	ReaperLookback time.Duration
 	// KeyPrefix prefixes every key and channel (default "prs"), so several
 	// deployments can share one Redis.
@@ -81,7 +83,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.ReaperInterval = 3 * time.Second
 	}
 	if c.ReaperLookback == 0 {
-		c.ReaperLookback = 2 * c.TTL
+		c.ReaperLookback = c.TTL
 	}
 	if c.ReaperLookback < c.TTL {
 		return c, invalid("config: ReaperLookback %v must be at least TTL %v", c.ReaperLookback, c.TTL)

@@ -144,7 +144,7 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	fs.StringVar(&s.Presence.Metadata, "metadata", s.Presence.Metadata, "metadata strategy spec: lua, watch?retries=5 (PRESENCE_METADATA; default lua)")
 	fs.DurationVar(&s.Presence.TTL, "ttl", s.Presence.TTL, "connection TTL without heartbeats (PRESENCE_TTL_MS; default 30s)")
 	fs.DurationVar(&s.Presence.ReaperInterval, "reaper-interval", s.Presence.ReaperInterval, "reaper period, negative disables (PRESENCE_REAPER_INTERVAL_MS; default 3s)")
-	fs.DurationVar(&s.Presence.ReaperLookback, "reaper-lookback", s.Presence.ReaperLookback, "reap conns silent this long (PRESENCE_REAPER_LOOKBACK_MS; default 2×TTL)")
+	fs.DurationVar(&s.Presence.ReaperLookback, "reaper-lookback", s.Presence.ReaperLookback, "reap conns silent this long (PRESENCE_REAPER_LOOKBACK_MS; default TTL: a dead node's conns leave within TTL + interval)")
 	fs.StringVar(&s.Presence.KeyPrefix, "key-prefix", s.Presence.KeyPrefix, "Redis key prefix (PRESENCE_KEY_PREFIX; default prs)")
 	fs.Int64Var(&s.MaxMessageBytes, "max-message-bytes", s.MaxMessageBytes, "largest Socket.IO message; a larger one closes the connection (PRESENCE_MAX_MESSAGE_BYTES)")
 	fs.IntVar(&s.Presence.MaxStateBytes, "max-state-bytes", s.Presence.MaxStateBytes, "largest presence state or patch, encoded (PRESENCE_MAX_STATE_BYTES; default 64 KiB)")
