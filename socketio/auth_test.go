@@ -53,7 +53,7 @@ func TestHMACAuthenticator(t *testing.T) {
 		// Bound to alice: acting user before any join (locks work).
 		c.ok("metadata:acquireLock", map[string]any{"channelName": room, "channelType": "doc", "lockName": "l", "ttlMs": 1000})
 		c.ok("metadata:releaseLock", map[string]any{"channelName": room, "channelType": "doc", "lockName": "l"})
-		a := c.fail("", "presence:join", map[string]any{"roomId": room, "userId": "mallory"})
+		a := c.fail("PRESENCE_CONFLICT", "presence:join", map[string]any{"roomId": room, "userId": "mallory"})
 		if !strings.Contains(a["error"].(string), "authenticated user") {
 			t.Fatalf("join as another user: %v", a)
 		}
@@ -120,7 +120,7 @@ func TestCustomAuthenticator(t *testing.T) {
 	if seen.Auth["x"] != "y" || seen.Header.Get("X-Test") != "1" || seen.RemoteAddr == "" {
 		t.Fatalf("handshake seen by the authenticator: %+v", seen)
 	}
-	c.fail("", "presence:join", map[string]any{"roomId": room, "userId": "dave"})
+	c.fail("PRESENCE_CONFLICT", "presence:join", map[string]any{"roomId": room, "userId": "dave"})
 	c.ok("presence:join", map[string]any{"roomId": room, "userId": "carol"})
 	u := dial(t, n.url)
 	u.ok("presence:join", map[string]any{"roomId": room, "userId": "anyone"})

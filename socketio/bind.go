@@ -36,12 +36,13 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/zishang520/socket.io/servers/engine/v3/transports"
 	"github.com/zishang520/socket.io/servers/socket/v3"
+	"github.com/zishang520/socket.io/v3/pkg/types"
 
 	"github.com/realtime-message/presence"
 )
@@ -71,7 +72,11 @@ const DefaultMaxMessageBytes = 1_000_000
 
 // ServerOptions returns Socket.IO server options fit for this protocol:
 // WebSocket and long-polling (with upgrade), and messages bounded by
-// maxMessageBytes (DefaultMaxMessageBytes when ≤ 0).
+// maxMessageBytes (DefaultMaxMessageBytes when ≤ 0). Its WebSocket
+// transport is this package's (see transport.go): broadcast frames are
+// shared by their recipients and each connection's frames are coalesced
+// into one write; a connection whose unwritten frames exceed
+// DefaultMaxPendingBytes is closed.
 func ServerOptions(maxMessageBytes int64) *socket.ServerOptions {
 	if maxMessageBytes <= 0 {
 		maxMessageBytes = DefaultMaxMessageBytes
@@ -79,6 +84,7 @@ func ServerOptions(maxMessageBytes int64) *socket.ServerOptions {
 	o := socket.DefaultServerOptions()
 	o.SetMaxHttpBufferSize(maxMessageBytes)
 	o.SetServeClient(false)
+	o.SetTransports(types.NewSet[transports.TransportCtor](&transports.PollingBuilder{}, &wsBuilder{maxPending: DefaultMaxPendingBytes}))
 	return o
 }
 
@@ -105,8 +111,25 @@ type Options struct {
 	// socket (default 10/s, bursts of 20).
 	PresenceRate Rate
 
+	// EventBudget is how long an admitted event may wait for its socket's
+	// earlier events before it is answered OVERLOADED without running
+	// (default 1s, below the ack timeouts clients typically use, so a
+	// client hears "overloaded" rather than nothing; negative: no budget).
+	EventBudget time.Duration
+	// MaxQueuedEvents bounds the events admitted but not yet run per
+	// socket (default 256, above every default burst); past it an event is
+	// answered OVERLOADED at once.
+	MaxQueuedEvents int
+	// DisconnectAfterRefused disconnects a socket that had more than this
+	// many events refused (rate limited or queue full) within one second
+	// (default 1000; negative: never).
+	DisconnectAfterRefused int
+
 	// Logger receives the binding's logs (default slog.Default()).
 	Logger *slog.Logger
+	// FailureLogInterval: failures of the server or Redis are logged once
+	// per kind per interval, with their count (default 10s).
+	FailureLogInterval time.Duration
 
 	// Hooks observe the binding for metrics; nil funcs are skipped.
 	Hooks Hooks
@@ -115,9 +138,16 @@ type Options struct {
 // Hooks observe a Binding. They must be fast and safe for concurrent use.
 type Hooks struct {
 	// Event is called once per client event handled, with its result:
-	// ResultOK, ResultInvalid, ResultRefused, ResultRateLimited or
-	// ResultError.
+	// ResultOK, ResultInvalid, ResultRefused, ResultRateLimited,
+	// ResultOverloaded or ResultError. took runs from the event's
+	// admission, so it includes the wait behind the socket's earlier events.
 	Event func(event, result string, took time.Duration)
+	// Coalesced is called when n queued heartbeats of one socket ran as
+	// one service call.
+	Coalesced func(n int)
+	// FloodDisconnect is called when a socket is disconnected for sending
+	// far over its rate limits.
+	FloodDisconnect func()
 }
 
 // Results passed to Hooks.Event.
@@ -126,6 +156,7 @@ const (
 	ResultInvalid     = "invalid"      // payload or argument validation failed
 	ResultRefused     = "refused"      // stale epoch, unknown conn, conflict, lock, wrong room or user
 	ResultRateLimited = "rate_limited" // the socket's rate limit
+	ResultOverloaded  = "overloaded"   // shed: waited past the event budget, or the socket's queue was full
 	ResultError       = "error"        // backend failure, timeout, shutdown
 )
 
@@ -136,8 +167,20 @@ func (o Options) withDefaults() Options {
 	o.HeartbeatRate = o.HeartbeatRate.orDefault(Rate{PerSecond: 100, Burst: 200})
 	o.MetadataRate = o.MetadataRate.orDefault(Rate{PerSecond: 50, Burst: 100})
 	o.PresenceRate = o.PresenceRate.orDefault(Rate{PerSecond: 10, Burst: 20})
+	if o.EventBudget == 0 {
+		o.EventBudget = time.Second
+	}
+	if o.MaxQueuedEvents <= 0 {
+		o.MaxQueuedEvents = 256
+	}
+	if o.DisconnectAfterRefused == 0 {
+		o.DisconnectAfterRefused = 1000
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.FailureLogInterval <= 0 {
+		o.FailureLogInterval = 10 * time.Second
 	}
 	return o
 }
@@ -170,6 +213,9 @@ type Binding struct {
 	connected atomic.Int64
 	gates     sync.Map // engine.Socket → *connectGate (see connectgate.go)
 
+	failures *failureLog
+	logDone  chan struct{} // the failure log's flusher ended
+
 	shutdownOnce sync.Once
 	shutdownErr  error
 }
@@ -193,6 +239,12 @@ func Bind(ctx context.Context, io *socket.Server, svc *presence.Service, opts Op
 		cleanups: map[*conn]chan struct{}{},
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.failures = newFailureLog(b.log, b.opts.FailureLogInterval)
+	b.logDone = make(chan struct{})
+	go func() {
+		defer close(b.logDone)
+		b.failures.run(b.ctx)
+	}()
 
 	sub, err := svc.Subscribe(ctx, b.forwardPresence)
 	if err != nil {
@@ -335,55 +387,6 @@ type handlerFunc func(ctx context.Context, payload any) (any, error)
 
 var errRateLimited = errors.New("rate limit exceeded")
 
-// handle registers h for event: it finds the ack callback (the last
-// argument, when the client asked for one), applies the rate limit, runs h
-// with a deadline, and acks its result or the failure. The socket's
-// events run one at a time, in order (the library queues them per socket).
-func (b *Binding) handle(c *conn, event string, limit *bucket, h handlerFunc) {
-	_ = c.sock.On(event, func(args ...any) {
-		start := time.Now()
-		var ack socket.Ack
-		if n := len(args); n > 0 {
-			if a, ok := args[n-1].(socket.Ack); ok {
-				ack, args = a, args[:n-1]
-			}
-		}
-		var payload any
-		if len(args) > 0 {
-			payload = args[0]
-		}
-		resp, err := b.run(c, event, limit, h, start, payload)
-		result := ResultOK
-		if err != nil {
-			resp, result = b.failure(c, event, err)
-		}
-		if hook := b.opts.Hooks.Event; hook != nil {
-			hook(event, result, time.Since(start))
-		}
-		if ack != nil {
-			ack([]any{resp}, nil)
-		}
-	})
-}
-
-func (b *Binding) run(c *conn, event string, limit *bucket, h handlerFunc, now time.Time, payload any) (resp any, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			b.log.Error("socketio: event handler panicked", "event", event, "sid", c.id, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-			resp, err = nil, fmt.Errorf("panic: %v", r)
-		}
-	}()
-	if b.closing.Load() {
-		return nil, errShuttingDown
-	}
-	if !limit.allow(now) {
-		return nil, errRateLimited
-	}
-	ctx, cancel := context.WithTimeout(b.ctx, b.opts.CallTimeout)
-	defer cancel()
-	return h(ctx, payload)
-}
-
 // release runs once per socket when it disconnects: the socket leaves its
 // presence room (as presence:leave would) in the background. The library
 // may fire "disconnect" twice, on another goroutine than the socket's
@@ -456,6 +459,7 @@ func (b *Binding) shutdown(ctx context.Context) error {
 	err := b.waitCleanups(ctx)
 	b.closeSubs()
 	b.cancel()
+	<-b.logDone
 	if n := failed.Load(); n > 0 {
 		err = errors.Join(err, fmt.Errorf("socketio: shutdown: %d of %d sockets could not leave presence (the reaper removes them after the TTL)", n, len(conns)))
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/zishang520/socket.io/servers/socket/v3"
 
@@ -26,6 +27,13 @@ type conn struct {
 	heartbeat, metadata, presence *bucket
 
 	released atomic.Bool // disconnect seen (it may fire twice)
+
+	// The socket's queue of admitted events (queue.go).
+	qmu          sync.Mutex
+	queue        []*queued
+	draining     bool      // a worker is running the queue
+	refused      int       // refusals since refusedSince
+	refusedSince time.Time // start of the one-second refusal window
 
 	mu     sync.Mutex
 	closed bool   // left for good: disconnect or Shutdown
@@ -48,12 +56,11 @@ func (c *conn) actor() string {
 }
 
 var (
-	errWrongRoom     = errors.New("Socket already joined a different presence room")
-	errUserMismatch  = errors.New("userId does not match the authenticated user")
-	errNotJoined     = errors.New("Socket has not joined a presence room")
-	errShuttingDown  = errors.New("server shutting down")
-	errDisconnected  = errors.New("socket disconnected")
-	errInternalError = errors.New("internal error")
+	errWrongRoom    = errors.New("Socket already joined a different presence room")
+	errUserMismatch = errors.New("userId does not match the authenticated user")
+	errNotJoined    = errors.New("Socket has not joined a presence room")
+	errShuttingDown = errors.New("server shutting down")
+	errDisconnected = errors.New("socket disconnected")
 )
 
 // Entry, join and heartbeat acks of PROTOCOL.md.
@@ -75,21 +82,35 @@ type (
 		Changed bool  `json:"changed"`
 		Epoch   int64 `json:"epoch"`
 	}
-	// errorAck is every failure: {ok:false, error, code?}.
+	// errorAck is every failure: {ok:false, error, code, retryable?}.
 	errorAck struct {
-		OK    bool   `json:"ok"`
-		Error string `json:"error"`
-		Code  string `json:"code,omitempty"`
+		OK        bool   `json:"ok"`
+		Error     string `json:"error"`
+		Code      string `json:"code"`
+		Retryable bool   `json:"retryable,omitempty"`
 	}
 )
 
-// Error codes of metadata failures (PROTOCOL.md), and RATE_LIMITED, this
-// server's extension for a socket over its rate limit.
+// Error codes of failure acks. The METADATA_* codes are the original
+// server's; the others are this server's extension (the original sent
+// presence failures with no code). Retryable ones are marked
+// retryable:true in the ack.
 const (
-	CodeConflict    = "METADATA_CONFLICT"
-	CodeLock        = "METADATA_LOCK"
-	CodeInvalid     = "METADATA_INVALID"
-	CodeRateLimited = "RATE_LIMITED"
+	CodeConflict = "METADATA_CONFLICT"
+	CodeLock     = "METADATA_LOCK"
+	CodeInvalid  = "METADATA_INVALID"
+
+	CodePresenceInvalid    = "PRESENCE_INVALID"     // the payload or an argument is invalid; nothing was written
+	CodePresenceNotJoined  = "PRESENCE_NOT_JOINED"  // the socket has no presence (never joined, left, or expired): join again
+	CodePresenceStaleEpoch = "PRESENCE_STALE_EPOCH" // a newer connection owns this connection id
+	CodePresenceConflict   = "PRESENCE_CONFLICT"    // joined another room already, or userId is not the authenticated user
+
+	CodeRateLimited  = "RATE_LIMITED"  // the socket is over its rate limit (retryable)
+	CodeOverloaded   = "OVERLOADED"    // the event was not run: it waited past the event budget, or too many are pending (retryable)
+	CodeTimeout      = "TIMEOUT"       // Redis did not answer in time; the event may or may not have taken effect (retryable)
+	CodeUnavailable  = "UNAVAILABLE"   // Redis failed; the event may or may not have taken effect (retryable)
+	CodeShuttingDown = "SHUTTING_DOWN" // this server is stopping; reconnect (retryable)
+	CodeDisconnected = "DISCONNECTED"  // the socket disconnected while the event waited
 )
 
 func (c *conn) join(ctx context.Context, payload any) (any, error) {
@@ -143,6 +164,10 @@ func (c *conn) heartbeatEvent(ctx context.Context, payload any) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	return c.heartbeatReq(ctx, req)
+}
+
+func (c *conn) heartbeatReq(ctx context.Context, req heartbeatReq) (any, error) {
 	c.mu.Lock()
 	room := c.room
 	c.mu.Unlock()
@@ -194,44 +219,49 @@ func (c *conn) close(ctx context.Context) bool {
 	return ok
 }
 
-// failure turns an error into the ack {ok:false, error, code?} and the
-// result for Hooks.Event. Metadata events carry a code; presence events
-// (as in the original server) only an error, except RATE_LIMITED.
+// failure turns an error into the ack {ok:false, error, code, retryable?}
+// and the result for Hooks.Event. Every failure carries a code, so clients
+// never match on message text; metadata refusals keep the original
+// server's METADATA_* codes. Failures of the server or Redis are logged
+// through the binding's aggregating logger, one line per kind per
+// interval, so an outage cannot flood the log.
 func (b *Binding) failure(c *conn, event string, err error) (errorAck, string) {
 	meta := strings.HasPrefix(event, "metadata:")
-	a := errorAck{Error: err.Error()}
+	a := errorAck{Error: strings.TrimPrefix(err.Error(), "presence: ")}
 	result := ResultRefused
+	pick := func(presenceCode, metaCode string) string {
+		if meta {
+			return metaCode
+		}
+		return presenceCode
+	}
 	switch {
 	case errors.Is(err, errRateLimited):
-		a.Code, result = CodeRateLimited, ResultRateLimited
+		a.Code, a.Retryable, result = CodeRateLimited, true, ResultRateLimited
+	case errors.Is(err, errOverloaded), errors.Is(err, errQueueFull):
+		a.Code, a.Retryable, result = CodeOverloaded, true, ResultOverloaded
 	case errors.Is(err, errPayload), errors.Is(err, presence.ErrInvalidArgument):
-		a.Error = strings.TrimPrefix(a.Error, "presence: ")
-		result = ResultInvalid
-		if meta {
-			a.Code = CodeInvalid
-		}
+		a.Code, result = pick(CodePresenceInvalid, CodeInvalid), ResultInvalid
 	case errors.Is(err, presence.ErrConflict):
-		a.Error = strings.TrimPrefix(a.Error, "presence: ")
-		if meta {
-			a.Code = CodeConflict
-		}
+		a.Code = pick(CodePresenceConflict, CodeConflict)
 	case errors.Is(err, presence.ErrLocked), errors.Is(err, errNoActor):
-		a.Error = strings.TrimPrefix(a.Error, "presence: ")
-		if meta {
-			a.Code = CodeLock
-		}
-	case errors.Is(err, presence.ErrStaleEpoch), errors.Is(err, presence.ErrConnNotFound):
-		a.Error = strings.TrimPrefix(a.Error, "presence: ")
-	case errors.Is(err, errWrongRoom), errors.Is(err, errUserMismatch), errors.Is(err, errNotJoined),
-		errors.Is(err, errDisconnected):
+		a.Code = CodeLock
+	case errors.Is(err, presence.ErrStaleEpoch):
+		a.Code = CodePresenceStaleEpoch
+	case errors.Is(err, presence.ErrConnNotFound), errors.Is(err, errNotJoined):
+		a.Code = CodePresenceNotJoined
+	case errors.Is(err, errWrongRoom), errors.Is(err, errUserMismatch):
+		a.Code = CodePresenceConflict
+	case errors.Is(err, errDisconnected):
+		a.Code = CodeDisconnected
 	case errors.Is(err, errShuttingDown), errors.Is(err, presence.ErrClosed):
-		a.Error, result = errShuttingDown.Error(), ResultError
+		a.Error, a.Code, a.Retryable, result = errShuttingDown.Error(), CodeShuttingDown, true, ResultError
 	case errors.Is(err, context.DeadlineExceeded):
-		b.log.Warn("socketio: event timed out", "event", event, "sid", c.id, "err", err)
-		a.Error, result = "timeout", ResultError
+		b.failures.note("event timed out", event, err)
+		a.Error, a.Code, a.Retryable, result = "timeout", CodeTimeout, true, ResultError
 	default:
-		b.log.Error("socketio: event failed", "event", event, "sid", c.id, "err", err)
-		a.Error, result = errInternalError.Error(), ResultError
+		b.failures.note("event failed", event, err)
+		a.Error, a.Code, a.Retryable, result = "service unavailable", CodeUnavailable, true, ResultError
 	}
 	return a, result
 }

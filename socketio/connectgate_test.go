@@ -18,7 +18,7 @@ func TestFirstEventRightAfterConnect(t *testing.T) {
 		if err != nil {
 			t.Fatalf("connection %d: %v", i, err)
 		}
-		c.fail("", "presence:heartbeat")
+		c.fail("PRESENCE_NOT_JOINED", "presence:heartbeat")
 		c.close()
 	}
 }

@@ -200,7 +200,8 @@ func (c *client) ok(event string, args ...any) map[string]any {
 	return a
 }
 
-// fail calls and requires {ok:false, error, code: wantCode} ("" = no code).
+// fail calls and requires {ok:false, error, code: wantCode}, with
+// retryable:true exactly for the codes a client may retry as is.
 func (c *client) fail(wantCode, event string, args ...any) map[string]any {
 	c.t.Helper()
 	a := c.call(event, args...)
@@ -210,12 +211,12 @@ func (c *client) fail(wantCode, event string, args ...any) map[string]any {
 	if msg, _ := a["error"].(string); msg == "" {
 		c.t.Fatalf("%s: ack %v has no error message", event, a)
 	}
-	code, hasCode := a["code"]
-	if wantCode == "" && hasCode {
-		c.t.Fatalf("%s: ack %v has a code, want none", event, a)
-	}
-	if wantCode != "" && code != wantCode {
+	if a["code"] != wantCode {
 		c.t.Fatalf("%s: ack %v, want code %s", event, a, wantCode)
+	}
+	retryable := map[string]bool{"RATE_LIMITED": true, "OVERLOADED": true, "TIMEOUT": true, "UNAVAILABLE": true, "SHUTTING_DOWN": true}
+	if got, _ := a["retryable"].(bool); got != retryable[wantCode] {
+		c.t.Fatalf("%s: ack %v: retryable %v, want %v", event, a, got, retryable[wantCode])
 	}
 	return a
 }

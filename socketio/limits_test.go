@@ -75,9 +75,9 @@ func TestStateSizeLimit(t *testing.T) {
 	room := "room-" + redistest.Prefix(t)
 	a := dial(t, n.url)
 	big := map[string]any{"big": strings.Repeat("x", 70<<10)} // over the 64 KiB default
-	a.fail("", "presence:join", map[string]any{"roomId": room, "userId": "a", "state": big})
+	a.fail("PRESENCE_INVALID", "presence:join", map[string]any{"roomId": room, "userId": "a", "state": big})
 	a.ok("presence:join", map[string]any{"roomId": room, "userId": "a"})
-	a.fail("", "presence:heartbeat", map[string]any{"patchState": big})
+	a.fail("PRESENCE_INVALID", "presence:heartbeat", map[string]any{"patchState": big})
 	a.fail("METADATA_INVALID", "metadata:setChannel", ch(room, map[string]any{"data": []any{map[string]any{"key": strings.Repeat("k", 300), "value": "v"}}}))
 	a.ok("presence:heartbeat")
 }
@@ -116,13 +116,13 @@ func TestInvalidPayloadsNeverReachRedis(t *testing.T) {
 	if before == 0 {
 		t.Fatal("the counting client saw nothing of a join")
 	}
-	a.fail("", "presence:join", map[string]any{"roomId": room})
-	a.fail("", "presence:join", map[string]any{"roomId": "a{b}", "userId": "a"})
-	a.fail("", "presence:join", map[string]any{"roomId": room, "userId": "a", "state": 3})
-	a.fail("", "presence:heartbeat", map[string]any{"epoch": -3})
-	a.fail("", "presence:heartbeat", map[string]any{"epoch": float64(1 << 53)})
-	a.fail("", "presence:heartbeat", map[string]any{"patchState": []any{}})
-	a.fail("", "presence:heartbeat", map[string]any{"patchState": map[string]any{"big": strings.Repeat("x", 70<<10)}})
+	a.fail("PRESENCE_INVALID", "presence:join", map[string]any{"roomId": room})
+	a.fail("PRESENCE_CONFLICT", "presence:join", map[string]any{"roomId": "a{b}", "userId": "a"}) // joined elsewhere: refused before the id is looked at
+	a.fail("PRESENCE_INVALID", "presence:join", map[string]any{"roomId": room, "userId": "a", "state": 3})
+	a.fail("PRESENCE_INVALID", "presence:heartbeat", map[string]any{"epoch": -3})
+	a.fail("PRESENCE_INVALID", "presence:heartbeat", map[string]any{"epoch": float64(1 << 53)})
+	a.fail("PRESENCE_INVALID", "presence:heartbeat", map[string]any{"patchState": []any{}})
+	a.fail("PRESENCE_INVALID", "presence:heartbeat", map[string]any{"patchState": map[string]any{"big": strings.Repeat("x", 70<<10)}})
 	a.fail("METADATA_INVALID", "metadata:setChannel", ch(room, map[string]any{"data": []any{map[string]any{"key": ""}}}))
 	a.fail("METADATA_INVALID", "metadata:setChannel", ch(room, map[string]any{"data": []any{map[string]any{"key": "k"}, map[string]any{"key": "k"}}}))
 	a.fail("METADATA_INVALID", "metadata:setChannel", ch(room, map[string]any{"data": []any{}, "options": map[string]any{"majorRevision": float64(1 << 53)}}))

@@ -97,10 +97,10 @@ func TestShutdown(t *testing.T) {
 			}
 		}
 	}
-	if a := clients[0].fail("", "presence:join", map[string]any{"roomId": room, "userId": "u"}); a["error"] != "server shutting down" {
+	if a := clients[0].fail("SHUTTING_DOWN", "presence:join", map[string]any{"roomId": room, "userId": "u"}); a["error"] != "server shutting down" {
 		t.Fatalf("event after shutdown: %v", a)
 	}
-	idle.fail("", "presence:heartbeat")
+	idle.fail("SHUTTING_DOWN", "presence:heartbeat")
 	var ce *siotest.ConnectError
 	if _, err := tryDial(t, na.url); !errors.As(err, &ce) || ce.Message != "server shutting down" {
 		t.Fatalf("new socket during shutdown: %v", err)

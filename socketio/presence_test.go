@@ -88,7 +88,7 @@ func testJoinHeartbeatLeave(t *testing.T, n *node) {
 	if num(hb["epoch"]) != epochB+10 {
 		t.Fatalf("heartbeat with a higher epoch: %v", hb)
 	}
-	b.fail("", "presence:heartbeat", map[string]any{"epoch": epochB})
+	b.fail("PRESENCE_STALE_EPOCH", "presence:heartbeat", map[string]any{"epoch": epochB})
 
 	// Rejoining the same room is allowed and gives a higher epoch.
 	rj := b.ok("presence:join", map[string]any{"roomId": room, "userId": "bob"})
@@ -100,7 +100,7 @@ func testJoinHeartbeatLeave(t *testing.T, n *node) {
 	a.waitEvent("presence:event", presenceEvent("leave", b.id()))
 	b.ok("presence:leave") // idempotent
 	// After leaving, heartbeats fail and another room may be joined.
-	b.fail("", "presence:heartbeat")
+	b.fail("PRESENCE_NOT_JOINED", "presence:heartbeat")
 	b.ok("presence:join", map[string]any{"roomId": room + "-other", "userId": "bob"})
 	b.ok("presence:leave")
 	a.ok("presence:leave")
@@ -109,17 +109,17 @@ func testJoinHeartbeatLeave(t *testing.T, n *node) {
 func testJoinErrors(t *testing.T, n *node) {
 	room := "room-" + redistest.Prefix(t)
 	c := dial(t, n.url)
-	c.fail("", "presence:join")                                                  // no payload
-	c.fail("", "presence:join", "room")                                          // not an object
-	c.fail("", "presence:join", map[string]any{"userId": "u"})                   // no roomId
-	c.fail("", "presence:join", map[string]any{"roomId": "", "userId": "u"})     // empty roomId
-	c.fail("", "presence:join", map[string]any{"roomId": room})                  // no userId
-	c.fail("", "presence:join", map[string]any{"roomId": room, "userId": 7})     // userId not a string
-	c.fail("", "presence:join", map[string]any{"roomId": "a{b}", "userId": "u"}) // hash-tag characters
-	c.fail("", "presence:join", map[string]any{"roomId": room, "userId": "u", "state": "x"})
-	c.fail("", "presence:join", map[string]any{"roomId": room, "userId": "u", "state": []any{1}})
+	c.fail("PRESENCE_INVALID", "presence:join")                                                  // no payload
+	c.fail("PRESENCE_INVALID", "presence:join", "room")                                          // not an object
+	c.fail("PRESENCE_INVALID", "presence:join", map[string]any{"userId": "u"})                   // no roomId
+	c.fail("PRESENCE_INVALID", "presence:join", map[string]any{"roomId": "", "userId": "u"})     // empty roomId
+	c.fail("PRESENCE_INVALID", "presence:join", map[string]any{"roomId": room})                  // no userId
+	c.fail("PRESENCE_INVALID", "presence:join", map[string]any{"roomId": room, "userId": 7})     // userId not a string
+	c.fail("PRESENCE_INVALID", "presence:join", map[string]any{"roomId": "a{b}", "userId": "u"}) // hash-tag characters
+	c.fail("PRESENCE_INVALID", "presence:join", map[string]any{"roomId": room, "userId": "u", "state": "x"})
+	c.fail("PRESENCE_INVALID", "presence:join", map[string]any{"roomId": room, "userId": "u", "state": []any{1}})
 	c.ok("presence:join", map[string]any{"roomId": room, "userId": "u", "state": nil})
-	a := c.fail("", "presence:join", map[string]any{"roomId": room + "-2", "userId": "u"})
+	a := c.fail("PRESENCE_CONFLICT", "presence:join", map[string]any{"roomId": room + "-2", "userId": "u"})
 	if a["error"] != "Socket already joined a different presence room" {
 		t.Fatalf("join of a second room: %v", a)
 	}
@@ -129,14 +129,14 @@ func testJoinErrors(t *testing.T, n *node) {
 func testHeartbeatErrors(t *testing.T, n *node) {
 	room := "room-" + redistest.Prefix(t)
 	c := dial(t, n.url)
-	c.fail("", "presence:heartbeat") // not joined
+	c.fail("PRESENCE_NOT_JOINED", "presence:heartbeat") // not joined
 	c.ok("presence:join", map[string]any{"roomId": room, "userId": "u"})
-	c.fail("", "presence:heartbeat", map[string]any{"epoch": -1})
-	c.fail("", "presence:heartbeat", map[string]any{"epoch": 1.5})
-	c.fail("", "presence:heartbeat", map[string]any{"epoch": "1"})
-	c.fail("", "presence:heartbeat", map[string]any{"patchState": "x"})
-	c.fail("", "presence:heartbeat", 5)
-	c.fail("", "presence:heartbeat", map[string]any{"epoch": 0}) // stale
+	c.fail("PRESENCE_INVALID", "presence:heartbeat", map[string]any{"epoch": -1})
+	c.fail("PRESENCE_INVALID", "presence:heartbeat", map[string]any{"epoch": 1.5})
+	c.fail("PRESENCE_INVALID", "presence:heartbeat", map[string]any{"epoch": "1"})
+	c.fail("PRESENCE_INVALID", "presence:heartbeat", map[string]any{"patchState": "x"})
+	c.fail("PRESENCE_INVALID", "presence:heartbeat", 5)
+	c.fail("PRESENCE_STALE_EPOCH", "presence:heartbeat", map[string]any{"epoch": 0}) // stale
 	c.ok("presence:leave")
 }
 

@@ -109,10 +109,10 @@ async function main() {
 
   // Stale epoch; a different room; invalid payloads.
   await ok(b, "presence:heartbeat", { epoch: epoch + 5 });
-  await fail(b, null, "presence:heartbeat", { epoch });
-  const wrong = await fail(b, null, "presence:join", { roomId: room + "-other", userId: "bob" });
+  await fail(b, "PRESENCE_STALE_EPOCH", "presence:heartbeat", { epoch });
+  const wrong = await fail(b, "PRESENCE_CONFLICT", "presence:join", { roomId: room + "-other", userId: "bob" });
   check(wrong.error === "Socket already joined a different presence room", "wrong-room message", wrong);
-  await fail(b, null, "presence:join", { roomId: room });
+  await fail(b, "PRESENCE_INVALID", "presence:join", { roomId: room });
 
   // Metadata: compare-and-set conflict, then success; events.
   const set = await ok(a, "metadata:setChannel", { channelName: room, channelType: "doc",
@@ -148,7 +148,7 @@ async function main() {
   await ok(b, "presence:leave");
   await waitEvent(a, "presence:event", presenceEv("leave", b.id));
   await ok(b, "presence:leave");
-  await fail(b, null, "presence:heartbeat");
+  await fail(b, "PRESENCE_NOT_JOINED", "presence:heartbeat");
   await ok(b, "presence:join", { roomId: room, userId: "bob" });
   await waitEvent(a, "presence:event", presenceEv("join", b.id));
   const bid = b.id;

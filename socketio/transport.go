@@ -1,0 +1,289 @@
+package socketio
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	ws "github.com/gorilla/websocket"
+	"github.com/zishang520/socket.io/parsers/engine/v3/packet"
+	"github.com/zishang520/socket.io/servers/engine/v3/transports"
+	"github.com/zishang520/socket.io/v3/pkg/types"
+)
+
+// The engine's own WebSocket transport turns every pre-encoded broadcast
+// frame into a gorilla PreparedMessage per recipient (a 4 KiB buffer and a
+// map each, 72% of the server's allocations in bench/RESULTS.md) and makes
+// one write syscall per frame. This transport plugs into the engine through
+// ServerOptions.SetTransports in its place: frames are appended to a
+// per-connection buffer (the broadcast's bytes are shared, never
+// re-encoded) and a writer goroutine sends everything queued meanwhile in
+// one write. Reading, framing of incoming messages and the upgrade stay
+// gorilla's and the engine's.
+
+// DefaultMaxPendingBytes bounds what may wait to be written to one
+// WebSocket: a client that reads slower than its room produces is
+// disconnected past it, so it cannot grow the server's memory.
+const DefaultMaxPendingBytes = 4 << 20
+
+// closeFlushTimeout bounds how long a closing connection may take to
+// write what was queued before it closed.
+const closeFlushTimeout = time.Second
+
+// maxKeptBuffer is the largest write buffer kept between writes; a burst
+// above it is released once written.
+const maxKeptBuffer = 64 << 10
+
+type wsBuilder struct{ maxPending int }
+
+func (*wsBuilder) Name() string          { return transports.WEBSOCKET }
+func (*wsBuilder) HandlesUpgrades() bool { return true }
+func (*wsBuilder) UpgradesTo() []string  { return nil }
+
+func (b *wsBuilder) New(ctx *types.HttpContext) transports.Transport {
+	t := &wsTransport{
+		Transport:  transports.MakeTransport(),
+		maxPending: b.maxPending,
+		wake:       make(chan struct{}, 1),
+	}
+	t.Prototype(t)
+	t.Construct(ctx)
+	return t
+}
+
+type wsTransport struct {
+	transports.Transport
+
+	conn       *types.WebSocketConn
+	raw        net.Conn
+	idle       time.Duration
+	maxPending int
+
+	mu      sync.Mutex
+	buf     []byte // frames waiting for the writer
+	spare   []byte // the writer's last buffer, reused by the next batch
+	closing bool   // no more frames are accepted; the writer flushes and closes
+	wake    chan struct{}
+}
+
+func (t *wsTransport) Name() string          { return transports.WEBSOCKET }
+func (t *wsTransport) HandlesUpgrades() bool { return true }
+
+func (t *wsTransport) Construct(ctx *types.HttpContext) {
+	t.Transport.Construct(ctx)
+	t.conn = ctx.Websocket
+	t.raw = t.conn.NetConn()
+	t.idle = ctx.IdleTimeout
+
+	// Every write to the connection goes through the writer: gorilla's
+	// default handlers would answer pings and closes with writes of their
+	// own, racing it.
+	t.conn.SetPingHandler(func(data string) error {
+		t.control(ws.PongMessage, []byte(data), false)
+		return nil
+	})
+	t.conn.SetCloseHandler(func(code int, _ string) error {
+		var msg []byte
+		if code != ws.CloseNoStatusReceived {
+			msg = ws.FormatCloseMessage(code, "")
+		}
+		t.control(ws.CloseMessage, msg, true)
+		return nil
+	})
+	_ = t.conn.Once("close", func(...any) { t.OnClose() })
+
+	t.SetWritable(true)
+	t.SetPerMessageDeflate(nil)
+	go t.writeLoop()
+	transports.StartReader(t, ctx.TransportReadPermission(), t.read)
+}
+
+// read feeds incoming messages to the engine until the connection fails
+// or closes.
+func (t *wsTransport) read() {
+	defer t.shut()
+	for {
+		if t.idle > 0 {
+			_ = t.conn.SetReadDeadline(time.Now().Add(t.idle))
+		}
+		mt, r, err := t.conn.NextReader()
+		if err != nil {
+			var ce *ws.CloseError
+			if !errors.As(err, &ce) && !errors.Is(err, net.ErrClosed) {
+				t.OnError("websocket error", err)
+			}
+			return
+		}
+		var data types.BufferInterface
+		if mt == ws.BinaryMessage {
+			data = types.NewBytesBuffer(nil)
+		} else {
+			data = types.NewStringBuffer(nil)
+		}
+		if _, err := data.ReadFrom(r); err != nil {
+			t.OnError("websocket error", err)
+			return
+		}
+		t.OnData(data)
+	}
+}
+
+// Send queues packets for the writer. It never blocks on the network, so
+// the transport stays writable and the engine hands over each packet as it
+// comes; whatever accumulates while a write is in flight goes out in the
+// next one.
+func (t *wsTransport) Send(packets []*packet.Packet) {
+	defer t.Emit("drain")
+	type frame struct {
+		text bool
+		data []byte
+	}
+	var one [1]frame
+	frames := one[:0]
+	for _, p := range packets {
+		if p.Options != nil && p.Options.WsPreEncodedFrame != nil {
+			_, text := p.Options.WsPreEncodedFrame.(*types.StringBuffer)
+			frames = append(frames, frame{text, p.Options.WsPreEncodedFrame.Bytes()})
+			continue
+		}
+		enc, err := t.Parser().EncodePacket(p, t.SupportsBinary())
+		if err != nil {
+			t.OnError("websocket encode", err)
+			return
+		}
+		_, text := enc.(*types.StringBuffer)
+		frames = append(frames, frame{text, enc.Bytes()})
+	}
+
+	t.mu.Lock()
+	if t.closing {
+		t.mu.Unlock()
+		return
+	}
+	for _, f := range frames {
+		op := ws.BinaryMessage
+		if f.text {
+			op = ws.TextMessage
+		}
+		t.buf = appendFrame(t.buf, op, f.data)
+	}
+	over := t.maxPending > 0 && len(t.buf) > t.maxPending
+	if over {
+		t.closing, t.buf = true, nil
+	}
+	t.mu.Unlock()
+	if over {
+		// The client does not read: drop it rather than its backlog.
+		t.OnError("websocket slow consumer", errSlowConsumer)
+		_ = t.raw.Close()
+		return
+	}
+	t.signal()
+}
+
+var errSlowConsumer = errors.New("write backlog over the limit")
+
+// control queues a control frame; last makes it the connection's final
+// frame.
+func (t *wsTransport) control(op int, data []byte, last bool) {
+	t.mu.Lock()
+	if !t.closing {
+		t.buf = appendFrame(t.buf, op, data)
+		t.closing = last
+	}
+	t.mu.Unlock()
+	t.signal()
+}
+
+func (t *wsTransport) signal() {
+	select {
+	case t.wake <- struct{}{}:
+	default:
+	}
+}
+
+// writeLoop writes what Send queued, one write per batch, until the
+// transport closes; then it flushes the rest (bounded by
+// closeFlushTimeout) and closes the connection.
+func (t *wsTransport) writeLoop() {
+	for {
+		t.mu.Lock()
+		for len(t.buf) == 0 && !t.closing {
+			t.mu.Unlock()
+			<-t.wake
+			t.mu.Lock()
+		}
+		buf, closing := t.buf, t.closing
+		t.buf, t.spare = t.spare[:0], nil
+		t.mu.Unlock()
+
+		if closing {
+			_ = t.raw.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
+		}
+		if len(buf) > 0 {
+			if _, err := t.raw.Write(buf); err != nil {
+				t.mu.Lock()
+				t.closing, t.buf = true, nil
+				t.mu.Unlock()
+				_ = t.conn.Close()
+				return
+			}
+		}
+		if closing {
+			t.mu.Lock()
+			rest := t.buf
+			t.buf = nil
+			t.mu.Unlock()
+			if len(rest) > 0 {
+				_, _ = t.raw.Write(rest)
+			}
+			_ = t.conn.Close()
+			return
+		}
+		if cap(buf) <= maxKeptBuffer {
+			t.mu.Lock()
+			t.spare = buf[:0]
+			t.mu.Unlock()
+		}
+	}
+}
+
+// shut stops accepting frames and lets the writer flush and close.
+func (t *wsTransport) shut() {
+	t.mu.Lock()
+	t.closing = true
+	t.mu.Unlock()
+	t.signal()
+}
+
+func (t *wsTransport) OnClose() {
+	t.shut()
+	t.Transport.OnClose()
+}
+
+func (t *wsTransport) DoClose(fn types.Callable) {
+	t.shut()
+	if fn != nil {
+		fn()
+	}
+}
+
+// appendFrame appends one final, unmasked (server to client) WebSocket
+// frame (RFC 6455 §5.2).
+func appendFrame(b []byte, op int, data []byte) []byte {
+	n := len(data)
+	b = append(b, 0x80|byte(op))
+	switch {
+	case n < 126:
+		b = append(b, byte(n))
+	case n <= 0xFFFF:
+		b = append(b, 126)
+		b = binary.BigEndian.AppendUint16(b, uint16(n))
+	default:
+		b = append(b, 127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	return append(b, data...)
+}
