@@ -2,6 +2,10 @@ package presence_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,4 +51,161 @@ func TestReaperLookbackDefaultsToTTL(t *testing.T) {
 	if n != 1 {
 		t.Fatalf("Reap at TTL + 1ms after the last heartbeat removed %d conns, want 1", n)
 	}
+}
+
+// countKeys counts the keys under prefix on every master of srv. SCAN
+// leaves out keys whose TTL has run out, even before Redis evicts them.
+func countKeys(t testing.TB, srv *redistest.Server, prefix string) int {
+	t.Helper()
+	n := 0
+	for i := range srv.Addrs {
+		cursor := "0"
+		for range 100_000 {
+			r := srv.DoNode(t, i, "SCAN", cursor, "MATCH", prefix+":*", "COUNT", "1000")
+			if len(r.Elems) != 2 {
+				t.Fatalf("SCAN on node %d: %v", i, r)
+			}
+			cursor = r.Elems[0].Str
+			n += len(r.Elems[1].Elems)
+			if cursor == "0" {
+				break
+			}
+		}
+	}
+	return n
+}
+
+// Issue 11 (4): thousands of join, heartbeat, rejoin, leave, expiry and
+// reap cycles over many rooms, with locks beside them, leave no key behind
+// once every room has been empty past the lookback.
+func TestNoLeakedKeys(t *testing.T) {
+	for _, kind := range []redistest.Kind{redistest.KindStandalone, redistest.KindCluster} {
+		t.Run(kind.String(), func(t *testing.T) { testNoLeakedKeys(t, redistest.Get(t, kind)) })
+	}
+}
+
+func testNoLeakedKeys(t *testing.T, srv *redistest.Server) {
+	const (
+		ttl      = 150 * time.Millisecond
+		rooms    = 50
+		rounds   = 20
+		workers  = 8
+		lockTTL  = 100 * time.Millisecond
+		settleBy = 5 * time.Second
+	)
+	cfg := presence.Config{TTL: ttl, ReaperLookback: ttl, ReaperInterval: 50 * time.Millisecond}
+	s := newService(t, connectTo(t, srv), cfg)
+	prefix := s.Config().KeyPrefix
+	base := countKeys(t, srv, prefix)
+	ctx := ctxT(t)
+
+	var ops, peak atomic.Int64
+	errs := make(chan error, workers)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- churn(ctx, s, w, workers, rooms, rounds, lockTTL, &ops)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	churned := time.Since(start)
+	peak.Store(int64(countKeys(t, srv, prefix)))
+	if peak.Load() <= int64(base) {
+		t.Fatalf("%d keys right after the churn, no more than the %d before: the test wrote nothing", peak.Load(), base)
+	}
+
+	// The conns left to die expire after the TTL, the reaper removes them
+	// after the lookback, and what the rooms remember expires after that.
+	quiet := time.Now()
+	deadline := quiet.Add(settleBy)
+	n := peak.Load()
+	for n > int64(base) && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		n = int64(countKeys(t, srv, prefix))
+	}
+	if n != int64(base) {
+		var left []string
+		for i := range srv.Addrs {
+			for _, k := range srv.DoNode(t, i, "SCAN", "0", "MATCH", prefix+":*", "COUNT", "1000").Elems[1].Elems {
+				left = append(left, k.Str)
+			}
+		}
+		t.Fatalf("%v after the last operation there are still %d keys under %s (baseline %d), e.g. %q",
+			settleBy, n, prefix, base, left[:min(len(left), 5)])
+	}
+	t.Logf("%d operations over %d rooms (%d cycles) in %v; %d keys right after, back to %d within %v (TTL = lookback = %v)",
+		ops.Load(), rooms, rooms*rounds, churned.Round(time.Millisecond), peak.Load(), base,
+		time.Since(quiet).Round(10*time.Millisecond), ttl)
+}
+
+// churn runs rounds of one presence cycle in each of worker w's rooms: four
+// joins (two conns of one user), heartbeats with the epoch returned, a
+// higher one, none, a patch; a rejoin as another user; then in even rooms
+// four leaves, in odd rooms two leaves and two conns left to expire and be
+// reaped; a lock taken, one in two released.
+func churn(ctx context.Context, s *presence.Service, w, workers, rooms, rounds int, lockTTL time.Duration, ops *atomic.Int64) error {
+	for r := range rounds {
+		for room := w; room < rooms; room += workers {
+			rid := fmt.Sprint("room", room)
+			conns := []string{"a", "b", fmt.Sprint("dead", r), fmt.Sprint("gone", r)}
+			users := []string{"u0", "u1", "u0", "u2"}
+			epochs := make([]int64, len(conns))
+			for i, c := range conns {
+				j, err := s.Join(ctx, rid, c, users[i], json.RawMessage(`{"n":0}`))
+				if err != nil {
+					return fmt.Errorf("join %s/%s: %w", rid, c, err)
+				}
+				epochs[i] = j.Epoch
+			}
+			higher := epochs[1] + 3
+			for _, hb := range []struct {
+				conn string
+				p    presence.HeartbeatParams
+			}{
+				{"a", presence.HeartbeatParams{Epoch: &epochs[0], PatchState: json.RawMessage(fmt.Sprintf(`{"n":%d}`, r+1))}},
+				{"b", presence.HeartbeatParams{Epoch: &higher}},
+				{conns[3], presence.HeartbeatParams{}},
+			} {
+				if _, err := s.Heartbeat(ctx, rid, hb.conn, hb.p); err != nil {
+					return fmt.Errorf("heartbeat %s/%s: %w", rid, hb.conn, err)
+				}
+			}
+			if _, err := s.Join(ctx, rid, "b", "u3", nil); err != nil {
+				return fmt.Errorf("rejoin %s/b: %w", rid, err)
+			}
+			// Even rooms empty by leaves alone, as when every client
+			// disconnects cleanly; odd rooms keep two conns to expire.
+			left := conns[:2]
+			if room%2 == 0 {
+				left = []string{"a", "b", conns[2], conns[3]}
+			}
+			for _, c := range left {
+				if err := s.Leave(ctx, rid, c); err != nil {
+					return fmt.Errorf("leave %s/%s: %w", rid, c, err)
+				}
+			}
+			ch := presence.Channel{Type: "t", Name: rid}
+			if _, err := s.AcquireLock(ctx, ch, "edit", "u0", lockTTL); err != nil {
+				return fmt.Errorf("lock %s: %w", rid, err)
+			}
+			n := int64(8 + len(left))
+			if r%2 == 0 {
+				if err := s.ReleaseLock(ctx, ch, "edit", "u0"); err != nil {
+					return fmt.Errorf("unlock %s: %w", rid, err)
+				}
+				n++
+			}
+			ops.Add(n)
+		}
+	}
+	return nil
 }

@@ -107,13 +107,67 @@ func (s *Service) Join(ctx context.Context, room, conn, user string, state json.
 	return JoinResult{Epoch: epoch, Snapshot: snap}, nil
 }
 
+// ConnRef is a validated room and conn with their Redis keys built once,
+// for callers that heartbeat one conn many times (a socket): see
+// HeartbeatConn. It is only valid with the Service that built it; the zero
+// ConnRef is invalid. Safe to share between goroutines.
+type ConnRef struct {
+	s    *Service
+	keys *strategy.ConnKeys
+}
+
+// Room returns the ref's room id.
+func (r ConnRef) Room() string {
+	if r.keys == nil {
+		return ""
+	}
+	return r.keys.Room()
+}
+
+// Conn returns the ref's conn id.
+func (r ConnRef) Conn() string {
+	if r.keys == nil {
+		return ""
+	}
+	return r.keys.Conn()
+}
+
+// ConnRef validates room and conn as Heartbeat does (ErrInvalidArgument)
+// and builds their keys. It does not touch Redis: the conn need not have
+// joined yet, and the ref stays valid across rejoins.
+func (s *Service) ConnRef(room, conn string) (ConnRef, error) {
+	if err := s.checkRoomConn(room, conn); err != nil {
+		return ConnRef{}, err
+	}
+	return ConnRef{s: s, keys: s.keys.ConnKeys(room, conn)}, nil
+}
+
 // Heartbeat refreshes conn in room, fenced by p.Epoch, merging p.PatchState.
 // ErrConnNotFound when the conn is unknown or expired (join again),
 // ErrStaleEpoch when p.Epoch is below the stored epoch (nothing written).
-// Publishes an update event iff the state changed.
+// Publishes an update event iff the state changed. A caller that
+// heartbeats one conn repeatedly saves building its keys each time with
+// ConnRef and HeartbeatConn.
 func (s *Service) Heartbeat(ctx context.Context, room, conn string, p HeartbeatParams) (HeartbeatResult, error) {
+	ref, err := s.ConnRef(room, conn)
+	if err != nil && s.checkOpen() == nil {
+		// A closed service reports ErrClosed before bad ids: HeartbeatConn
+		// does, given the zero ref.
+		return s.countHeartbeat(time.Now(), HeartbeatResult{}, err)
+	}
+	return s.HeartbeatConn(ctx, ref, p)
+}
+
+// HeartbeatConn is Heartbeat of ref's room and conn: same fencing, event,
+// errors, Stats counters and Hooks.Heartbeat call. A zero ConnRef, or one
+// built by another Service, fails with ErrInvalidArgument.
+func (s *Service) HeartbeatConn(ctx context.Context, ref ConnRef, p HeartbeatParams) (HeartbeatResult, error) {
 	start := time.Now()
-	res, err := s.heartbeat(ctx, room, conn, p)
+	res, err := s.heartbeat(ctx, ref, p)
+	return s.countHeartbeat(start, res, err)
+}
+
+func (s *Service) countHeartbeat(start time.Time, res HeartbeatResult, err error) (HeartbeatResult, error) {
 	outcome := 4
 	switch {
 	case err == nil && res.Changed:
@@ -132,14 +186,17 @@ func (s *Service) Heartbeat(ctx context.Context, room, conn string, p HeartbeatP
 	return res, err
 }
 
-func (s *Service) heartbeat(ctx context.Context, room, conn string, p HeartbeatParams) (HeartbeatResult, error) {
+func (s *Service) heartbeat(ctx context.Context, ref ConnRef, p HeartbeatParams) (HeartbeatResult, error) {
 	if err := s.checkOpen(); err != nil {
 		return HeartbeatResult{}, err
 	}
-	if err := s.checkRoomConn(room, conn); err != nil {
-		return HeartbeatResult{}, err
+	if ref.keys == nil {
+		return HeartbeatResult{}, invalid("heartbeat: zero ConnRef: build it with Service.ConnRef")
 	}
-	req := strategy.HeartbeatRequest{Room: room, Conn: conn, NowMs: s.nowMs()}
+	if ref.s != s {
+		return HeartbeatResult{}, invalid("heartbeat: ConnRef of room %q conn %q was built by another Service", ref.keys.Room(), ref.keys.Conn())
+	}
+	req := strategy.HeartbeatRequest{Room: ref.keys.Room(), Conn: ref.keys.Conn(), NowMs: s.nowMs(), ConnKeys: ref.keys}
 	if p.Epoch != nil {
 		if *p.Epoch < 0 || *p.Epoch > MaxEpoch {
 			return HeartbeatResult{}, invalid("epoch %d must be in [0, %d]", *p.Epoch, MaxEpoch)
@@ -170,7 +227,7 @@ func (s *Service) Leave(ctx context.Context, room, conn string) error {
 	}
 	k := s.keys
 	r, err := s.scripts.Run(ctx, backend.Eval{Script: luasrc.Leave, Keys: append(k.RoomKeys(room), k.Conn(room, conn)),
-		Args: []string{conn, room, strconv.FormatInt(s.nowMs(), 10), k.RoomEvents(room)}})
+		Args: []string{conn, room, strconv.FormatInt(s.nowMs(), 10), k.RoomEvents(room), strconv.FormatInt(s.cfg.ReaperLookback.Milliseconds(), 10)}})
 	if err != nil {
 		return fmt.Errorf("presence: leave: %w", err)
 	}

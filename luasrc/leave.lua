@@ -5,10 +5,19 @@
 -- KEYS[4] conn_meta hash   KEYS[5] user_conns hash KEYS[6] gone zset
 -- KEYS[7] the conn hash
 -- ARGV[1] conn id   ARGV[2] room id   ARGV[3] now ms
--- ARGV[4] room events channel
+-- ARGV[4] room events channel   ARGV[5] reaper lookback ms
 -- Returns {left (0/1), conns remaining in the room}.
 local conn = ARGV[1]
 local function fmt(n) return string.format('%.0f', n) end
+
+-- The gone index matters only until the clock is past its largest epoch by
+-- the lookback (see reap.lua): it expires then, so a room that emptied
+-- leaves nothing behind, and what the clock has passed is pruned now.
+local function tidyGone(key, now, lookback)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', fmt(now - lookback))
+  local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if #top == 2 then redis.call('PEXPIRE', key, fmt(tonumber(top[2]) - now + lookback)) end
+end
 
 local h = redis.call('HGETALL', KEYS[7])
 local inroom = redis.call('SISMEMBER', KEYS[1], conn) == 1
@@ -40,6 +49,7 @@ end
 redis.call('ZREM', KEYS[3], conn)
 redis.call('HDEL', KEYS[4], conn)
 if epoch >= 0 then redis.call('ZADD', KEYS[6], fmt(epoch), conn) end
+tidyGone(KEYS[6], tonumber(ARGV[3]), tonumber(ARGV[5]))
 
 local state = 'null'
 if #h > 0 then

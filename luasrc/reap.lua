@@ -37,8 +37,12 @@ for _, conn in ipairs(ids) do
   end
 end
 -- Epochs below the cutoff are below any future now, so a rejoin no longer
--- needs them to stay strictly greater.
+-- needs them to stay strictly greater; the index expires when the clock
+-- has passed its largest epoch by the lookback, so a room that emptied
+-- leaves nothing behind.
 redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', ARGV[3])
+local top = redis.call('ZRANGE', KEYS[6], -1, -1, 'WITHSCORES')
+if #top == 2 then redis.call('PEXPIRE', KEYS[6], fmt(tonumber(top[2]) - tonumber(ARGV[3]))) end
 local more = 0
 if #ids == tonumber(ARGV[6]) then more = 1 end
 return {removed, redis.call('SCARD', KEYS[1]), more}
