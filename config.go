@@ -156,7 +156,7 @@ func ConfigFromEnv() (Config, error) {
 	return c, nil
 }
 
-// Optimizations is the seed's option set (initPresence's optimizations),
+// Optimizations are the original Node.js server's optimization options,
 // kept so existing deployments map one to one onto strategy specs.
 type Optimizations struct {
 	EnableHeartbeatBatching     bool
@@ -167,9 +167,9 @@ type Optimizations struct {
 	MetadataMaxRetries          int // default 5
 }
 
-// Specs maps the options as the seed does: Lua wins over batching; neither
+// Specs maps the options as the original server did: Lua wins over batching; neither
 // gives "pipeline"; transactional metadata gives "watch", otherwise the
-// atomic "lua" (never the seed's racy application-level check).
+// atomic "lua" (never an unprotected read-compare-write).
 func (o Optimizations) Specs() (heartbeat, metadata string) {
 	switch {
 	case o.EnableLuaHeartbeat:

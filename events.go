@@ -11,7 +11,7 @@ import (
 	"github.com/realtime-message/presence/strategy"
 )
 
-// Event is a presence event (PROTOCOL.md's presence:event payload).
+// Event is a presence event (docs/PROTOCOL.md's presence:event payload).
 type Event = strategy.PresenceEvent
 
 // Subscription is an active event subscription.

@@ -144,7 +144,7 @@ func (s *Service) checkLock(ch Channel, name, owner string, ttl time.Duration) (
 		return "", err
 	}
 	if owner == "" {
-		// PROTOCOL.md: no authenticated user is a lock failure.
+		// docs/PROTOCOL.md: no authenticated user is a lock failure.
 		return "", fmt.Errorf("%w: a lock needs an owner (the acting user)", ErrLocked)
 	}
 	if err := checkID("owner", owner, s.cfg.MaxIDBytes, ""); err != nil {

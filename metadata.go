@@ -18,7 +18,7 @@ type Channel struct {
 	Name string `json:"channelName"`
 }
 
-// Item is one item of a metadata mutation (PROTOCOL.md's Item).
+// Item is one item of a metadata mutation (docs/PROTOCOL.md's Item).
 type Item struct {
 	// Key is non-empty UTF-8 of at most Config.MaxIDBytes bytes, unique
 	// within a request.
@@ -40,7 +40,7 @@ func Rev(n int64) *int64 { return &n }
 // 2^52 keeps every revision exact in Lua's doubles and JavaScript numbers.
 const MaxRevision = strategy.MaxMetaRevision
 
-// MetadataOptions are a mutation's options (PROTOCOL.md's Opts) and the
+// MetadataOptions are a mutation's options (docs/PROTOCOL.md's Opts) and the
 // acting user.
 type MetadataOptions struct {
 	// MajorRevision, when set and >= 0, must equal the channel's current
@@ -70,7 +70,7 @@ type MetadataEntry struct {
 }
 
 // MetadataResponse is a channel's metadata after an operation; it marshals
-// to PROTOCOL.md's Response.
+// to docs/PROTOCOL.md's Response.
 type MetadataResponse struct {
 	Timestamp     int64                    `json:"timestamp"` // ms, when the operation ran
 	ChannelName   string                   `json:"channelName"`
@@ -80,7 +80,7 @@ type MetadataResponse struct {
 	Metadata      map[string]MetadataEntry `json:"metadata"` // never nil
 }
 
-// MetadataEvent is a metadata event (PROTOCOL.md's metadata:event payload).
+// MetadataEvent is a metadata event (docs/PROTOCOL.md's metadata:event payload).
 type MetadataEvent = strategy.MetadataEvent
 
 // MetadataEventItem is one item of a MetadataEvent.

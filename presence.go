@@ -15,7 +15,7 @@ import (
 	"github.com/realtime-message/presence/strategy"
 )
 
-// Entry is one live connection of a room (PROTOCOL.md's Entry).
+// Entry is one live connection of a room (docs/PROTOCOL.md's Entry).
 type Entry struct {
 	ConnID     string          `json:"connId"`
 	UserID     string          `json:"userId"`

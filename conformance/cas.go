@@ -20,7 +20,7 @@ import (
 )
 
 // caser runs the cas property: the metadata compare-and-set rules of
-// DESIGN.md §4 asserted directly, then a concurrent counter that loses no
+// docs/DESIGN.md §4 asserted directly, then a concurrent counter that loses no
 // increment.
 type caser struct {
 	tb    rapid.TB

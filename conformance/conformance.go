@@ -40,7 +40,7 @@ type Target struct {
 // strategy gets fencing, sequential and linearizable; a metadata strategy
 // gets cas, sequential and linearizable.
 const (
-	// PropFencing asserts DESIGN.md §4's fencing invariants directly:
+	// PropFencing asserts docs/DESIGN.md §4's fencing invariants directly:
 	// stored epochs never decrease (also under concurrent heartbeats), a
 	// stale heartbeat fails and writes nothing (state, last_seen, TTL,
 	// epoch, events), rejoin epochs strictly increase (after leave,

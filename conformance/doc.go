@@ -1,7 +1,7 @@
 // Package conformance is the property-based suite that proves a presence
 // deployment correct: every registered heartbeat and metadata strategy,
 // run through presence.Service on a backend.Client you supply, is checked
-// against the invariants of DESIGN.md §4.
+// against the invariants of docs/DESIGN.md §4.
 //
 // For each heartbeat strategy it runs
 //

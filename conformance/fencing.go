@@ -20,7 +20,7 @@ import (
 	"github.com/realtime-message/presence/strategy"
 )
 
-// fencer runs the fencing property: DESIGN.md §4's invariants 1–3 asserted
+// fencer runs the fencing property: docs/DESIGN.md §4's invariants 1–3 asserted
 // directly, step by step, then under concurrency.
 type fencer struct {
 	tb    rapid.TB

@@ -1,8 +1,8 @@
 // Package socketio serves a presence.Service to Socket.IO v4 clients: the
-// wire protocol of PROTOCOL.md, spoken by the official socket.io-client 4.x
+// wire protocol of docs/PROTOCOL.md, spoken by the official socket.io-client 4.x
 // that the existing browser and Node SDKs use.
 //
-// Bind mirrors the original server's initPresence({io, redis}): one call
+// Bind takes the place of the original Node.js server's setup call: one call
 // wires every client event (presence:join, presence:heartbeat,
 // presence:leave, metadata:*) with validation and acknowledgements, the
 // bridge that forwards presence:event and metadata:event from Redis
@@ -11,7 +11,7 @@
 // it disconnects.
 //
 // Every failure acks {ok:false, error}; metadata failures add code
-// METADATA_CONFLICT, METADATA_LOCK or METADATA_INVALID as PROTOCOL.md
+// METADATA_CONFLICT, METADATA_LOCK or METADATA_INVALID as docs/PROTOCOL.md
 // says, and a socket over its rate limit gets code RATE_LIMITED (an
 // extension; the original had no limits). Payloads are validated here and
 // by the service before anything reaches Redis. The acting user for locks
@@ -47,7 +47,7 @@ import (
 	"github.com/realtime-message/presence"
 )
 
-// Event names of PROTOCOL.md.
+// Event names of docs/PROTOCOL.md.
 const (
 	EventJoin      = "presence:join"
 	EventHeartbeat = "presence:heartbeat"
@@ -220,7 +220,7 @@ type Binding struct {
 	shutdownErr  error
 }
 
-// Bind wires svc to io's default namespace "/": every event of PROTOCOL.md,
+// Bind wires svc to io's default namespace "/": every event of docs/PROTOCOL.md,
 // the pub/sub bridge, the Authenticator and disconnect cleanup. Call it
 // before the server accepts connections. The caller keeps ownership of io
 // and svc; on shutdown call Shutdown first, then close io, the HTTP server,

@@ -63,7 +63,7 @@ var (
 	errDisconnected = errors.New("socket disconnected")
 )
 
-// Entry, join and heartbeat acks of PROTOCOL.md.
+// Entry, join and heartbeat acks of docs/PROTOCOL.md.
 type (
 	okAck struct {
 		OK bool `json:"ok"`

@@ -11,10 +11,10 @@ import (
 )
 
 // errNoActor: a lock operation from a socket with no acting user (not
-// authenticated, not joined). It acks METADATA_LOCK, as PROTOCOL.md says.
+// authenticated, not joined). It acks METADATA_LOCK, as docs/PROTOCOL.md says.
 var errNoActor = fmt.Errorf("%w: no authenticated user: join presence (or authenticate) first", presence.ErrLocked)
 
-// Lock acks of PROTOCOL.md.
+// Lock acks of docs/PROTOCOL.md.
 type (
 	lockAck struct {
 		OK        bool   `json:"ok"`
@@ -37,7 +37,7 @@ type (
 
 // subscribeMetadata starts the bridge of metadata events: an event of any
 // node goes to the local sockets in the Socket.IO room named after the
-// channel (PROTOCOL.md: room channelName).
+// channel (docs/PROTOCOL.md: room channelName).
 func (b *Binding) subscribeMetadata(ctx context.Context) error {
 	sub, err := b.svc.SubscribeMetadata(ctx, func(ev presence.MetadataEvent) {
 		if err := b.nsp.To(socket.Room(ev.ChannelName)).Emit(EventMetadata, ev); err != nil {

@@ -7,7 +7,7 @@ import (
 	"github.com/realtime-message/presence/internal/redistest"
 )
 
-// metadataSuite covers every metadata:* event of PROTOCOL.md, its acks,
+// metadataSuite covers every metadata:* event of docs/PROTOCOL.md, its acks,
 // its error codes and metadata:event.
 func metadataSuite(t *testing.T, n *node) {
 	t.Run("SetUpdateRemoveGet", func(t *testing.T) { testMetadataCRUD(t, n) })

@@ -7,7 +7,7 @@ import (
 )
 
 // presenceSuite covers presence:join, presence:heartbeat, presence:leave,
-// presence:event and disconnect, with every error of PROTOCOL.md.
+// presence:event and disconnect, with every error of docs/PROTOCOL.md.
 func presenceSuite(t *testing.T, n *node) {
 	t.Run("JoinHeartbeatLeave", func(t *testing.T) { testJoinHeartbeatLeave(t, n) })
 	t.Run("JoinErrors", func(t *testing.T) { testJoinErrors(t, n) })

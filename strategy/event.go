@@ -8,7 +8,7 @@ import (
 
 // PresenceEvent is the payload published on a room's event channel and
 // forwarded to clients as presence:event. Scripts build the same JSON by
-// hand; field names are PROTOCOL.md's.
+// hand; field names are docs/PROTOCOL.md's.
 type PresenceEvent struct {
 	Type   string          `json:"type"` // join, leave, update
 	RoomID string          `json:"roomId"`

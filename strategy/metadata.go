@@ -57,7 +57,7 @@ type MetaRecord struct {
 	Items         map[string]MetaEntry
 }
 
-// Metadata applies mutations atomically (DESIGN.md §4): a majorRevision or
+// Metadata applies mutations atomically (docs/DESIGN.md §4): a majorRevision or
 // item revision mismatch is ErrConflict and never retried; a lock not held
 // by the actor is ErrLocked; a successful mutation bumps majorRevision by
 // exactly one and publishes exactly one event, a failed one publishes

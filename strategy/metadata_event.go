@@ -2,7 +2,7 @@ package strategy
 
 // MetadataEvent is the payload published on a channel's meta_events
 // channel after every successful mutation and forwarded to clients as
-// metadata:event (PROTOCOL.md). The watch strategy marshals this struct;
+// metadata:event (docs/PROTOCOL.md). The watch strategy marshals this struct;
 // meta_mutate.lua builds the same fields by hand, so subscribers decode
 // both alike.
 type MetadataEvent struct {

@@ -22,7 +22,7 @@ func init() {
 	})
 }
 
-// WatchMetadata is the seed's transactional metadata: WATCH the meta hash
+// WatchMetadata is transactional metadata: WATCH the meta hash
 // (and the lock key), read both, check revisions and the lock in Go, then
 // MULTI/EXEC the writes together with the PUBLISH of the event, so the
 // event is atomic with the write. Only an EXEC aborted by a concurrent

@@ -98,7 +98,7 @@ type Params struct {
 func (p *Params) Has(key string) bool { return p.values.Has(key) }
 
 // Duration returns a parameter in Go duration syntax ("50ms"); a bare
-// number means milliseconds, as the seed's *Ms options did.
+// number means milliseconds, as the original server's *Ms options did.
 func (p *Params) Duration(key string, def time.Duration) (time.Duration, error) {
 	s := p.values.Get(key)
 	if s == "" {

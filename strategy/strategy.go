@@ -49,7 +49,7 @@ type HeartbeatResult struct {
 	Epoch   int64 // the conn's epoch after the heartbeat
 }
 
-// Heartbeat applies heartbeats with epoch fencing (DESIGN.md §4): unknown
+// Heartbeat applies heartbeats with epoch fencing (docs/DESIGN.md §4): unknown
 // or expired conn → ErrConnNotFound; epoch below the stored one →
 // ErrStaleEpoch with nothing written; a higher epoch is adopted; last_seen,
 // TTL and the reaper's index are refreshed; an "update" event is published

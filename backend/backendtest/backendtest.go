@@ -1,6 +1,6 @@
 // Package backendtest is the conformance suite of the backend port: one test
 // body that every backend.Client implementation runs against every kind of
-// server. An adapter that passes it is a supported backend (DESIGN §6).
+// server. An adapter that passes it is a supported backend (docs/DESIGN.md §6).
 //
 // An adapter's test applies it to each target of package redistest:
 //

@@ -1,5 +1,5 @@
 // Package redistest provisions the Redis servers tests run against
-// (DESIGN §8): a standalone redis-server, a 3-master Redis Cluster, and the
+// (docs/DESIGN.md §8): a standalone redis-server, a 3-master Redis Cluster, and the
 // in-process embedded server, each on a free 127.0.0.1 port.
 //
 // Real servers are shared by the tests of one test binary: the first test

@@ -1,6 +1,6 @@
 // Package compat checks the Go server against the official JavaScript
 // client: testdata/compat.cjs drives socket.io-client 4.x (from npm,
-// installed into a cache directory on first use) through PROTOCOL.md
+// installed into a cache directory on first use) through docs/PROTOCOL.md
 // against two in-process server nodes sharing one Redis.
 //
 // Without node and npm (or when the install fails) the test skips, unless

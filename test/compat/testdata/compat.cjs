@@ -4,7 +4,7 @@
 //   node compat.cjs <urlNodeA> <urlNodeB> <websocket|polling|upgrade>
 //
 // Two clients on two server nodes (sharing one Redis) go through
-// PROTOCOL.md: join, heartbeat with patch, stale epoch, wrong room,
+// docs/PROTOCOL.md: join, heartbeat with patch, stale epoch, wrong room,
 // metadata compare-and-set conflict, locks, validation errors, leave,
 // disconnect, and the events each sees of the other. Prints "compat ok" and
 // exits 0, or prints the failure and exits 1.
