@@ -1,8 +1,8 @@
-// Command clients runs one presence service on the Redis client the
+// Command redisclients runs one presence service on the Redis client the
 // environment names, built by hand and passed to presence.New:
 //
-//	PRESENCE_BACKEND=rueidis go run ./examples/clients
-//	PRESENCE_BACKEND=goredis go run ./examples/clients
+//	PRESENCE_BACKEND=rueidis go run ./examples/redisclients
+//	PRESENCE_BACKEND=goredis go run ./examples/redisclients
 //
 // With no REDIS_URL it starts the embedded Redis.
 package main
