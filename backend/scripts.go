@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/realtime-message/presence/luasrc"
@@ -16,9 +17,63 @@ type Eval struct {
 	Args   []string
 }
 
-// Cmd returns the call as EVALSHA.
+// Cmd returns the call as EVALSHA. Its Pre is shared by every call of the
+// script with as many keys: adapters must not modify it (none does; they
+// copy the words into their own buffers).
 func (e Eval) Cmd() Cmd {
-	return Cmd{Name: "EVALSHA", Pre: []string{e.Script.SHA1, strconv.Itoa(len(e.Keys))}, Keys: e.Keys, Args: e.Args}
+	return Cmd{Name: "EVALSHA", Pre: evalshaPre(e.Script, len(e.Keys)), Keys: e.Keys, Args: e.Args}
+}
+
+// preKey names one cached {sha1, numkeys}.
+type preKey struct {
+	script *luasrc.Script
+	keys   int
+}
+
+// maxPre bounds the cache: a program that builds scripts on the fly gets
+// a fresh Pre per call past it rather than a cache that only grows.
+const maxPre = 1024
+
+var (
+	preMu    sync.Mutex
+	preCache atomic.Pointer[map[preKey][]string] // copied on write: reads take no lock
+)
+
+// evalshaPre returns {sha1, numkeys} for s and n keys, built once per pair
+// instead of a slice and a strconv.Itoa per call.
+func evalshaPre(s *luasrc.Script, n int) []string {
+	k := preKey{s, n}
+	if m := preCache.Load(); m != nil {
+		// The SHA1 check keeps a Script whose fields were changed after its
+		// first call from using a stale entry.
+		if p, ok := (*m)[k]; ok && p[0] == s.SHA1 {
+			return p
+		}
+	}
+	p := []string{s.SHA1, strconv.Itoa(n)}
+	p = p[:2:2] // an append by anyone copies instead of writing into the shared array
+	preMu.Lock()
+	defer preMu.Unlock()
+	old := preCache.Load()
+	if old != nil && len(*old) >= maxPre {
+		return p
+	}
+	m := make(map[preKey][]string, 1+lenOf(old))
+	if old != nil {
+		for k, v := range *old {
+			m[k] = v
+		}
+	}
+	m[k] = p
+	preCache.Store(&m)
+	return p
+}
+
+func lenOf(m *map[preKey][]string) int {
+	if m == nil {
+		return 0
+	}
+	return len(*m)
 }
 
 // fallback returns the call as EVAL with the full source; Redis caches the
@@ -34,11 +89,16 @@ func (e Eval) fallback() Cmd {
 // use.
 type Scripts struct {
 	c       Pipeliner
+	flat    FlatDoer // c, when it has the fast path
 	reloads atomic.Uint64
 }
 
 // NewScripts returns a script runner over c.
-func NewScripts(c Pipeliner) *Scripts { return &Scripts{c: c} }
+func NewScripts(c Pipeliner) *Scripts {
+	s := &Scripts{c: c}
+	s.flat, _ = c.(FlatDoer)
+	return s
+}
 
 // Reloads counts script calls that were resent with EVAL after NOSCRIPT.
 func (s *Scripts) Reloads() uint64 { return s.reloads.Load() }
@@ -46,16 +106,49 @@ func (s *Scripts) Reloads() uint64 { return s.reloads.Load() }
 // Run calls one script and returns its reply; a script error is returned
 // as the error.
 func (s *Scripts) Run(ctx context.Context, e Eval) (Reply, error) {
-	r, err := s.RunMany(ctx, e)
-	if err != nil {
+	f, err := s.RunFlat(ctx, e)
+	if err != nil && f.Kind != KindError {
 		return Reply{}, err
 	}
-	return r[0], r[0].Error()
+	return f.Full(), err
+}
+
+// RunFlat is Run with the reply held by value: on a Client implementing
+// FlatDoer, a short array reply costs no allocation and no command slice
+// is built. Other clients get Do, as with Run.
+func (s *Scripts) RunFlat(ctx context.Context, e Eval) (FlatReply, error) {
+	f, err := s.doFlat(ctx, e.Cmd())
+	if err != nil {
+		return FlatReply{}, err
+	}
+	if f.Kind == KindError && IsRedisError(f.Err, "NOSCRIPT") {
+		s.reloads.Add(1)
+		if f, err = s.doFlat(ctx, e.fallback()); err != nil {
+			return FlatReply{}, err
+		}
+	}
+	return f, f.Error()
+}
+
+func (s *Scripts) doFlat(ctx context.Context, c Cmd) (FlatReply, error) {
+	if s.flat != nil {
+		return s.flat.DoFlat(ctx, c)
+	}
+	return doFlatVia(ctx, s.c, c)
 }
 
 // RunMany calls scripts in one pipeline, returning one reply per call;
 // script errors stay in their Reply as with Do.
 func (s *Scripts) RunMany(ctx context.Context, evals ...Eval) ([]Reply, error) {
+	if len(evals) == 1 {
+		// One call needs no pipeline: no []Cmd is built, and a FlatDoer
+		// adds no []Reply of its own.
+		f, err := s.RunFlat(ctx, evals[0])
+		if err != nil && f.Kind != KindError {
+			return nil, err
+		}
+		return []Reply{f.Full()}, nil
+	}
 	_, replies, err := s.DoWith(ctx, nil, evals...)
 	return replies, err
 }

@@ -35,6 +35,7 @@ func init() {
 // run in arrival order.
 type Batcher struct {
 	env     Env
+	evals   *evalBuilder
 	window  time.Duration
 	max     int
 	timeout time.Duration // bounds one batch's round trip
@@ -61,7 +62,7 @@ type batchResult struct {
 
 // NewBatcher returns a batcher; the "batch" spec builds one.
 func NewBatcher(env Env, window time.Duration, max int, timeout time.Duration) *Batcher {
-	return &Batcher{env: env, window: window, max: max, timeout: timeout}
+	return &Batcher{env: env, evals: newEvalBuilder(env), window: window, max: max, timeout: timeout}
 }
 
 // BufferSize is the number of heartbeats waiting for the next flush.
@@ -136,9 +137,8 @@ func (b *Batcher) flush(batch []*pending) {
 		return
 	}
 	evals := make([]backend.Eval, len(live))
-	ttl := b.env.TTL.Milliseconds()
 	for i, p := range live {
-		evals[i] = HeartbeatEval(b.env.Keys, ttl, p.req)
+		evals[i] = b.evals.eval(p.req)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
 	replies, err := b.env.Scripts.RunMany(ctx, evals...)

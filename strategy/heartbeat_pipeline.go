@@ -33,8 +33,11 @@ type pipelineHeartbeat struct {
 func (p *pipelineHeartbeat) Close() error { return nil }
 
 func (p *pipelineHeartbeat) Heartbeat(ctx context.Context, req HeartbeatRequest) (HeartbeatResult, error) {
-	k := p.env.Keys
-	connKey := k.Conn(req.Room, req.Conn)
+	ck := req.ConnKeys
+	if !ck.usableFor(p.env.Keys, req.Room, req.Conn) {
+		ck = p.env.Keys.ConnKeys(req.Room, req.Conn)
+	}
+	connKey := ck.ConnKey()
 	for attempt := 0; ; attempt++ {
 		var res HeartbeatResult
 		replies, err := p.env.Client.Watch(ctx, []string{connKey}, func(ctx context.Context, tx backend.Tx) ([]backend.Cmd, error) {
@@ -66,7 +69,7 @@ func (p *pipelineHeartbeat) Heartbeat(ctx context.Context, req HeartbeatRequest)
 				stored = req.Epoch
 				e := strconv.FormatInt(stored, 10)
 				set = append(set, "epoch", e)
-				cmds = append(cmds, backend.K("HSET", k.ConnMeta(req.Room), req.Conn, e+":"+h["user"]))
+				cmds = append(cmds, backend.K("HSET", ck.ConnMeta(), req.Conn, e+":"+h["user"]))
 			}
 			for _, f := range req.Patch {
 				if old, ok := h[StatePrefix+f.Key]; !ok || old != f.Value {
@@ -79,12 +82,12 @@ func (p *pipelineHeartbeat) Heartbeat(ctx context.Context, req HeartbeatRequest)
 			cmds = append(cmds,
 				backend.K("HSET", connKey, set...),
 				backend.K("PEXPIRE", connKey, strconv.FormatInt(p.env.TTL.Milliseconds(), 10)),
-				backend.K("ZADD", k.LastSeen(req.Room), now, req.Conn),
+				backend.K("ZADD", ck.LastSeen(), now, req.Conn),
 			)
 			if res.Changed {
 				ev, _ := json.Marshal(PresenceEvent{Type: "update", RoomID: req.Room, UserID: h["user"], ConnID: req.Conn,
 					State: StateFromHash(h), TS: req.NowMs, Epoch: stored})
-				cmds = append(cmds, backend.C("PUBLISH", nil, k.RoomEvents(req.Room), string(ev)))
+				cmds = append(cmds, backend.C("PUBLISH", nil, ck.RoomEvents(), string(ev)))
 			}
 			return cmds, nil
 		})

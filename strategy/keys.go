@@ -1,5 +1,12 @@
 package strategy
 
+import (
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
 // Keys builds every Redis key and channel name. Room keys share the hash
 // tag {room:R} and channel keys {chan:T:N}, so each operation touches one
 // cluster slot. IDs must have been validated (no '{', '}'; channel types
@@ -49,3 +56,98 @@ func (k Keys) MetaEvents(typ, name string) string { return k.channel(typ, name) 
 
 // MetaEventsPattern matches the metadata event channel of every channel.
 func (k Keys) MetaEventsPattern() string { return k.Prefix + ":{chan:*}:meta_events" }
+
+// ConnKeys are the keys and channel one conn's heartbeats touch, built
+// once (a socket's room and conn never change after join) instead of by
+// four concatenations per heartbeat. Build it with Keys.ConnKeys and pass
+// it in HeartbeatRequest.ConnKeys; it is immutable and safe to share.
+type ConnKeys struct {
+	prefix, room, conn string
+	hb                 [3]string // heartbeat.lua's KEYS: conn hash, last_seen, conn_meta
+	events             string
+	epoch              epochCache
+}
+
+// ConnKeys builds the keys of conn in room; the ids must be valid as for
+// every other method of Keys.
+func (k Keys) ConnKeys(room, conn string) *ConnKeys {
+	base := k.room(room)
+	// One string holds every key, each a substring of it: one allocation
+	// instead of one or two per key.
+	const connPart, lastSeen, connMeta, events = "conn:", "last_seen", "conn_meta", "events"
+	var b strings.Builder
+	b.Grow(4*len(base) + len(connPart) + len(conn) + len(lastSeen) + len(connMeta) + len(events))
+	cut := func(parts ...string) string {
+		start := b.Len()
+		for _, p := range parts {
+			b.WriteString(p)
+		}
+		return b.String()[start:]
+	}
+	ck := &ConnKeys{prefix: k.Prefix, room: room, conn: conn}
+	ck.hb[0] = cut(base, connPart, conn)
+	ck.hb[1] = cut(base, lastSeen)
+	ck.hb[2] = cut(base, connMeta)
+	ck.events = cut(base, events)
+	return ck
+}
+
+func (c *ConnKeys) Room() string       { return c.room }
+func (c *ConnKeys) Conn() string       { return c.conn }
+func (c *ConnKeys) ConnKey() string    { return c.hb[0] }
+func (c *ConnKeys) LastSeen() string   { return c.hb[1] }
+func (c *ConnKeys) ConnMeta() string   { return c.hb[2] }
+func (c *ConnKeys) RoomEvents() string { return c.events }
+
+// heartbeatKeys is heartbeat.lua's KEYS, shared by every call: capped so
+// that an append copies rather than writes into c.
+func (c *ConnKeys) heartbeatKeys() []string { return c.hb[:3:3] }
+
+// usableFor reports whether c holds the keys k would build for room and
+// conn; a request carrying keys of another conn, room or prefix gets its
+// keys built as if it carried none, so a mismatch can never touch another
+// conn's keys.
+func (c *ConnKeys) usableFor(k Keys, room, conn string) bool {
+	return c != nil && c.prefix == k.Prefix && c.room == room && c.conn == conn
+}
+
+// intCache formats an int64, reusing the last string while the value
+// repeats: heartbeats in one millisecond share "now", and a conn's epoch
+// changes only on rejoin. A miss costs one allocation more than
+// strconv; a hit none.
+type intCache struct{ last atomic.Pointer[formattedInt] }
+
+type formattedInt struct {
+	n int64
+	s string
+}
+
+func (c *intCache) format(n int64) string {
+	if f := c.last.Load(); f != nil && f.n == n {
+		return f.s
+	}
+	f := &formattedInt{n, strconv.FormatInt(n, 10)}
+	c.last.Store(f)
+	return f.s
+}
+
+// epochCache is a conn's epoch as last formatted. Unlike intCache a miss
+// costs no more than strconv (the keys of a one-off Heartbeat always
+// miss); the lock is only tried, since heartbeats of one conn rarely
+// overlap and one that finds it taken formats on its own.
+type epochCache struct {
+	mu sync.Mutex
+	n  int64
+	s  string
+}
+
+func (c *epochCache) format(n int64) string {
+	if !c.mu.TryLock() {
+		return strconv.FormatInt(n, 10)
+	}
+	defer c.mu.Unlock()
+	if c.s == "" || c.n != n {
+		c.n, c.s = n, strconv.FormatInt(n, 10)
+	}
+	return c.s
+}

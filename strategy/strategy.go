@@ -41,6 +41,10 @@ type HeartbeatRequest struct {
 	Epoch      int64
 	Patch      []Field // sorted by Key, unique keys
 	NowMs      int64
+	// ConnKeys, optional, are Keys.ConnKeys(Room, Conn) built beforehand,
+	// so the heartbeat concatenates no key. Keys of another room, conn or
+	// prefix are ignored (the keys are then built from Room and Conn).
+	ConnKeys *ConnKeys
 }
 
 // HeartbeatResult is the outcome of a heartbeat that was applied.

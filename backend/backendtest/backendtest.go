@@ -109,6 +109,7 @@ func Run(t *testing.T, target *redistest.Server, newClient Factory) {
 		{"PipelineOrderAcrossSlots", testPipelineOrder},
 		{"PipelineConcurrent", testPipelineConcurrent},
 		{"CrossSlot", testCrossSlot},
+		{"DoFlat", testDoFlat},
 		{"ScriptNoscriptFallback", testScriptFallback},
 		{"ScriptRealAfterFlush", testScriptReal},
 		{"ScriptReplies", testScriptReplies},

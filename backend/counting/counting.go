@@ -20,7 +20,10 @@ type Client struct {
 	commands   atomic.Int64
 }
 
-var _ backend.Client = (*Client)(nil)
+var (
+	_ backend.Client   = (*Client)(nil)
+	_ backend.FlatDoer = (*Client)(nil)
+)
 
 // New wraps c.
 func New(c backend.Client) *Client { return &Client{Client: c} }
@@ -41,6 +44,14 @@ func (c *Client) Do(ctx context.Context, cmds ...backend.Cmd) ([]backend.Reply, 
 	c.roundTrips.Add(1)
 	c.commands.Add(int64(len(cmds)))
 	return c.Client.Do(ctx, cmds...)
+}
+
+// DoFlat counts like Do and keeps the wrapped client's fast path, if it has
+// one (see backend.FlatDoer).
+func (c *Client) DoFlat(ctx context.Context, cmd backend.Cmd) (backend.FlatReply, error) {
+	c.roundTrips.Add(1)
+	c.commands.Add(1)
+	return backend.DoFlat(ctx, c.Client, cmd)
 }
 
 func (c *Client) Watch(ctx context.Context, keys []string, fn backend.TxFunc) ([]backend.Reply, error) {

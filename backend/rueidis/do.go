@@ -56,14 +56,19 @@ func validate(cmds []backend.Cmd) error {
 func build(b rueidis.Builder, cmds []backend.Cmd) []rueidis.Completed {
 	out := make([]rueidis.Completed, len(cmds))
 	for i, c := range cmds {
-		a := b.Arbitrary(append([]string{c.Name}, c.Pre...)...).Keys(c.Keys...).Args(c.Args...)
-		if isBlocking(c) {
-			out[i] = a.Blocking()
-		} else {
-			out[i] = a.Build()
-		}
+		out[i] = buildOne(b, c)
 	}
 	return out
+}
+
+func buildOne(b rueidis.Builder, c backend.Cmd) rueidis.Completed {
+	// Pre goes in through Args: Arbitrary(append(name, pre...)) would
+	// allocate a slice per command only to be copied into rueidis's.
+	a := b.Arbitrary(c.Name).Args(c.Pre...).Keys(c.Keys...).Args(c.Args...)
+	if isBlocking(c) {
+		return a.Blocking()
+	}
+	return a.Build()
 }
 
 func isBlocking(c backend.Cmd) bool {
@@ -171,4 +176,61 @@ func (c *Client) toReplies(ctx context.Context, cmds []backend.Cmd, results []ru
 		replies[i] = normalize(cmds[i], toReply(&m))
 	}
 	return replies, nil
+}
+
+var _ backend.FlatDoer = (*Client)(nil)
+
+// DoFlat sends one command like Do, reading a reply that is an array of at
+// most backend.MaxFlat scalars straight from the rueidis message into the
+// returned value: no []backend.Reply, no slice per array, no result slice
+// of rueidis's DoMulti. See backend.FlatDoer.
+func (c *Client) DoFlat(ctx context.Context, cmd backend.Cmd) (f backend.FlatReply, err error) {
+	if c.closed.Load() {
+		return f, backend.ErrClosed
+	}
+	one := [1]backend.Cmd{cmd}
+	if err := validate(one[:]); err != nil {
+		return f, err
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			f, err = backend.FlatReply{}, fmt.Errorf("backend/rueidis: rueidis refused the command: %v", p)
+		}
+	}()
+	res := c.rc.Do(ctx, buildOne(c.rc.B(), cmd))
+	if err := res.NonRedisError(); err != nil {
+		return backend.FlatReply{}, c.wrapErr(ctx, err)
+	}
+	m, _ := res.ToMessage()
+	flatten(&f, cmd, &m)
+	return f, nil
+}
+
+// flatten fills f from m: inline when m is an array of at most MaxFlat
+// elements none of which is an aggregate, else the reply Do would give.
+func flatten(f *backend.FlatReply, cmd backend.Cmd, m *rueidis.RedisMessage) {
+	if m.IsArray() {
+		elems, _ := m.ToArray()
+		if fitsInline(elems) {
+			f.Reply = backend.Reply{Kind: backend.KindArray}
+			f.N = len(elems)
+			for i := range elems {
+				f.Inline[i] = toReply(&elems[i])
+			}
+			return
+		}
+	}
+	f.Reply = normalize(cmd, toReply(m))
+}
+
+func fitsInline(elems []rueidis.RedisMessage) bool {
+	if len(elems) == 0 || len(elems) > backend.MaxFlat {
+		return false
+	}
+	for i := range elems {
+		if elems[i].IsArray() || elems[i].IsMap() {
+			return false
+		}
+	}
+	return true
 }
