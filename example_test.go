@@ -1,0 +1,53 @@
+package presence_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log"
+
+	"github.com/realtime-message/presence"
+	"github.com/realtime-message/presence/embedded"
+)
+
+// The README's library snippet: open a Service, join a room, heartbeat
+// with a state patch. It runs on the embedded Redis; against a real one,
+// set RedisURL (e.g. "redis://127.0.0.1:6379/0") instead of Addrs and
+// Embedded.
+func ExampleOpen() {
+	ctx := context.Background()
+	srv, err := embedded.Start() // an in-process Redis, for development
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Close()
+
+	svc, err := presence.Open(ctx, presence.Config{
+		Addrs:     []string{srv.Addr()}, // or RedisURL: "redis://127.0.0.1:6379/0"
+		Embedded:  true,
+		Heartbeat: "lua", // or "pipeline", "batch?window=50ms&max=100"
+		Metadata:  "lua", // or "watch?retries=5"
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer svc.Close()
+
+	j, err := svc.Join(ctx, "room-1", "conn-1", "alice", json.RawMessage(`{"typing":false}`))
+	if err != nil {
+		log.Fatal(err)
+	}
+	r, err := svc.Heartbeat(ctx, "room-1", "conn-1", presence.HeartbeatParams{
+		Epoch:      &j.Epoch, // fencing: fails with ErrStaleEpoch once a newer join owns conn-1
+		PatchState: json.RawMessage(`{"typing":true}`),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	snap, err := svc.Snapshot(ctx, "room-1")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(r.Changed, snap[0].UserID, string(snap[0].State))
+	// Output: true alice {"typing":true}
+}
