@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"log"
+	"os"
+	"strings"
+	"testing"
 
 	"github.com/realtime-message/presence"
 	"github.com/realtime-message/presence/embedded"
@@ -50,4 +53,31 @@ func ExampleOpen() {
 	}
 	fmt.Println(r.Changed, snap[0].UserID, string(snap[0].State))
 	// Output: true alice {"typing":true}
+}
+
+// TestReadmeSnippetIsExampleOpen keeps the README's library snippet the
+// body of ExampleOpen, so the snippet users copy compiles and runs.
+func TestReadmeSnippetIsExampleOpen(t *testing.T) {
+	src, err := os.ReadFile("example_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(src)
+	start := strings.Index(s, "func ExampleOpen() {\n")
+	end := strings.Index(s[start:], "\n}\n")
+	if start < 0 || end < 0 {
+		t.Fatal("ExampleOpen not found")
+	}
+	lines := strings.Split(s[start+len("func ExampleOpen() {\n"):start+end], "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimPrefix(l, "\t")
+	}
+	want := "```go\n" + strings.Join(lines, "\n") + "\n```"
+	if !strings.Contains(string(readme), want) {
+		t.Errorf("README.md's library snippet differs from ExampleOpen's body; paste this into README.md:\n%s", want)
+	}
 }
