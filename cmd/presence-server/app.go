@@ -101,12 +101,15 @@ func provideSocketServer(s Settings) *socket.Server {
 // provideBinding wires the protocol onto the Socket.IO server.
 func provideBinding(ctx context.Context, io *socket.Server, svc *presence.Service, s Settings, m *Metrics, log *slog.Logger) (*socketio.Binding, error) {
 	o := socketio.Options{
-		HeartbeatRate: s.HeartbeatRate,
-		MetadataRate:  s.MetadataRate,
-		PresenceRate:  s.PresenceRate,
-		CallTimeout:   s.CallTimeout,
-		Logger:        log,
-		Hooks:         m.socketHooks(),
+		HeartbeatRate:          s.HeartbeatRate,
+		MetadataRate:           s.MetadataRate,
+		PresenceRate:           s.PresenceRate,
+		CallTimeout:            s.CallTimeout,
+		EventBudget:            s.EventBudget,
+		Logger:                 log,
+		MaxQueuedEvents:        s.MaxQueuedEvents,
+		DisconnectAfterRefused: s.DisconnectAfterRefused,
+		Hooks:                  m.socketHooks(),
 	}
 	if s.AuthSecret != "" {
 		o.Authenticator = &socketio.HMACAuthenticator{Secret: []byte(s.AuthSecret), Leeway: 30 * time.Second}

@@ -40,6 +40,13 @@ type Settings struct {
 	// CallTimeout bounds the Redis calls of one client event
 	// (PRESENCE_CALL_TIMEOUT_MS, default 5s).
 	CallTimeout time.Duration
+	// EventBudget, MaxQueuedEvents and DisconnectAfterRefused bound the
+	// work one socket may queue (PRESENCE_EVENT_BUDGET_MS,
+	// PRESENCE_MAX_QUEUED_EVENTS, PRESENCE_DISCONNECT_AFTER_REFUSED; zero:
+	// socketio's defaults, 1s, 256 and 1000).
+	EventBudget            time.Duration
+	MaxQueuedEvents        int
+	DisconnectAfterRefused int
 	// ShutdownTimeout bounds the graceful shutdown
 	// (PRESENCE_SHUTDOWN_TIMEOUT_MS, default 15s).
 	ShutdownTimeout time.Duration
@@ -96,6 +103,9 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	env("PRESENCE_MAX_MESSAGE_BYTES", intInto(&s.MaxMessageBytes))
 	env("PRESENCE_CALL_TIMEOUT_MS", msInto(&s.CallTimeout))
 	env("PRESENCE_SHUTDOWN_TIMEOUT_MS", msInto(&s.ShutdownTimeout))
+	env("PRESENCE_EVENT_BUDGET_MS", msInto(&s.EventBudget))
+	env("PRESENCE_MAX_QUEUED_EVENTS", atoiInto(&s.MaxQueuedEvents))
+	env("PRESENCE_DISCONNECT_AFTER_REFUSED", atoiInto(&s.DisconnectAfterRefused))
 	env("PRESENCE_KEY_PREFIX", func(v string) error { s.Presence.KeyPrefix = v; return nil })
 	env("PRESENCE_MAX_STATE_BYTES", atoiInto(&s.Presence.MaxStateBytes))
 	env("PRESENCE_MAX_METADATA_VALUE_BYTES", atoiInto(&s.Presence.MaxMetadataValueBytes))
@@ -152,6 +162,9 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	fs.IntVar(&s.Presence.MaxMetadataItems, "max-metadata-items", s.Presence.MaxMetadataItems, "most items of one channel (PRESENCE_MAX_METADATA_ITEMS; default 256)")
 	fs.DurationVar(&s.ShutdownTimeout, "shutdown-timeout", s.ShutdownTimeout, "bound of the graceful shutdown (PRESENCE_SHUTDOWN_TIMEOUT_MS)")
 	fs.DurationVar(&s.CallTimeout, "call-timeout", s.CallTimeout, "bound of one event's Redis calls (PRESENCE_CALL_TIMEOUT_MS; default 5s)")
+	fs.DurationVar(&s.EventBudget, "event-budget", s.EventBudget, "an event that waited longer behind its socket's earlier events is answered OVERLOADED without running, negative disables (PRESENCE_EVENT_BUDGET_MS; default 1s)")
+	fs.IntVar(&s.MaxQueuedEvents, "max-queued-events", s.MaxQueuedEvents, "events one socket may have waiting; more are answered OVERLOADED (PRESENCE_MAX_QUEUED_EVENTS; default 256)")
+	fs.IntVar(&s.DisconnectAfterRefused, "disconnect-after-refused", s.DisconnectAfterRefused, "disconnect a socket with more events refused (rate limit, full queue) in one second, negative: never (PRESENCE_DISCONNECT_AFTER_REFUSED; default 1000)")
 	fs.StringVar(&s.LogFormat, "log-format", s.LogFormat, "text or json (LOG_FORMAT)")
 	fs.TextVar(&s.LogLevel, "log-level", s.LogLevel, "debug, info, warn or error (LOG_LEVEL)")
 	fs.StringVar(&s.SignToken, "sign-token", "", "print an HS256 token for this user, signed with PRESENCE_AUTH_SECRET, and exit")
@@ -210,13 +223,19 @@ func atoiInto(dst *int) func(string) error {
 	}
 }
 
+// msInto parses a duration given in milliseconds ("30000") or with its
+// unit ("30s"), so the _MS variables take the flags' syntax too.
 func msInto(dst *time.Duration) func(string) error {
 	return func(v string) error {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			return fmt.Errorf("not an integer number of milliseconds")
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			*dst = time.Duration(n) * time.Millisecond
+			return nil
 		}
-		*dst = time.Duration(n) * time.Millisecond
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("want milliseconds (30000) or a duration (30s)")
+		}
+		*dst = d
 		return nil
 	}
 }
