@@ -56,6 +56,10 @@ type Config struct {
 	MaxMetadataValueBytes int
 	// MaxMetadataItems bounds the items of one channel (default 256).
 	MaxMetadataItems int
+	// MaxLockTTL bounds the TTL of a lock acquire or renew (default 10
+	// minutes), so a client cannot hold a channel's lock for years; a
+	// holder that needs longer renews.
+	MaxLockTTL time.Duration
 
 	// Hooks observe the service for metrics; nil funcs are skipped.
 	Hooks Hooks
@@ -108,6 +112,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxMetadataItems <= 0 {
 		c.MaxMetadataItems = 256
+	}
+	if c.MaxLockTTL <= 0 {
+		c.MaxLockTTL = 10 * time.Minute
 	}
 	if c.Now == nil {
 		c.Now = time.Now

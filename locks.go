@@ -22,7 +22,7 @@ type Lock struct {
 func (l Lock) Held() bool { return l.Owner != "" }
 
 // AcquireLock takes the channel's lock name for owner for ttl (at least
-// 1ms). The owner may acquire again, which resets the TTL. Held by
+// 1ms, at most Config.MaxLockTTL). The owner may acquire again, which resets the TTL. Held by
 // another owner: ErrLocked.
 func (s *Service) AcquireLock(ctx context.Context, ch Channel, name, owner string, ttl time.Duration) (Lock, error) {
 	ms, err := s.checkLock(ch, name, owner, ttl)
@@ -152,6 +152,9 @@ func (s *Service) checkLock(ch Channel, name, owner string, ttl time.Duration) (
 	}
 	if ttl < time.Millisecond {
 		return "", invalid("lock ttl %v must be at least 1ms", ttl)
+	}
+	if ttl > s.cfg.MaxLockTTL {
+		return "", invalid("lock ttl %v is more than the %v a lock may be held for; renew it instead", ttl, s.cfg.MaxLockTTL)
 	}
 	return strconv.FormatInt(ttl.Milliseconds(), 10), nil
 }

@@ -12,7 +12,8 @@ import (
 func TestLockAcquireRenewReleaseGet(t *testing.T) {
 	forEachTarget(t, func(t *testing.T, tg target) {
 		clk := newFakeClock()
-		s := newService(t, tg.connect(t), presence.Config{Now: clk.Now, Logger: quiet})
+		// The hour-long TTLs below are over the default cap of 10 minutes.
+		s := newService(t, tg.connect(t), presence.Config{Now: clk.Now, Logger: quiet, MaxLockTTL: 3 * time.Hour})
 		ctx := ctxT(t)
 		l, err := s.GetLock(ctx, chanA, "edit")
 		if err != nil || l.Held() || l.Owner != "" || !l.ExpiresAt.IsZero() || l.Name != "edit" {

@@ -20,8 +20,8 @@ type Channel struct {
 
 // Item is one item of a metadata mutation (docs/PROTOCOL.md's Item).
 type Item struct {
-	// Key is non-empty UTF-8 of at most Config.MaxIDBytes bytes, unique
-	// within a request.
+	// Key is non-empty UTF-8 of at most Config.MaxIDBytes bytes without
+	// control characters, unique within a request.
 	Key string `json:"key"`
 	// Value is stored and returned byte for byte: any UTF-8 string of at
 	// most Config.MaxMetadataValueBytes bytes, "" included.
@@ -230,8 +230,8 @@ func (s *Service) metaRequest(op strategy.MetaOp, ch Channel, items []Item, opts
 		if len(it.Key) > s.cfg.MaxIDBytes {
 			return req, invalid("item key is %d bytes, more than %d", len(it.Key), s.cfg.MaxIDBytes)
 		}
-		if !utf8.ValidString(it.Key) {
-			return req, invalid("item key %q is not valid UTF-8", it.Key)
+		if err := checkKey("item key", it.Key); err != nil {
+			return req, err
 		}
 		if _, dup := seen[it.Key]; dup {
 			return req, invalid("item key %q appears twice", it.Key)

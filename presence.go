@@ -34,7 +34,7 @@ type JoinResult struct {
 // HeartbeatParams are a heartbeat's optional fields.
 type HeartbeatParams struct {
 	// Epoch, when set, is fenced against the stored epoch: lower fails with
-	// ErrStaleEpoch, higher is adopted. Must be in [0, MaxEpoch].
+	// ErrStaleEpoch, higher is adopted. Must be in [0, now + EpochLead].
 	Epoch *int64
 	// PatchState is a JSON object shallow-merged into the state: each
 	// top-level key replaces that key.
@@ -85,7 +85,7 @@ func (s *Service) Join(ctx context.Context, room, conn, user string, state json.
 	r := replies[0]
 	if err := r.Error(); err != nil {
 		if backend.IsRedisError(err, "EPOCH_EXHAUSTED") {
-			return JoinResult{}, invalid("%v", err)
+			return JoinResult{}, invalid("conn %q holds the largest epoch; join with a new conn id", conn)
 		}
 		return JoinResult{}, fmt.Errorf("presence: join: %w", err)
 	}
@@ -198,8 +198,8 @@ func (s *Service) heartbeat(ctx context.Context, ref ConnRef, p HeartbeatParams)
 	}
 	req := strategy.HeartbeatRequest{Room: ref.keys.Room(), Conn: ref.keys.Conn(), NowMs: s.nowMs(), ConnKeys: ref.keys}
 	if p.Epoch != nil {
-		if *p.Epoch < 0 || *p.Epoch > MaxEpoch {
-			return HeartbeatResult{}, invalid("epoch %d must be in [0, %d]", *p.Epoch, MaxEpoch)
+		if err := checkEpoch(*p.Epoch, req.NowMs); err != nil {
+			return HeartbeatResult{}, err
 		}
 		req.HasEpoch, req.Epoch = true, *p.Epoch
 	}

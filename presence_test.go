@@ -686,9 +686,12 @@ func TestJoinWithLostActiveRoomsWriteIsStillReaped(t *testing.T) {
 }
 
 // Every epoch Join returns is one Heartbeat accepts, up to the last one.
+// The clock stands just below it: a client's epoch may not lead the clock
+// by more than EpochLead.
 func TestEpochCeiling(t *testing.T) {
 	forEachTarget(t, func(t *testing.T, tg target) {
-		s := newService(t, tg.connect(t), presence.Config{})
+		clk := &fakeClock{now: time.UnixMilli(presence.MaxEpoch - 2)}
+		s := newService(t, tg.connect(t), presence.Config{Now: clk.Now})
 		ctx := ctxT(t)
 		s.Join(ctx, "r", "c", "u", nil)
 		top := presence.MaxEpoch - 1

@@ -3,9 +3,12 @@ package presence
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -13,10 +16,28 @@ import (
 )
 
 // MaxEpoch is the largest epoch: 2^53-1, JavaScript's largest safe integer
-// and exact in Lua's doubles. Heartbeats accept epochs up to it, so any
-// epoch Join returned is accepted; a Join whose conn already holds it fails
-// with ErrInvalidArgument instead of returning an epoch that is not greater.
+// and exact in Lua's doubles. A Join whose conn already holds it fails with
+// ErrInvalidArgument instead of returning an epoch that is not greater.
 const MaxEpoch int64 = 1<<53 - 1
+
+// EpochLead bounds how far a heartbeat's epoch may run ahead of the
+// server's clock. Epochs are issued by Join as max(previous + 1, now), so
+// an honest client's epoch leads the clock only by the skew between nodes;
+// without the bound one heartbeat could push a conn's epoch to MaxEpoch
+// and make its id unusable after the next leave, and keep its room's gone
+// index alive for millennia.
+const EpochLead = time.Hour
+
+// checkEpoch validates a client's epoch against the clock (ms).
+func checkEpoch(epoch, nowMs int64) error {
+	if epoch < 0 {
+		return invalid("epoch %d must not be negative", epoch)
+	}
+	if limit := nowMs + EpochLead.Milliseconds(); epoch > limit || epoch > MaxEpoch {
+		return invalid("epoch %d is ahead of the server clock (%d ms) by more than %v; send the epoch join returned", epoch, nowMs, EpochLead)
+	}
+	return nil
+}
 
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidArgument}, args...)...)
@@ -44,6 +65,83 @@ func checkID(what, id string, max int, extra string) error {
 	return nil
 }
 
+// checkKey validates a metadata item key or a state key: the character
+// rules of ids (UTF-8, no control characters such as NUL or newline), which
+// keep keys printable in logs and events. Braces stay allowed: unlike ids,
+// these keys never become part of a Redis key.
+func checkKey(what, key string) error {
+	if !utf8.ValidString(key) {
+		return invalid("%s %q is not valid UTF-8", what, key)
+	}
+	for _, r := range key {
+		if unicode.IsControl(r) {
+			return invalid("%s %q contains %q, which is not allowed", what, key, r)
+		}
+	}
+	return nil
+}
+
+// checkJSONText refuses JSON text that encoding/json would silently repair:
+// invalid UTF-8, and \u escapes of lone UTF-16 surrogates, both of which it
+// decodes as U+FFFD, so the stored value would not be what was sent.
+func checkJSONText(what string, raw []byte) error {
+	if !utf8.Valid(raw) {
+		return invalid("%s is not valid UTF-8", what)
+	}
+	lone := func(r rune) error {
+		return invalid("%s holds a lone UTF-16 surrogate \\u%04x, which is not a character", what, r)
+	}
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		i++
+		if i >= len(raw) || raw[i] != 'u' {
+			continue
+		}
+		r, ok := hex4(raw[i+1:])
+		if !ok {
+			continue // the decoder reports the syntax error
+		}
+		i += 4
+		switch {
+		case r >= 0xDC00 && r <= 0xDFFF:
+			return lone(r)
+		case r >= 0xD800 && r <= 0xDBFF:
+			if i+2 >= len(raw) || raw[i+1] != '\\' || raw[i+2] != 'u' {
+				return lone(r)
+			}
+			if lo, ok := hex4(raw[i+3:]); !ok || lo < 0xDC00 || lo > 0xDFFF {
+				return lone(r)
+			}
+			i += 6
+		}
+	}
+	return nil
+}
+
+func hex4(b []byte) (rune, bool) {
+	if len(b) < 4 {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[:4] {
+		var d byte
+		switch {
+		case c >= '0' && c <= '9':
+			d = c - '0'
+		case c >= 'a' && c <= 'f':
+			d = c - 'a' + 10
+		case c >= 'A' && c <= 'F':
+			d = c - 'A' + 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(d)
+	}
+	return r, true
+}
+
 // canonicalState parses a JSON object and returns its top-level fields,
 // sorted by key, each value re-encoded canonically (object keys sorted,
 // numbers as written, no HTML escaping), so "changed" can be decided by
@@ -55,11 +153,23 @@ func canonicalState(what string, raw json.RawMessage, maxBytes int) ([]strategy.
 	if len(raw) > 4*maxBytes+1024 {
 		return nil, invalid("%s is %d bytes, more than %d", what, len(raw), maxBytes)
 	}
+	if err := checkJSONText(what, raw); err != nil {
+		return nil, err
+	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	var obj map[string]any
 	if err := dec.Decode(&obj); err != nil {
-		return nil, invalid("%s must be a JSON object: %v", what, err)
+		// The decoder's own messages name Go types ("Go value of type
+		// map[string]interface {}"), which mean nothing to a client.
+		var syn *json.SyntaxError
+		if errors.As(err, &syn) {
+			return nil, invalid("%s is not valid JSON (at byte %d)", what, syn.Offset)
+		}
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			return nil, invalid("%s is not valid JSON (it ends early)", what)
+		}
+		return nil, invalid("%s must be a JSON object", what)
 	}
 	if obj == nil {
 		return nil, invalid("%s must be a JSON object", what)
@@ -73,12 +183,12 @@ func canonicalState(what string, raw json.RawMessage, maxBytes int) ([]strategy.
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	for k, v := range obj {
-		if !utf8.ValidString(k) {
-			return nil, invalid("%s key %q is not valid UTF-8", what, k)
+		if err := checkKey(what+" key", k); err != nil {
+			return nil, err
 		}
 		buf.Reset()
 		if err := enc.Encode(v); err != nil {
-			return nil, invalid("%s key %q: %v", what, k, err)
+			return nil, invalid("%s key %q holds a value that cannot be encoded", what, k)
 		}
 		val := strings.TrimSuffix(buf.String(), "\n")
 		fields = append(fields, strategy.Field{Key: k, Value: val})

@@ -323,8 +323,12 @@ func (f *fencer) sequence() {
 		tb.Errorf("rejoin long after leave returned epoch %d, not above %d", e6, e5)
 	}
 
-	// Near the largest epoch a client may send.
-	top := presence.MaxEpoch - 100
+	// A client's epoch may lead the clock by EpochLead at most: beyond is
+	// refused and changes nothing, up to it is adopted.
+	// (hbFails moves the clock on before its heartbeat.)
+	f.hbFails(room, conn, ptr(presence.MaxEpoch-100), "", presence.ErrInvalidArgument)
+	f.hbFails(room, conn, ptr(f.clock.Ms()+2*presence.EpochLead.Milliseconds()), "", presence.ErrInvalidArgument)
+	top := f.clock.Ms() + presence.EpochLead.Milliseconds()
 	f.hbOK(room, conn, ptr(top), "", top, false)
 	if e7 := f.join(room, conn, `{}`); e7 <= top {
 		tb.Errorf("rejoin returned epoch %d, not above the adopted %d", e7, top)

@@ -1,5 +1,11 @@
 package socketio
 
+import (
+	"fmt"
+	"math"
+	"time"
+)
+
 // item is a validated metadata Item: {key, value?, revision?}.
 type item struct {
 	Key      string
@@ -37,8 +43,18 @@ func parseChannel(o object) (name, typ string, err error) {
 }
 
 func parseMeta(v any, rule dataRule) (metaReq, error) {
+	if err := checkPayload(v); err != nil {
+		return metaReq{}, err
+	}
 	o, err := asObject(v, "payload", false)
 	if err != nil {
+		return metaReq{}, err
+	}
+	fields := []string{"channelName", "channelType", "data", "options"}
+	if rule == dataNone {
+		fields = fields[:2]
+	}
+	if err := o.only("payload", fields...); err != nil {
 		return metaReq{}, err
 	}
 	r := metaReq{MajorRevision: -1}
@@ -61,6 +77,9 @@ func parseMeta(v any, rule dataRule) (metaReq, error) {
 		if err != nil {
 			return r, payloadErr("data[%d] must be an object", i)
 		}
+		if err := io.only(fmt.Sprintf("data[%d]", i), "key", "value", "revision"); err != nil {
+			return r, err
+		}
 		var it item
 		if it.Key, err = io.str("key"); err != nil {
 			return r, payloadErr("data[%d]: %v", i, unwrapPayload(err))
@@ -80,6 +99,9 @@ func parseMeta(v any, rule dataRule) (metaReq, error) {
 	}
 	opts, err := asObject(o["options"], "options", true)
 	if err != nil {
+		return r, err
+	}
+	if err := opts.only("options", "majorRevision", "lockName", "addTimestamp", "addUserId"); err != nil {
 		return r, err
 	}
 	if mr, ok, err := opts.optInt("majorRevision"); err != nil {
@@ -111,8 +133,18 @@ type lockReq struct {
 }
 
 func parseLock(v any, needTTL bool) (lockReq, error) {
+	if err := checkPayload(v); err != nil {
+		return lockReq{}, err
+	}
 	o, err := asObject(v, "payload", false)
 	if err != nil {
+		return lockReq{}, err
+	}
+	fields := []string{"channelName", "channelType", "lockName", "ttlMs"}
+	if !needTTL {
+		fields = fields[:3]
+	}
+	if err := o.only("payload", fields...); err != nil {
 		return lockReq{}, err
 	}
 	var r lockReq
@@ -134,6 +166,11 @@ func parseLock(v any, needTTL bool) (lockReq, error) {
 	}
 	if ttl <= 0 {
 		return r, payloadErr("ttlMs must be > 0, not %d", ttl)
+	}
+	if ttl > math.MaxInt64/int64(time.Millisecond) {
+		// As a time.Duration it would overflow and wrap to some TTL the
+		// client never asked for; the service caps what fits.
+		return r, payloadErr("ttlMs %d is out of range", ttl)
 	}
 	r.TTLMs = ttl
 	return r, nil

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+	"strings"
+	"unicode/utf8"
 )
 
 // errPayload marks a payload that failed validation in this package, before
@@ -23,6 +26,71 @@ const maxSafeInt = 1<<53 - 1
 // event arguments with encoding/json into any: objects are map[string]any,
 // numbers float64.
 type object map[string]any
+
+// decodedReplacement is what the Socket.IO parser (encoding/json) turns
+// invalid UTF-8 and lone UTF-16 surrogates (\ud800) into. The raw text is
+// gone by the time a handler runs, so a payload string holding it is
+// refused: storing it would store something other than what was sent.
+const decodedReplacement = '\uFFFD'
+
+// checkPayload walks a whole decoded payload before any field is read:
+// binary attachments (the parser's buffers) have no place in these
+// events, and neither have strings the parser had to repair.
+func checkPayload(v any) error { return checkValue(v, "payload", 0) }
+
+// maxDepth bounds the walk; encoding/json itself stops at 10000 levels.
+const maxDepth = 10000
+
+func checkValue(v any, path string, depth int) error {
+	if depth > maxDepth {
+		return payloadErr("%s is nested too deeply", path)
+	}
+	switch x := v.(type) {
+	case nil, bool, float64:
+		return nil
+	case string:
+		return checkText(path, x)
+	case []any:
+		for i, e := range x {
+			if err := checkValue(e, fmt.Sprintf("%s[%d]", path, i), depth+1); err != nil {
+				return err
+			}
+		}
+		return nil
+	case map[string]any:
+		for k, e := range x {
+			if err := checkText(path+" key", k); err != nil {
+				return err
+			}
+			if err := checkValue(e, path+"."+k, depth+1); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return payloadErr("%s is %s; only JSON values are accepted", path, jsonType(v))
+}
+
+func checkText(path, s string) error {
+	if !utf8.ValidString(s) {
+		return payloadErr("%s is not valid UTF-8", path)
+	}
+	if strings.ContainsRune(s, decodedReplacement) {
+		return payloadErr("%s holds U+FFFD: invalid UTF-8 or a lone UTF-16 surrogate was sent", path)
+	}
+	return nil
+}
+
+// only refuses fields other than allowed, so a misspelt field (items for
+// data) fails instead of being ignored and its default applied.
+func (o object) only(what string, allowed ...string) error {
+	for k := range o {
+		if !slices.Contains(allowed, k) {
+			return payloadErr("%s has unknown field %q (allowed: %s)", what, k, strings.Join(allowed, ", "))
+		}
+	}
+	return nil
+}
 
 // asObject returns v as an object. A missing or null payload is an empty
 // object when optional, otherwise an error.
@@ -118,7 +186,9 @@ func (o object) optJSONObject(key string) (json.RawMessage, error) {
 	}
 	b, err := json.Marshal(m)
 	if err != nil {
-		return nil, payloadErr("%s: %v", key, err)
+		// checkPayload let only JSON values through; the encoder's
+		// message would name Go types.
+		return nil, payloadErr("%s cannot be encoded as JSON", key)
 	}
 	return b, nil
 }
@@ -152,7 +222,9 @@ func jsonType(v any) string {
 	case map[string]any:
 		return "an object"
 	}
-	return fmt.Sprintf("%T", v)
+	// Binary attachments arrive as the parser's buffer types; their Go
+	// names mean nothing to a client.
+	return "binary or another non-JSON value"
 }
 
 // joinReq is a validated presence:join payload.
@@ -162,8 +234,14 @@ type joinReq struct {
 }
 
 func parseJoin(v any) (joinReq, error) {
+	if err := checkPayload(v); err != nil {
+		return joinReq{}, err
+	}
 	o, err := asObject(v, "payload", false)
 	if err != nil {
+		return joinReq{}, err
+	}
+	if err := o.only("payload", "roomId", "userId", "state"); err != nil {
 		return joinReq{}, err
 	}
 	var r joinReq
@@ -184,8 +262,14 @@ type heartbeatReq struct {
 }
 
 func parseHeartbeat(v any) (heartbeatReq, error) {
+	if err := checkPayload(v); err != nil {
+		return heartbeatReq{}, err
+	}
 	o, err := asObject(v, "payload", true)
 	if err != nil {
+		return heartbeatReq{}, err
+	}
+	if err := o.only("payload", "epoch", "patchState"); err != nil {
 		return heartbeatReq{}, err
 	}
 	var r heartbeatReq
