@@ -3,8 +3,11 @@
 // installed into a cache directory on first use) through docs/PROTOCOL.md
 // against two in-process server nodes sharing one Redis.
 //
-// Without node and npm (or when the install fails) the test skips, unless
-// REQUIRE_NODE=1 (CI), where it fails.
+// TestJSClientExample runs examples/js-client/main.js against one server
+// node, so the example users start from keeps working.
+//
+// Without node and npm (or when the install fails) the tests skip, unless
+// REQUIRE_NODE=1 (CI), where they fail.
 //
 //	go test ./test/compat -run TestSocketIOClientCompat -v
 package compat
@@ -105,6 +108,37 @@ func TestSocketIOClientCompat(t *testing.T) {
 					}
 				})
 			}
+		})
+	}
+}
+
+// TestJSClientExample runs examples/js-client/main.js, the JavaScript
+// example of the README, against a server node on each standalone target
+// (embedded and, when available, redis-server); it exits 0 only when every
+// step behaved as docs/PROTOCOL.md says.
+func TestJSClientExample(t *testing.T) {
+	mods := nodeModules(t)
+	script, err := filepath.Abs(filepath.Join("..", "..", "examples", "js-client", "main.js"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, srv := range redistest.Targets(t) {
+		if srv.Cluster {
+			continue
+		}
+		t.Run(srv.Name, func(t *testing.T) {
+			cfg := presence.Config{Addrs: srv.Addrs, Embedded: srv.Embedded, KeyPrefix: redistest.Prefix(t)}
+			url := siotest.StartServer(t, cfg, socketio.Options{})
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, "node", script)
+			cmd.Env = append(os.Environ(), "NODE_PATH="+mods, "PRESENCE_URL="+url,
+				"PRESENCE_ROOM=js-example-"+srv.Name, "PRESENCE_USER=alice", "PRESENCE_TOKEN=")
+			out, err := cmd.CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "left; done") {
+				t.Fatalf("node examples/js-client/main.js: %v\n%s", err, out)
+			}
+			t.Logf("%s", out)
 		})
 	}
 }
