@@ -3,6 +3,7 @@ package presence_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -175,7 +176,10 @@ func churn(ctx context.Context, s *presence.Service, w, workers, rooms, rounds i
 				{"b", presence.HeartbeatParams{Epoch: &higher}},
 				{conns[3], presence.HeartbeatParams{}},
 			} {
-				if _, err := s.Heartbeat(ctx, rid, hb.conn, hb.p); err != nil {
+				// On a loaded machine a conn may outlive its short TTL
+				// between its join and this heartbeat: one more path to
+				// the reaper, not a failure.
+				if _, err := s.Heartbeat(ctx, rid, hb.conn, hb.p); err != nil && !errors.Is(err, presence.ErrConnNotFound) {
 					return fmt.Errorf("heartbeat %s/%s: %w", rid, hb.conn, err)
 				}
 			}
@@ -199,7 +203,8 @@ func churn(ctx context.Context, s *presence.Service, w, workers, rooms, rounds i
 			}
 			n := int64(8 + len(left))
 			if r%2 == 0 {
-				if err := s.ReleaseLock(ctx, ch, "edit", "u0"); err != nil {
+				// ErrLocked: the short TTL ran out first, as it may under load.
+				if err := s.ReleaseLock(ctx, ch, "edit", "u0"); err != nil && !errors.Is(err, presence.ErrLocked) {
 					return fmt.Errorf("unlock %s: %w", rid, err)
 				}
 				n++
