@@ -32,6 +32,27 @@
 //	                    program that decodes only what it reads, to keep
 //	                    the load generator's own CPU small beside the
 //	                    server's on a small machine
+//	FLOOD_RATE          heartbeats/s of one extra flooding socket (default 0:
+//	                    none); see below
+//	FLOOD_DURATION_MS   how long it floods (default 10000)
+//
+// Failure acks are counted by their code field (errors_by_code; "none"
+// when the ack has no code, "(no ack)" when the socket closed first).
+// With SERVER_PID, the server's resident memory (VmRSS) is sampled every
+// 250 ms: server_rss_start_mb before the first client, server_rss_peak_mb
+// the highest sample.
+//
+// The flood: once ramp-up is over, one more socket (the raw client,
+// whatever LOADTEST_CLIENT says) joins a room of its own and sends
+// heartbeats at FLOOD_RATE without waiting for their acks, at most
+// FLOOD_RATE × FLOOD_DURATION_MS/1000 of them and for at most
+// FLOOD_DURATION_MS. Its acks are still timed out after ACK_TIMEOUT_MS.
+// If the server disconnects it, it reconnects at most once a second until
+// the window ends. It is counted apart (the "flood" object): sent, acked
+// ok, failures by code, timeouts, disconnects and when they came. The
+// main clients' ack latency over heartbeats sent during the flood window is
+// reported beside that of the rest of the steady window, so the flood's
+// effect on everyone else shows; the main figures include both.
 //
 // Figures of the final report are taken over the steady window, from the
 // end of ramp-up to the end of the test. Every loop is bounded: the test
@@ -116,6 +137,8 @@ type Config struct {
 	ServerPID      int
 	RedisPID       int
 	Client         string // LOADTEST_CLIENT
+	FloodRate      float64
+	FloodDuration  time.Duration
 }
 
 func configFromEnv() (Config, error) {
@@ -183,6 +206,21 @@ func configFromEnv() (Config, error) {
 	if c.AckTimeout <= 0 || c.ReportEvery <= 0 {
 		return c, errors.New("ACK_TIMEOUT_MS and REPORT_INTERVAL_MS must be positive")
 	}
+	if v := os.Getenv("FLOOD_RATE"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < 0 || f > 1_000_000 {
+			return c, fmt.Errorf("FLOOD_RATE=%q: want a number in [0, 1000000]", v)
+		}
+		c.FloodRate = f
+	}
+	c.FloodDuration = 10 * time.Second
+	if v := os.Getenv("FLOOD_DURATION_MS"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 || n > 3_600_000 {
+			return c, fmt.Errorf("FLOOD_DURATION_MS=%q: want milliseconds in [1, 3600000]", v)
+		}
+		c.FloodDuration = time.Duration(n) * time.Millisecond
+	}
 	c.Patch = os.Getenv("PATCH_STATE") != "0"
 	c.Client = "socketio"
 	if v := os.Getenv("LOADTEST_CLIENT"); v != "" {
@@ -217,6 +255,7 @@ type counts struct {
 	errs     int64 // ok:false heartbeat acks
 	timeouts int64
 	errMsgs  map[string]int64 // failures by message
+	byCode   map[string]int64 // errs by the ack's code
 }
 
 func (s *counts) add(o *counts) {
@@ -230,6 +269,29 @@ func (s *counts) add(o *counts) {
 		}
 		s.errMsgs[m] += n
 	}
+	s.byCode = mergeCounts(s.byCode, o.byCode)
+}
+
+func mergeCounts(dst, src map[string]int64) map[string]int64 {
+	for k, n := range src {
+		if dst == nil {
+			dst = map[string]int64{}
+		}
+		dst[k] += n
+	}
+	return dst
+}
+
+// noAck is the code of a failure that is no ack: the socket closed, or
+// the emit could not be written.
+const noAck = "(no ack)"
+
+// failCode is the errors_by_code key of a failure ack.
+func failCode(a ack) string {
+	if a.Code == "" {
+		return "none"
+	}
+	return a.Code
 }
 
 // stats collects the running interval's counts from every ack callback.
@@ -245,12 +307,18 @@ func (s *stats) ack(d time.Duration) {
 	s.mu.Unlock()
 }
 
-func (s *stats) fail(msg string, timeout bool) {
+// fail counts a failure: a timeout, or an error whose code is counted
+// in byCode.
+func (s *stats) fail(msg, code string, timeout bool) {
 	s.mu.Lock()
 	if timeout {
 		s.c.timeouts++
 	} else {
 		s.c.errs++
+		if s.c.byCode == nil {
+			s.c.byCode = map[string]int64{}
+		}
+		s.c.byCode[code]++
 	}
 	if s.c.errMsgs == nil {
 		s.c.errMsgs = map[string]int64{}
@@ -284,10 +352,12 @@ type Summary struct {
 	Errors      int64            `json:"errors"`
 	Timeouts    int64            `json:"timeouts"`
 	ErrorCounts map[string]int64 `json:"error_counts,omitempty"`
-	P50Ms       float64          `json:"p50_ms"`
-	P95Ms       float64          `json:"p95_ms"`
-	P99Ms       float64          `json:"p99_ms"`
-	MaxMs       float64          `json:"max_ms"`
+	// ErrorsByCode splits Errors by the failure ack's code.
+	ErrorsByCode map[string]int64 `json:"errors_by_code"`
+	P50Ms        float64          `json:"p50_ms"`
+	P95Ms        float64          `json:"p95_ms"`
+	P99Ms        float64          `json:"p99_ms"`
+	MaxMs        float64          `json:"max_ms"`
 
 	Events          int64   `json:"presence_events"` // every presence:event received, whole test
 	EventsPerSec    float64 `json:"presence_events_per_sec"`
@@ -299,6 +369,10 @@ type Summary struct {
 	RedisCPUPct         float64 `json:"redis_cpu_pct,omitempty"`
 	LoadtestCPUPct      float64 `json:"loadtest_cpu_pct"`
 	OtherCPUPct         float64 `json:"other_cpu_pct"` // the rest of the machine meanwhile
+	ServerRSSStartMB    float64 `json:"server_rss_start_mb,omitempty"`
+	ServerRSSPeakMB     float64 `json:"server_rss_peak_mb,omitempty"`
+
+	Flood *FloodSummary `json:"flood,omitempty"`
 
 	Pass bool `json:"pass"`
 }
@@ -328,7 +402,14 @@ func run(ctx context.Context, cfg Config, logw io.Writer) (*Summary, error) {
 		inSteady   atomic.Bool
 		heartbeats sync.WaitGroup
 		stopHB     = make(chan struct{})
+		calm       stats  // steady window outside the flood, for comparison
+		fl         *flood // nil without FLOOD_RATE
 	)
+	if cfg.FloodRate > 0 {
+		fl = &flood{}
+	}
+	rss := startRSS(cfg.ServerPID)
+	defer rss.stop()
 	start := time.Now()
 	testEnd := start.Add(cfg.Duration)
 
@@ -359,21 +440,35 @@ func run(ctx context.Context, cfg Config, logw io.Writer) (*Summary, error) {
 				return
 			}
 			d := time.Since(sent)
-			switch {
-			case err != nil:
-				c.fail(seq)
-				cur.fail(err.Error(), strings.Contains(err.Error(), "timed out"))
-			case !a.OK:
-				c.fail(seq)
-				cur.fail(a.Error, false)
-			case d > cfg.AckTimeout:
-				c.fail(seq)
-				cur.fail("ack later than ACK_TIMEOUT_MS", true)
-			default:
-				cur.ack(d)
-				if a.Epoch != nil {
-					c.epoch.Store(int64(*a.Epoch))
+			// The same outcome also goes to the flood comparison's side.
+			side := &calm
+			if fl != nil && fl.during(sent) {
+				side = &fl.main
+			} else if !inSteady.Load() {
+				side = nil
+			}
+			record := func(s *stats) {
+				if s == nil {
+					return
 				}
+				switch {
+				case err != nil:
+					s.fail(err.Error(), noAck, isTimeout(err))
+				case !a.OK:
+					s.fail(a.Error, failCode(a), false)
+				case d > cfg.AckTimeout:
+					s.fail("ack later than ACK_TIMEOUT_MS", "", true)
+				default:
+					s.ack(d)
+				}
+			}
+			record(&cur)
+			record(side)
+			switch {
+			case err != nil, !a.OK, d > cfg.AckTimeout:
+				c.fail(seq)
+			case a.Epoch != nil:
+				c.epoch.Store(int64(*a.Epoch))
 			}
 		})
 	}
@@ -479,6 +574,9 @@ loop:
 			steadyCPU = &first
 			inSteady.Store(true)
 			ticker.Reset(cfg.ReportEvery)
+			if fl != nil {
+				fl.start(ctx, cfg, testEnd, logw)
+			}
 		case <-endTimer.C:
 			break loop
 		case <-ctx.Done():
@@ -488,6 +586,9 @@ loop:
 	steadyEnd := time.Now()
 	close(stopHB)
 	heartbeats.Wait()
+	if fl != nil {
+		fl.wait() // bounded: the window's end plus the ack timeout
+	}
 	report(steadyEnd)
 	inSteady.Store(false)
 	endCPU := cpu.snap()
@@ -557,7 +658,12 @@ loop:
 		}
 		sum.ErrorCounts[m] += k
 	}
+	sum.ErrorsByCode = mergeCounts(mergeCounts(map[string]int64{}, steady.byCode), late.byCode)
 	cpu.fill(sum, *steadyCPU, endCPU, steady.acks)
+	sum.ServerRSSStartMB, sum.ServerRSSPeakMB = rss.stop()
+	if fl != nil {
+		sum.Flood = fl.summary(cfg, calm.take())
+	}
 	sum.Pass = sum.JoinErrors == 0 && sum.Errors == 0 && sum.Timeouts == 0 && sum.UpdatesMissing == 0 && sum.Acks > 0
 	printSummary(logw, sum)
 	return sum, nil
@@ -636,6 +742,9 @@ func printSummary(w io.Writer, s *Summary) {
 		fmt.Fprintf(w, "; %q ×%d", m, n)
 	}
 	fmt.Fprintln(w)
+	if len(s.ErrorsByCode) > 0 {
+		fmt.Fprintf(w, "errors by code: %s\n", fmtCounts(s.ErrorsByCode))
+	}
 	fmt.Fprintf(w, "presence:event received %d (%s/s); updates to other members: %d expected, %d missing\n",
 		s.Events, fmtN(s.EventsPerSec), s.UpdatesExpected, s.UpdatesMissing)
 	if s.ServerCPUPct > 0 {
@@ -644,7 +753,13 @@ func printSummary(w io.Writer, s *Summary) {
 	if s.RedisCPUPct > 0 {
 		fmt.Fprintf(w, "redis CPU %.0f%% of one core\n", s.RedisCPUPct)
 	}
+	if s.ServerRSSPeakMB > 0 {
+		fmt.Fprintf(w, "server RSS %.1f MB at the start, peak %.1f MB\n", s.ServerRSSStartMB, s.ServerRSSPeakMB)
+	}
 	fmt.Fprintf(w, "loadtest CPU %.0f%% of one core; other processes %.0f%%\n", s.LoadtestCPUPct, s.OtherCPUPct)
+	if f := s.Flood; f != nil {
+		printFlood(w, f)
+	}
 	verdict := "PASS"
 	if !s.Pass {
 		verdict = "FAIL"

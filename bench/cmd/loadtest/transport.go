@@ -22,6 +22,7 @@ import (
 type ack struct {
 	OK    bool     `json:"ok"`
 	Error string   `json:"error"`
+	Code  string   `json:"code"` // why a failure failed, when the server says
 	Epoch *float64 `json:"epoch"`
 	Self  *struct {
 		Epoch float64 `json:"epoch"`
@@ -60,14 +61,46 @@ type sioTransport struct{ s *sio.Socket }
 
 // dialSocketIO connects with the Go Socket.IO client (WebSocket only, no
 // reconnection).
+//
+// The client (v3.0.6) races with itself when left to connect on its own:
+// Socket.Connect sends CONNECT from its "open" listener and again when it
+// finds the manager already open, and the server closes a connection that
+// sends a second CONNECT ("invalid state"), so the join sent next fails
+// with "socket has been disconnected"; Manager.onopen also subscribes to
+// the engine's data only after announcing "open", so a fast CONNECT answer
+// can be lost ("connect timed out"). Opening the manager first and
+// connecting the socket only once it is open leaves one CONNECT, sent with
+// every listener in place. One race remains: the engine can read the
+// server's open packet before Manager.Open listens for it; that attempt is
+// abandoned and redialled (at most twice), as it never reached Socket.IO.
 func dialSocketIO(ctx context.Context, target, userID string, timeout time.Duration, onEvent func(presenceEvent)) (transport, error) {
+	deadline := time.Now().Add(timeout + 5*time.Second)
+	var err error
+	for range 3 {
+		var t transport
+		t, err = dialSocketIOOnce(ctx, target, userID, deadline, onEvent)
+		if !errors.Is(err, errMissedOpen) {
+			return t, err
+		}
+	}
+	return nil, err
+}
+
+var errMissedOpen = errors.New("engine open, manager never told (client race)")
+
+// missedOpenAfter is how long the engine may be open without the manager
+// hearing of it before the attempt counts as lost: long enough for a
+// descheduled goroutine on a loaded machine to catch up.
+const missedOpenAfter = 500 * time.Millisecond
+
+func dialSocketIOOnce(ctx context.Context, target, userID string, deadline time.Time, onEvent func(presenceEvent)) (transport, error) {
 	o := sio.DefaultOptions()
 	o.SetTransports(types.NewSet(sio.WebSocket))
 	o.SetReconnection(false)
 	o.SetForceNew(true)
 	o.SetMultiplex(false)
 	o.SetQuery(url.Values{"userId": {userID}})
-	o.SetAutoConnect(false) // handlers first, or a fast connect is missed
+	o.SetAutoConnect(false) // see dialSocketIO
 	s, err := sio.Connect(target, o)
 	if err != nil {
 		return nil, err
@@ -88,17 +121,58 @@ func dialSocketIO(ctx context.Context, target, userID string, timeout time.Durat
 		ev.State.Seq = int64(seq)
 		onEvent(ev)
 	})
+	fail := func(err error) (transport, error) {
+		s.Disconnect()
+		return nil, err
+	}
+	expire := time.NewTimer(time.Until(deadline))
+	defer expire.Stop()
+
+	mgr := s.Io()
+	opened := make(chan error, 1)
+	mgr.Open(func(err error) {
+		select {
+		case opened <- err:
+		default:
+		}
+	})
+	poll := time.NewTicker(20 * time.Millisecond)
+	defer poll.Stop()
+	var engineOpenSince time.Time
+	for waiting := true; waiting; {
+		select {
+		case err := <-opened:
+			if err != nil {
+				return fail(fmt.Errorf("engine.io open: %w", err))
+			}
+			waiting = false
+		case now := <-poll.C:
+			e := mgr.Engine()
+			if e == nil || e.ReadyState() != "open" {
+				continue
+			}
+			if engineOpenSince.IsZero() {
+				engineOpenSince = now
+			} else if now.Sub(engineOpenSince) > missedOpenAfter {
+				return fail(errMissedOpen)
+			}
+		case <-expire.C:
+			return fail(errors.New("engine.io open timed out"))
+		case <-ctx.Done():
+			return fail(ctx.Err())
+		}
+	}
+
 	s.Connect()
 	select {
 	case err = <-done:
-	case <-time.After(timeout + 5*time.Second):
+	case <-expire.C:
 		err = errors.New("connect timed out")
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
 	if err != nil {
-		s.Disconnect()
-		return nil, err
+		return fail(err)
 	}
 	return sioTransport{s}, nil
 }
@@ -116,6 +190,7 @@ func (t sioTransport) emit(event string, payload any, timeout time.Duration, don
 		var r ack
 		r.OK, _ = m["ok"].(bool)
 		r.Error = fmt.Sprint(m["error"])
+		r.Code, _ = m["code"].(string)
 		if e, ok := m["epoch"].(float64); ok {
 			r.Epoch = &e
 		}
@@ -148,6 +223,7 @@ type rawTransport struct {
 	nextID  uint64
 	pending map[uint64]rawPending
 	closed  bool
+	cause   error // why it closed
 	stop    chan struct{}
 }
 
@@ -252,10 +328,13 @@ func (t *rawTransport) read(onEvent func(presenceEvent)) {
 			}
 			p.done(args[0], nil)
 		case len(msg) >= 2 && msg[0] == '4' && msg[1] == '1': // disconnect
+			t.fail(errServerDisconnect)
 			return
 		}
 	}
 }
+
+var errServerDisconnect = errors.New("server sent DISCONNECT")
 
 // sweep fails acks past their deadline, checking every 250 ms: a timeout
 // is reported up to that late, and 500 idle clients cost next to nothing.
@@ -328,6 +407,7 @@ func (t *rawTransport) fail(err error) {
 		return
 	}
 	t.closed = true
+	t.cause = err
 	close(t.stop)
 	pending := t.pending
 	t.pending = map[uint64]rawPending{}
@@ -341,4 +421,22 @@ func (t *rawTransport) close() {
 	t.write([]byte("41"))
 	t.ws.Close()
 	t.fail(errRawClosed)
+}
+
+// dead is closed when the transport ends, whoever ended it.
+func (t *rawTransport) dead() <-chan struct{} { return t.stop }
+
+func (t *rawTransport) pendingAcks() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.pending)
+}
+
+// setWriteDeadline bounds every later write: a peer that stops reading
+// must not block a sender past it (the connection is unusable after a
+// write times out, which is fine for the flood socket it is for).
+func (t *rawTransport) setWriteDeadline(d time.Time) {
+	t.wmu.Lock()
+	t.ws.SetWriteDeadline(d)
+	t.wmu.Unlock()
 }
