@@ -8,6 +8,22 @@
 #   RATES="50" CLIENTS=raw TEST_DURATION_MS=20000 bench/e2e.sh
 #   PROFILE=1 bench/e2e.sh       # also a 10 s server CPU profile per scenario
 #   SERVER_BIN=/path/to/presence-server bench/e2e.sh   # a server built otherwise
+#   BASELINE_REF=origin/main REPEAT=3 bench/e2e.sh      # this tree against a git ref, side by side
+#   SERVER_ENV="GOGC=200 GOMEMLIMIT=512MiB" bench/e2e.sh # extra environment for the server (every build)
+#   FLOOD=1 bench/e2e.sh         # the 10/s scenario with one socket flooding beside it
+#
+# BASELINE_REF: the server is also built at that git ref (from a `git
+# archive` of it unpacked under $OUT, removed once built and at exit), and
+# every scenario runs for both builds interleaved (baseline, new,
+# baseline, new...), each on a fresh server process, on the same
+# redis-server, loaded by the same load generator (this tree's), REPEAT
+# times (default 1). The end prints a table per scenario and client: the
+# median of each build's runs and the ratios new/baseline (also in
+# $OUT/compare.txt). SERVER_BIN replaces the new build only.
+#
+# FLOOD=1: RATES defaults to "10", and the loadtest adds one raw socket
+# sending FLOOD_RATE (default 20000) heartbeats/s for FLOOD_DURATION_MS
+# (default 10000) after the ramp-up; see go doc ./bench/cmd/loadtest.
 #
 # CLIENTS: the loadtest's LOADTEST_CLIENT values to run, default
 # "socketio raw": the Go Socket.IO client, then the minimal raw client,
@@ -25,7 +41,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if [[ "${FLOOD:-0}" == 1 ]]; then
+  RATES=${RATES:-10}
+  export FLOOD_RATE=${FLOOD_RATE:-20000} FLOOD_DURATION_MS=${FLOOD_DURATION_MS:-10000}
+fi
 RATES=${RATES:-"10 50"}
+REPEAT=${REPEAT:-1}
+read -ra server_env <<< "${SERVER_ENV:-}"
+for kv in "${server_env[@]}"; do
+  [[ "$kv" == [A-Za-z_]*=* ]] || { echo "SERVER_ENV: $kv is not NAME=value"; exit 2; }
+done
 CLIENTS=${CLIENTS:-"socketio raw"}
 export ROOM_COUNT=${ROOM_COUNT:-100} USERS_PER_ROOM=${USERS_PER_ROOM:-5}
 export TEST_DURATION_MS=${TEST_DURATION_MS:-30000} RAMP_UP_MS=${RAMP_UP_MS:-5000}
@@ -39,6 +64,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  rm -rf "$OUT/baseline-src"
 }
 trap cleanup EXIT
 
@@ -49,6 +75,18 @@ else
   go build -o "$OUT/presence-server" ./cmd/presence-server
 fi
 go build -o "$OUT/loadtest" ./bench/cmd/loadtest
+builds=(new)
+if [[ -n "${BASELINE_REF:-}" ]]; then
+  rev=$(git rev-parse --verify "$BASELINE_REF^{commit}")
+  echo "baseline: $BASELINE_REF = $rev"
+  rm -rf "$OUT/baseline-src"; mkdir -p "$OUT/baseline-src"
+  git archive "$rev" | tar -x -C "$OUT/baseline-src"
+  (cd "$OUT/baseline-src" && go build -o "$OUT/presence-server-baseline" ./cmd/presence-server)
+  rm -rf "$OUT/baseline-src"
+  echo "$rev" > "$OUT/baseline-rev"
+  builds=(baseline new)
+fi
+binary() { if [[ "$1" == baseline ]]; then echo "$OUT/presence-server-baseline"; else echo "$OUT/presence-server"; fi; }
 if [[ "${PROFILE:-0}" == 1 ]]; then
   cat > "$OUT/zz_pprof.go" <<'EOF'
 package main
@@ -75,7 +113,7 @@ redis-server --bind 127.0.0.1 --port "$rport" --save '' --appendonly no --dir "$
 rpid=$!; pids+=("$rpid")
 for _ in $(seq 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.05; done
 
-# serve BINARY RATE: starts the server, sets spid and sport.
+# serve BINARY RATE [LOGNAME]: starts the server, sets spid and sport.
 serve() {
   sport=$(freeport)
   local extra=()
@@ -83,11 +121,11 @@ serve() {
   # above the offered rate.
   if (( $2 > 15 )); then extra=(PRESENCE_HEARTBEAT_RATE=$(( $2 * 2 )) PRESENCE_HEARTBEAT_BURST=$(( $2 * 4 ))); fi
   env HOST=127.0.0.1 PORT="$sport" REDIS_URL="redis://127.0.0.1:$rport/0" PRESENCE_HEARTBEAT=lua \
-    PRESENCE_KEY_PREFIX="e2e$RANDOM" LOG_LEVEL=warn PPROF_ADDR="127.0.0.1:${PPROF_PORT:-0}" "${extra[@]}" "$1" \
-    > "$OUT/server-$2.log" 2>&1 &
+    PRESENCE_KEY_PREFIX="e2e$RANDOM" LOG_LEVEL=warn PPROF_ADDR="127.0.0.1:${PPROF_PORT:-0}" "${extra[@]}" "${server_env[@]}" "$1" \
+    > "$OUT/server-${3:-$2}.log" 2>&1 &
   spid=$!; pids+=("$spid")
   for _ in $(seq 200); do curl -fs "http://127.0.0.1:$sport/healthz" >/dev/null 2>&1 && return; sleep 0.05; done
-  echo "server did not start:"; cat "$OUT/server-$2.log"; exit 1
+  echo "server did not start:"; cat "$OUT/server-${3:-$2}.log"; exit 1
 }
 
 stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
@@ -95,11 +133,19 @@ stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 for rate in $RATES; do
   for client in $CLIENTS; do
-    serve "$OUT/presence-server" "$rate"
-    echo "=== $ROOM_COUNT rooms × $USERS_PER_ROOM users × $rate heartbeats/s, client $client (server pid $spid, redis pid $rpid)"
-    TARGET_URL="http://127.0.0.1:$sport" HEARTBEATS_PER_SEC="$rate" LOADTEST_CLIENT="$client" SERVER_PID="$spid" REDIS_PID="$rpid" \
-      "$OUT/loadtest" -json > "$OUT/summary-$client-$rate.json" || echo "(loadtest reported FAIL)"
-    stop "$spid"
+    for run in $(seq "$REPEAT"); do
+      for build in "${builds[@]}"; do
+        # Without a baseline or repeats, the names are those of a single run.
+        tag="$client-$rate"; label=""
+        if (( REPEAT > 1 )); then tag="$tag-r$run"; label=", run $run of $REPEAT"; fi
+        if (( ${#builds[@]} > 1 )); then tag="$build-$tag"; label="$label, build $build"; fi
+        serve "$(binary "$build")" "$rate" "$tag"
+        echo "=== $ROOM_COUNT rooms × $USERS_PER_ROOM users × $rate heartbeats/s, client $client$label (server pid $spid, redis pid $rpid)"
+        TARGET_URL="http://127.0.0.1:$sport" HEARTBEATS_PER_SEC="$rate" LOADTEST_CLIENT="$client" SERVER_PID="$spid" REDIS_PID="$rpid" \
+          "$OUT/loadtest" -json > "$OUT/summary-$tag.json" || echo "(loadtest reported FAIL)"
+        stop "$spid"
+      done
+    done
   done
 
   if [[ "${PROFILE:-0}" == 1 ]]; then
@@ -121,4 +167,82 @@ for rate in $RATES; do
     echo "profiles: $OUT/server-cpu-$rate.pprof, $OUT/server-allocs-$rate.pprof (tops: $OUT/server-*-$rate.top)"
   fi
 done
+if (( ${#builds[@]} > 1 )); then
+  echo
+  echo "=== baseline $BASELINE_REF ($(cut -c1-12 "$OUT/baseline-rev")) vs new (this tree${SERVER_BIN:+, SERVER_BIN}); ${SERVER_ENV:+server env $SERVER_ENV; }median of $REPEAT run(s) each"
+  python3 - "$OUT" "$REPEAT" "$RATES" "$CLIENTS" <<'PY' | tee "$OUT/compare.txt"
+import json, statistics, sys, os
+out, repeat, rates, clients = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split()
+
+def load(build, client, rate):
+    runs = []
+    for r in range(1, repeat + 1):
+        tag = f"{build}-{client}-{rate}" + (f"-r{r}" if repeat > 1 else "")
+        try:
+            with open(os.path.join(out, f"summary-{tag}.json")) as f:
+                runs.append(json.load(f))
+        except (OSError, ValueError):
+            pass  # the run died before its summary: it counts in "runs"
+    return runs
+
+def med(runs, key, sub=None):
+    vals = [((r.get(sub) or {}) if sub else r).get(key) for r in runs]
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+def codes(runs, key="errors_by_code", sub=None):
+    tot = {}
+    for r in runs:
+        for k, n in (((r.get(sub) or {}) if sub else r).get(key) or {}).items():
+            tot[k] = tot.get(k, 0) + n
+    if not tot:
+        return "-"
+    return " ".join(f"{k}:{n}" for k, n in sorted(tot.items(), key=lambda kv: (-kv[1], kv[0])))
+
+def fmt(v, nd=1):
+    return "?" if v is None else f"{v:,.{nd}f}"
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "-"
+    return f"{a / b:.2f}x"
+
+cols = [("acks/s", "acks_per_sec", 0), ("p50 ms", "p50_ms", 2), ("p99 ms", "p99_ms", 1),
+        ("timeouts", "timeouts", 0), ("not delivered", "updates_missing", 0),
+        ("CPU ms/1k acks", "server_cpu_ms_per_1000_acks", 1), ("peak RSS MB", "server_rss_peak_mb", 1)]
+flood = float(os.environ.get("FLOOD_RATE") or 0) > 0
+rows, frows = [], []
+for rate in rates:
+    for client in clients:
+        got = {b: load(b, client, rate) for b in ("baseline", "new")}
+        m = {b: [med(got[b], c[1]) for c in cols] for b in got}
+        for b in ("baseline", "new"):
+            rows.append([rate, client, b, str(len(got[b]))] + [fmt(v, c[2]) for v, c in zip(m[b], cols)] + [codes(got[b])])
+        rows.append([rate, client, "new/baseline", ""] + [ratio(n, o) for n, o in zip(m["new"], m["baseline"])] + [""])
+        if flood:
+            for b in ("baseline", "new"):
+                g = got[b]
+                frows.append([rate, client, b, fmt(med(g, "sent", "flood"), 0), fmt(med(g, "acked_ok", "flood"), 0),
+                              codes(g, "acks_by_code", "flood"), fmt(med(g, "timeouts", "flood"), 0),
+                              f"{sum(1 for r in g if (r.get('flood') or {}).get('disconnected'))}/{len(g)}",
+                              fmt(med(g, "main_p99_ms", "flood"), 1), fmt(med(g, "main_outside_p99_ms", "flood"), 1)])
+
+def table(head, rows):
+    w = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
+    line = lambda r: "| " + " | ".join(str(v).ljust(w[i]) if i < 3 or i == len(r) - 1 else str(v).rjust(w[i]) for i, v in enumerate(r)) + " |"
+    print(line(head))
+    print("|" + "|".join("-" * (x + 2) for x in w) + "|")
+    for r in rows:
+        print(line(r))
+
+table(["rate/s", "client", "build", "runs"] + [c[0] for c in cols] + ["errors by code (all runs)"], rows)
+if frows:
+    print()
+    print("flood socket: median sent and acked ok, failure acks summed over the runs, runs in which the server")
+    print("disconnected it; the main clients' p99 over heartbeats sent during the flood and over the rest of the window:")
+    table(["rate/s", "client", "build", "flood sent", "acked ok", "timeouts", "disconnected",
+           "main p99 in flood ms", "main p99 outside ms", "flood acks by code (all runs)"],
+          [r[:5] + r[6:] + [r[5]] for r in frows])
+PY
+fi
 echo "summaries in $OUT"
