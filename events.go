@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"runtime/debug"
+	"strings"
 	"sync"
 
 	"github.com/realtime-message/presence/backend"
@@ -45,28 +46,120 @@ func (s *Service) Subscribe(ctx context.Context, handler func(Event)) (Subscript
 	return subscribeJSON(ctx, s, s.keys.RoomEventsPattern(), "presence", handler)
 }
 
+// RawEvent is an event as published, for forwarding it without decoding
+// and re-encoding it (see SubscribeRaw).
+type RawEvent struct {
+	// Target is the room id of a presence event, or the channel name
+	// (Channel.Name) of a metadata event: the Socket.IO room the event goes
+	// to. It is read from the pub/sub channel name, not from Payload.
+	Target string
+	// Payload is the event's JSON exactly as published, checked to be valid
+	// JSON. It is a fresh copy per call: the handler may keep or modify it.
+	Payload json.RawMessage
+}
+
+// SubscribeRaw is Subscribe without decoding: each presence event reaches
+// handler as its JSON, with the room id as Target, sequentially, until the
+// subscription or the Service is closed. Payloads that are not JSON and
+// messages on channels that are not a room's event channel of this
+// Service's KeyPrefix are logged and dropped; a handler that panics is
+// logged and does not stop delivery.
+func (s *Service) SubscribeRaw(ctx context.Context, handler func(RawEvent)) (Subscription, error) {
+	return subscribeRaw(ctx, s, s.keys.RoomEventsPattern(), "presence", s.roomTarget, handler)
+}
+
+// SubscribeMetadataRaw is SubscribeMetadata without decoding, as
+// SubscribeRaw is for presence events; Target is the event's channel name.
+func (s *Service) SubscribeMetadataRaw(ctx context.Context, handler func(RawEvent)) (Subscription, error) {
+	return subscribeRaw(ctx, s, s.keys.MetaEventsPattern(), "metadata", s.metaTarget, handler)
+}
+
+// roomTarget returns R of "<prefix>:{room:R}:events". Ids cannot contain
+// braces, so R ends at the first '}' and a channel with another brace in it
+// was not published by this library.
+func (s *Service) roomTarget(channel string) (string, bool) {
+	rest, ok := strings.CutPrefix(channel, s.keys.Prefix+":{room:")
+	if !ok {
+		return "", false
+	}
+	room, ok := strings.CutSuffix(rest, "}:events")
+	if !ok || room == "" || strings.ContainsAny(room, "{}") {
+		return "", false
+	}
+	return room, true
+}
+
+// metaTarget returns N of "<prefix>:{chan:T:N}:meta_events". A channel
+// type cannot contain ':', so the first ':' ends it; the name may contain
+// ':'.
+func (s *Service) metaTarget(channel string) (string, bool) {
+	rest, ok := strings.CutPrefix(channel, s.keys.Prefix+":{chan:")
+	if !ok {
+		return "", false
+	}
+	tn, ok := strings.CutSuffix(rest, "}:meta_events")
+	if !ok || strings.ContainsAny(tn, "{}") {
+		return "", false
+	}
+	typ, name, ok := strings.Cut(tn, ":")
+	if !ok || typ == "" || name == "" {
+		return "", false
+	}
+	return name, true
+}
+
+func subscribeRaw(ctx context.Context, s *Service, pattern, what string, target func(string) (string, bool), handler func(RawEvent)) (Subscription, error) {
+	if handler == nil {
+		return subscribe(ctx, s, pattern, what, nil)
+	}
+	return subscribe(ctx, s, pattern, what, func(m backend.Message) {
+		t, ok := target(m.Channel)
+		if !ok {
+			s.log.Warn("presence: event on an unexpected channel", "kind", what, "channel", m.Channel)
+			return
+		}
+		payload := []byte(m.Payload)
+		if !json.Valid(payload) {
+			s.log.Warn("presence: undecodable event", "kind", what, "channel", m.Channel)
+			return
+		}
+		defer recoverHandler(s, what)
+		handler(RawEvent{Target: t, Payload: payload})
+	})
+}
+
 // subscribeJSON pattern-subscribes and decodes each payload as T.
 func subscribeJSON[T any](ctx context.Context, s *Service, pattern, what string, handler func(T)) (Subscription, error) {
-	if err := s.checkOpen(); err != nil {
-		return nil, err
-	}
 	if handler == nil {
-		return nil, invalid("Subscribe: nil handler")
+		return subscribe(ctx, s, pattern, what, nil)
 	}
-	sub := &subscription{s: s}
-	bs, err := s.client.PSubscribe(ctx, pattern, func(m backend.Message) {
+	return subscribe(ctx, s, pattern, what, func(m backend.Message) {
 		var ev T
 		if err := json.Unmarshal([]byte(m.Payload), &ev); err != nil {
 			s.log.Warn("presence: undecodable event", "kind", what, "channel", m.Channel, "err", err)
 			return
 		}
-		defer func() {
-			if r := recover(); r != nil {
-				s.log.Error("presence: event handler panicked", "kind", what, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-			}
-		}()
+		defer recoverHandler(s, what)
 		handler(ev)
 	})
+}
+
+func recoverHandler(s *Service, what string) {
+	if r := recover(); r != nil {
+		s.log.Error("presence: event handler panicked", "kind", what, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+	}
+}
+
+// subscribe pattern-subscribes h; a nil h is the caller's nil handler.
+func subscribe(ctx context.Context, s *Service, pattern, what string, h backend.Handler) (Subscription, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	if h == nil {
+		return nil, invalid("Subscribe: nil handler")
+	}
+	sub := &subscription{s: s}
+	bs, err := s.client.PSubscribe(ctx, pattern, h)
 	if err != nil {
 		return nil, fmt.Errorf("presence: subscribe: %w", err)
 	}
