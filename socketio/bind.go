@@ -10,13 +10,22 @@
 // every change), and the cleanup that leaves a socket's presence room when
 // it disconnects.
 //
-// Every failure acks {ok:false, error}; metadata failures add code
-// METADATA_CONFLICT, METADATA_LOCK or METADATA_INVALID as docs/PROTOCOL.md
-// says, and a socket over its rate limit gets code RATE_LIMITED (an
-// extension; the original had no limits). Payloads are validated here and
-// by the service before anything reaches Redis. The acting user for locks
-// and addUserId is the socket's authenticated user, else the user it
-// joined presence with.
+// Every failure acks {ok:false, error, code} (and retryable:true when the
+// same event may simply be sent again): metadata refusals keep the original
+// server's METADATA_CONFLICT, METADATA_LOCK and METADATA_INVALID; the
+// PRESENCE_*, RATE_LIMITED, OVERLOADED, TIMEOUT, UNAVAILABLE and
+// SHUTTING_DOWN codes are this server's extension (docs/PROTOCOL.md lists
+// them). Payloads are validated here and by the service before anything
+// reaches Redis. The acting user for locks and addUserId is the socket's
+// authenticated user, else the user it joined presence with.
+//
+// Each socket's work is bounded: events are rate limited per class before
+// they are queued, at most Options.MaxQueuedEvents wait per socket, an
+// event that waited longer than Options.EventBudget is answered OVERLOADED
+// without running, heartbeats queued together run as one call, and a
+// socket far over its limits is disconnected. Outgoing frames of a
+// WebSocket are written in batches and bounded per connection (see
+// ServerOptions).
 //
 // The Socket.IO server is github.com/zishang520/socket.io/servers/socket/v3,
 // the maintained Go implementation of the Socket.IO v4 protocol (Engine.IO
@@ -203,6 +212,9 @@ type Binding struct {
 	ctx    context.Context // canceled when Shutdown ends
 	cancel context.CancelFunc
 
+	rmu   sync.RWMutex
+	rooms map[string]map[*conn]struct{} // presence room → its local sockets (broadcast.go)
+
 	mu       sync.Mutex
 	conns    map[socket.SocketId]*conn
 	stopped  bool                    // Shutdown finished waiting; no cleanup may start
@@ -236,6 +248,7 @@ func Bind(ctx context.Context, io *socket.Server, svc *presence.Service, opts Op
 		opts:     opts,
 		log:      opts.Logger,
 		conns:    map[socket.SocketId]*conn{},
+		rooms:    map[string]map[*conn]struct{}{},
 		cleanups: map[*conn]chan struct{}{},
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
@@ -246,7 +259,7 @@ func Bind(ctx context.Context, io *socket.Server, svc *presence.Service, opts Op
 		b.failures.run(b.ctx)
 	}()
 
-	sub, err := svc.Subscribe(ctx, b.forwardPresence)
+	sub, err := svc.SubscribeRaw(ctx, b.forwardPresence)
 	if err != nil {
 		b.cancel()
 		return nil, fmt.Errorf("socketio: subscribe to presence events: %w", err)
@@ -288,14 +301,6 @@ func first[T any](args []any) (T, bool) {
 	}
 	v, ok := args[0].(T)
 	return v, ok
-}
-
-// forwardPresence is the pub/sub bridge: an event of any node goes to the
-// local sockets in its room.
-func (b *Binding) forwardPresence(ev presence.Event) {
-	if err := b.nsp.To(socket.Room(ev.RoomID)).Emit(EventPresence, ev); err != nil {
-		b.log.Warn("socketio: forward presence event", "room", ev.RoomID, "err", err)
-	}
 }
 
 // admit is the namespace middleware: it refuses sockets during shutdown

@@ -36,9 +36,10 @@ type conn struct {
 	refusedSince time.Time // start of the one-second refusal window
 
 	mu     sync.Mutex
-	closed bool   // left for good: disconnect or Shutdown
-	room   string // the presence room joined, "" = none
-	user   string // the user it joined as
+	closed bool             // left for good: disconnect or Shutdown
+	room   string           // the presence room joined, "" = none
+	ref    presence.ConnRef // room and conn with their keys, built once at join
+	user   string           // the user it joined as
 	// maybeRoom is a room a join failed ambiguously for (timeout, backend
 	// error): the conn may be in it, so cleanup leaves it too.
 	maybeRoom string
@@ -133,15 +134,14 @@ func (c *conn) join(ctx context.Context, payload any) (any, error) {
 		return nil, errWrongRoom
 	}
 	fresh := c.room == ""
-	room := socket.Room(req.RoomID)
-	// Join the Socket.IO room first, so the socket gets its own join event.
+	// Join the room first, so the socket gets its own join event.
 	if fresh {
-		c.sock.Join(room)
+		c.b.enterRoom(c, req.RoomID)
 	}
 	res, err := c.b.svc.Join(ctx, req.RoomID, c.id, req.UserID, req.State)
 	if err != nil {
 		if fresh {
-			c.sock.Leave(room)
+			c.b.exitRoom(c, req.RoomID)
 			if !errors.Is(err, presence.ErrInvalidArgument) {
 				c.maybeRoom = req.RoomID
 			}
@@ -149,6 +149,10 @@ func (c *conn) join(ctx context.Context, payload any) (any, error) {
 		return nil, err
 	}
 	c.room, c.user = req.RoomID, req.UserID
+	if c.ref, err = c.b.svc.ConnRef(c.room, c.id); err != nil {
+		// Unreachable: the join validated both ids.
+		c.ref = presence.ConnRef{}
+	}
 	if c.maybeRoom == req.RoomID {
 		c.maybeRoom = ""
 	}
@@ -169,12 +173,19 @@ func (c *conn) heartbeatEvent(ctx context.Context, payload any) (any, error) {
 
 func (c *conn) heartbeatReq(ctx context.Context, req heartbeatReq) (any, error) {
 	c.mu.Lock()
-	room := c.room
+	room, ref := c.room, c.ref
 	c.mu.Unlock()
 	if room == "" {
 		return nil, errNotJoined
 	}
-	res, err := c.b.svc.Heartbeat(ctx, room, c.id, presence.HeartbeatParams{Epoch: req.Epoch, PatchState: req.PatchState})
+	p := presence.HeartbeatParams{Epoch: req.Epoch, PatchState: req.PatchState}
+	var res presence.HeartbeatResult
+	var err error
+	if ref != (presence.ConnRef{}) {
+		res, err = c.b.svc.HeartbeatConn(ctx, ref, p)
+	} else {
+		res, err = c.b.svc.Heartbeat(ctx, room, c.id, p)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -190,8 +201,8 @@ func (c *conn) leave(ctx context.Context, _ any) (any, error) {
 	if err := c.b.svc.Leave(ctx, c.room, c.id); err != nil {
 		return nil, err
 	}
-	c.sock.Leave(socket.Room(c.room))
-	c.room, c.user = "", ""
+	c.b.exitRoom(c, c.room)
+	c.room, c.user, c.ref = "", "", presence.ConnRef{}
 	return okAck{OK: true}, nil
 }
 
@@ -213,9 +224,9 @@ func (c *conn) close(ctx context.Context) bool {
 		}
 	}
 	if c.room != "" {
-		c.sock.Leave(socket.Room(c.room))
+		c.b.exitRoom(c, c.room)
 	}
-	c.room, c.maybeRoom = "", ""
+	c.room, c.maybeRoom, c.ref = "", "", presence.ConnRef{}
 	return ok
 }
 

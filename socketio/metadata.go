@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/zishang520/socket.io/servers/socket/v3"
-
 	"github.com/realtime-message/presence"
 )
 
@@ -39,11 +37,7 @@ type (
 // node goes to the local sockets in the Socket.IO room named after the
 // channel (docs/PROTOCOL.md: room channelName).
 func (b *Binding) subscribeMetadata(ctx context.Context) error {
-	sub, err := b.svc.SubscribeMetadata(ctx, func(ev presence.MetadataEvent) {
-		if err := b.nsp.To(socket.Room(ev.ChannelName)).Emit(EventMetadata, ev); err != nil {
-			b.log.Warn("socketio: forward metadata event", "channel", ev.ChannelName, "err", err)
-		}
-	})
+	sub, err := b.svc.SubscribeMetadataRaw(ctx, b.forwardMetadata)
 	if err != nil {
 		return fmt.Errorf("socketio: subscribe to metadata events: %w", err)
 	}

@@ -185,6 +185,28 @@ func (t *wsTransport) Send(packets []*packet.Packet) {
 
 var errSlowConsumer = errors.New("write backlog over the limit")
 
+// sendText queues one text frame written outside the engine (see
+// broadcast.go); the engine has no callback waiting for it, so no "drain".
+func (t *wsTransport) sendText(data []byte) {
+	t.mu.Lock()
+	if t.closing {
+		t.mu.Unlock()
+		return
+	}
+	t.buf = appendFrame(t.buf, ws.TextMessage, data)
+	over := t.maxPending > 0 && len(t.buf) > t.maxPending
+	if over {
+		t.closing, t.buf = true, nil
+	}
+	t.mu.Unlock()
+	if over {
+		t.OnError("websocket slow consumer", errSlowConsumer)
+		_ = t.raw.Close()
+		return
+	}
+	t.signal()
+}
+
 // control queues a control frame; last makes it the connection's final
 // frame.
 func (t *wsTransport) control(op int, data []byte, last bool) {
