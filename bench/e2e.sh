@@ -208,7 +208,7 @@ def ratio(a, b):
     return f"{a / b:.2f}x"
 
 cols = [("acks/s", "acks_per_sec", 0), ("p50 ms", "p50_ms", 2), ("p99 ms", "p99_ms", 1),
-        ("timeouts", "timeouts", 0), ("not delivered", "updates_missing", 0),
+        ("timeouts", "timeouts", 0), ("not delivered", "updates_missing", 0), ("merged", "updates_merged", 0),
         ("CPU ms/1k acks", "server_cpu_ms_per_1000_acks", 1), ("peak RSS MB", "server_rss_peak_mb", 1)]
 flood = float(os.environ.get("FLOOD_RATE") or 0) > 0
 rows, frows = [], []

@@ -246,6 +246,7 @@ type client struct {
 	base     []int64 // per room slot: that member's seq when this client's join was acked
 	received []atomic.Int64
 	// updates from each room slot with a seq past base; self included
+	maxSeen []atomic.Int64 // per room slot: the highest seq seen in its updates
 }
 
 // counts are the figures of one interval (or of the steady window).
@@ -362,7 +363,8 @@ type Summary struct {
 	Events          int64   `json:"presence_events"` // every presence:event received, whole test
 	EventsPerSec    float64 `json:"presence_events_per_sec"`
 	UpdatesExpected int64   `json:"updates_expected"` // to other members, sent after they joined
-	UpdatesMissing  int64   `json:"updates_missing"`
+	UpdatesMissing  int64   `json:"updates_missing"`  // neither delivered nor superseded by a delivered later state
+	UpdatesMerged   int64   `json:"updates_merged"`   // not delivered on their own: merged into a later delivered update
 
 	ServerCPUPct        float64 `json:"server_cpu_pct,omitempty"`
 	ServerCPUMsPer1kAck float64 `json:"server_cpu_ms_per_1000_acks,omitempty"`
@@ -387,7 +389,8 @@ func run(ctx context.Context, cfg Config, logw io.Writer) (*Summary, error) {
 	for i := range clients {
 		room, slot := i/cfg.UsersPerRoom, i%cfg.UsersPerRoom
 		c := &client{idx: i, room: room, slot: slot, userID: "lt-u" + strconv.Itoa(i),
-			base: make([]int64, cfg.UsersPerRoom), received: make([]atomic.Int64, cfg.UsersPerRoom)}
+			base: make([]int64, cfg.UsersPerRoom), received: make([]atomic.Int64, cfg.UsersPerRoom),
+			maxSeen: make([]atomic.Int64, cfg.UsersPerRoom)}
 		clients[i] = c
 		byUser[c.userID] = c
 	}
@@ -424,6 +427,11 @@ func run(ctx context.Context, cfg Config, logw io.Writer) (*Summary, error) {
 		}
 		if ev.State.Seq > atomic.LoadInt64(&c.base[from.slot]) {
 			c.received[from.slot].Add(1)
+		}
+		for m := &c.maxSeen[from.slot]; ; {
+			if cur := m.Load(); ev.State.Seq <= cur || m.CompareAndSwap(cur, ev.State.Seq) {
+				break
+			}
 		}
 	}
 
@@ -598,7 +606,12 @@ loop:
 
 	// Drain: late acks (up to the ack timeout) and in-flight events, until
 	// every expected update arrived or nothing changes for a second.
-	expected := func() (exp, missing int64) {
+	// An update counts as delivered when its event arrived, or when an
+	// event of a later seq of the same member did: the server may merge
+	// queued heartbeats of a socket into one update carrying their merged
+	// state, and a member's view then skips the merged seqs but ends where
+	// it would have. Merged counts those.
+	expected := func() (exp, missing, merged int64) {
 		for _, m := range clients {
 			if !m.joined.Load() {
 				continue
@@ -607,20 +620,23 @@ loop:
 				if s == m || !s.joined.Load() || !cfg.Patch {
 					continue
 				}
-				e := s.sentAfter(atomic.LoadInt64(&m.base[s.slot]))
+				base := atomic.LoadInt64(&m.base[s.slot])
+				e := s.sentAfter(base)
 				exp += e
-				if got := m.received[s.slot].Load(); got < e {
-					missing += e - got
+				lost := s.sentAfter(max(base, m.maxSeen[s.slot].Load()))
+				missing += lost
+				if got := m.received[s.slot].Load(); got < e-lost {
+					merged += e - lost - got
 				}
 			}
 		}
-		return exp, missing
+		return exp, missing, merged
 	}
 	drainEnd := time.Now().Add(cfg.AckTimeout + 5*time.Second)
 	prevEvents, quiet := events.Load(), 0
 	for time.Now().Before(drainEnd) && ctx.Err() == nil {
 		time.Sleep(250 * time.Millisecond)
-		_, missing := expected()
+		_, missing, _ := expected()
 		ev := events.Load()
 		if ev == prevEvents {
 			quiet++
@@ -633,7 +649,7 @@ loop:
 		}
 	}
 	late := cur.take() // acks after the window: count errors and timeouts, not throughput
-	exp, missing := expected()
+	exp, missing, merged := expected()
 	for _, c := range clients {
 		if c.t != nil {
 			c.t.close()
@@ -649,7 +665,7 @@ loop:
 		Errors: steady.errs + late.errs, Timeouts: steady.timeouts + late.timeouts,
 		P50Ms: steady.hist.QuantileMs(.5), P95Ms: steady.hist.QuantileMs(.95), P99Ms: steady.hist.QuantileMs(.99), MaxMs: steady.hist.QuantileMs(1),
 		Events: events.Load(), EventsPerSec: float64(events.Load()) / time.Since(start).Seconds(),
-		UpdatesExpected: exp, UpdatesMissing: missing,
+		UpdatesExpected: exp, UpdatesMissing: missing, UpdatesMerged: merged,
 	}
 	sum.ErrorCounts = steady.errMsgs
 	for m, k := range late.errMsgs {
@@ -745,8 +761,8 @@ func printSummary(w io.Writer, s *Summary) {
 	if len(s.ErrorsByCode) > 0 {
 		fmt.Fprintf(w, "errors by code: %s\n", fmtCounts(s.ErrorsByCode))
 	}
-	fmt.Fprintf(w, "presence:event received %d (%s/s); updates to other members: %d expected, %d missing\n",
-		s.Events, fmtN(s.EventsPerSec), s.UpdatesExpected, s.UpdatesMissing)
+	fmt.Fprintf(w, "presence:event received %d (%s/s); updates to other members: %d expected, %d missing, %d merged into a later update\n",
+		s.Events, fmtN(s.EventsPerSec), s.UpdatesExpected, s.UpdatesMissing, s.UpdatesMerged)
 	if s.ServerCPUPct > 0 {
 		fmt.Fprintf(w, "server CPU %.0f%% of one core, %.1f ms per 1,000 acks\n", s.ServerCPUPct, s.ServerCPUMsPer1kAck)
 	}

@@ -87,7 +87,7 @@ func TestErrorsByCode(t *testing.T) {
 // time, every heartbeat sent accounted for (most refused by the rate
 // limit), and the main clients, under their own limits, unharmed.
 func TestFlood(t *testing.T) {
-	url := startServer(t, socketio.Options{HeartbeatRate: socketio.Rate{PerSecond: 50, Burst: 50}})
+	url := startServer(t, socketio.Options{HeartbeatRate: socketio.Rate{PerSecond: 50, Burst: 50}, DisconnectAfterRefused: -1})
 	cfg := Config{
 		TargetURL: url, Rooms: 1, UsersPerRoom: 2, HeartbeatsPerS: 5,
 		Duration: 2000 * time.Millisecond, RampUp: 300 * time.Millisecond,
@@ -178,5 +178,30 @@ func TestConfigFromEnv(t *testing.T) {
 	t.Setenv("ROOM_COUNT", "0")
 	if _, err := configFromEnv(); err == nil {
 		t.Error("ROOM_COUNT=0 accepted")
+	}
+}
+
+// TestFloodDisconnected: a server that cuts the flooding socket off is
+// reported as such, and the main clients do not notice.
+func TestFloodDisconnected(t *testing.T) {
+	url := startServer(t, socketio.Options{HeartbeatRate: socketio.Rate{PerSecond: 50, Burst: 50}, DisconnectAfterRefused: 100})
+	cfg := Config{
+		TargetURL: url, Rooms: 1, UsersPerRoom: 2, HeartbeatsPerS: 5,
+		Duration: 2000 * time.Millisecond, RampUp: 300 * time.Millisecond,
+		AckTimeout: 2 * time.Second, ReportEvery: 500 * time.Millisecond, Patch: true, Client: "raw",
+		FloodRate: 2000, FloodDuration: 800 * time.Millisecond,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sum, err := run(ctx, cfg, logWriter{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := sum.Flood
+	if f == nil || !f.Disconnected || len(f.DisconnectsAtMs) == 0 || f.AcksByCode["RATE_LIMITED"] < 100 {
+		t.Fatalf("flood %+v", f)
+	}
+	if f.MainAcks == 0 || f.MainErrors+f.MainTimeouts != 0 || !sum.Pass {
+		t.Errorf("main clients during the flood: %+v / %+v", f, sum)
 	}
 }
