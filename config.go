@@ -56,6 +56,15 @@ type Config struct {
 	MaxMetadataValueBytes int
 	// MaxMetadataItems bounds the items of one channel (default 256).
 	MaxMetadataItems int
+	// Locks is "advisory" (default: a lock binds only the mutations that
+	// name it in MetadataOptions.LockName) or "enforced": while any lock
+	// of a channel is held, a set, update or remove of its metadata fails
+	// with ErrLocked unless its Actor holds every held lock of the channel
+	// and names one of them in LockName. The holder too must name the
+	// lock, so a write made without it is refused rather than taken as
+	// one made under it. Checked atomically with the write by both
+	// metadata strategies.
+	Locks string
 	// MaxLockTTL bounds the TTL of a lock acquire or renew (default 10
 	// minutes), so a client cannot hold a channel's lock for years; a
 	// holder that needs longer renews.
@@ -66,6 +75,12 @@ type Config struct {
 	// Now is the clock (default time.Now); tests replace it.
 	Now func() time.Time
 }
+
+// The values of Config.Locks.
+const (
+	LocksAdvisory = "advisory"
+	LocksEnforced = "enforced"
+)
 
 func (c Config) withDefaults() (Config, error) {
 	if c.Backend == "" {
@@ -113,6 +128,13 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxMetadataItems <= 0 {
 		c.MaxMetadataItems = 256
 	}
+	switch c.Locks {
+	case "":
+		c.Locks = LocksAdvisory
+	case LocksAdvisory, LocksEnforced:
+	default:
+		return c, invalid("config: Locks %q is neither %q nor %q", c.Locks, LocksAdvisory, LocksEnforced)
+	}
 	if c.MaxLockTTL <= 0 {
 		c.MaxLockTTL = 10 * time.Minute
 	}
@@ -123,7 +145,7 @@ func (c Config) withDefaults() (Config, error) {
 }
 
 // ConfigFromEnv reads REDIS_URL, PRESENCE_BACKEND, PRESENCE_HEARTBEAT,
-// PRESENCE_METADATA, PRESENCE_TTL_MS, PRESENCE_REAPER_INTERVAL_MS and
+// PRESENCE_METADATA, PRESENCE_LOCKS, PRESENCE_TTL_MS, PRESENCE_REAPER_INTERVAL_MS and
 // PRESENCE_REAPER_LOOKBACK_MS. Unset variables leave defaults. REDIS_URL may
 // also be a comma-separated host:port list (a cluster's seeds).
 func ConfigFromEnv() (Config, error) {
@@ -142,6 +164,7 @@ func ConfigFromEnv() (Config, error) {
 	c.Backend = os.Getenv("PRESENCE_BACKEND")
 	c.Heartbeat = os.Getenv("PRESENCE_HEARTBEAT")
 	c.Metadata = os.Getenv("PRESENCE_METADATA")
+	c.Locks = os.Getenv("PRESENCE_LOCKS")
 	for _, d := range []struct {
 		env string
 		dst *time.Duration

@@ -11,7 +11,11 @@ import (
 )
 
 // Lock is the state of a named channel lock. A lock always has a TTL, so
-// a crashed owner cannot hold a channel forever.
+// a crashed owner cannot hold a channel forever. Locks are advisory by
+// default: only a mutation that names one (MetadataOptions.LockName) is
+// checked against it. With Config.Locks "enforced", while any lock of a
+// channel is held, its metadata can be changed only by the holder naming
+// a lock it holds (see Config.Locks).
 type Lock struct {
 	Name      string
 	Owner     string    // "" when the lock is free
@@ -31,7 +35,7 @@ func (s *Service) AcquireLock(ctx context.Context, ch Channel, name, owner strin
 	}
 	now := s.cfg.Now()
 	r, err := s.scripts.Run(ctx, backend.Eval{Script: luasrc.LockAcquire,
-		Keys: []string{s.keys.Lock(ch.Type, ch.Name, name)}, Args: []string{owner, ms}})
+		Keys: s.lockKeys(ch, name), Args: []string{owner, ms, name, s.keys.LockPrefix(ch.Type, ch.Name)}})
 	if err != nil {
 		return Lock{}, fmt.Errorf("presence: acquire lock: %w", err)
 	}
@@ -59,7 +63,7 @@ func (s *Service) RenewLock(ctx context.Context, ch Channel, name, owner string,
 	}
 	now := s.cfg.Now()
 	r, err := s.scripts.Run(ctx, backend.Eval{Script: luasrc.LockRenew,
-		Keys: []string{s.keys.Lock(ch.Type, ch.Name, name)}, Args: []string{owner, ms}})
+		Keys: s.lockKeys(ch, name), Args: []string{owner, ms, name}})
 	if err != nil {
 		return Lock{}, fmt.Errorf("presence: renew lock: %w", err)
 	}
@@ -79,7 +83,7 @@ func (s *Service) ReleaseLock(ctx context.Context, ch Channel, name, owner strin
 		return err
 	}
 	r, err := s.scripts.Run(ctx, backend.Eval{Script: luasrc.LockRelease,
-		Keys: []string{s.keys.Lock(ch.Type, ch.Name, name)}, Args: []string{owner}})
+		Keys: s.lockKeys(ch, name), Args: []string{owner, name}})
 	if err != nil {
 		return fmt.Errorf("presence: release lock: %w", err)
 	}
@@ -130,6 +134,13 @@ func (s *Service) GetLock(ctx context.Context, ch Channel, name string) (Lock, e
 	}
 	l.Owner = owner
 	return l, nil
+}
+
+// lockKeys are the KEYS of the lock scripts: the lock and the channel's
+// lock index, which the scripts keep whatever Config.Locks is, so that
+// enforcement, once turned on, sees the locks already held.
+func (s *Service) lockKeys(ch Channel, name string) []string {
+	return []string{s.keys.Lock(ch.Type, ch.Name, name), s.keys.LockIndex(ch.Type, ch.Name)}
 }
 
 // checkLock validates a lock call and returns ttl in milliseconds.

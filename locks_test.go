@@ -1,12 +1,15 @@
 package presence_test
 
 import (
+	"cmp"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/realtime-message/presence"
 	"github.com/realtime-message/presence/backend"
+	"github.com/realtime-message/presence/embedded"
 )
 
 func TestLockAcquireRenewReleaseGet(t *testing.T) {
@@ -170,4 +173,148 @@ func TestLockGuardsMutations(t *testing.T) {
 			t.Fatalf("events %+v", evs)
 		}
 	})
+}
+
+// Enforced locks: while alice holds a lock of the channel, every set,
+// update and remove that is not hers under a lock she names is refused,
+// writes nothing and publishes nothing; a second lock held by someone else
+// bars her too; once the locks are released or expired, anyone writes.
+// An advisory service on the same keys is unaffected.
+func TestLockEnforced(t *testing.T) {
+	forEachMetaStrategy(t, func(t *testing.T, tg target, spec string) {
+		c := tg.connect(t)
+		s := newService(t, c, presence.Config{Metadata: spec, Locks: presence.LocksEnforced, Logger: quiet})
+		advisory := newService(t, c, presence.Config{Metadata: spec, KeyPrefix: s.Config().KeyPrefix, Logger: quiet})
+		events := subscribeMeta(t, s)
+		ctx := ctxT(t)
+		res(s.SetMetadata(ctx, chanA, []presence.Item{{Key: "a", Value: "1"}}, presence.MetadataOptions{Actor: "bob"})).must(t)
+		if _, err := s.AcquireLock(ctx, chanA, "edit", "alice", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := indexPTTL(t, s), lockPTTL(t, s, "edit"); got < want {
+			t.Fatalf("lock index PTTL %d below the lock's %d: it could expire while the lock is held", got, want)
+		}
+		refused := func(what string, o presence.MetadataOptions) {
+			t.Helper()
+			_, e1 := s.SetMetadata(ctx, chanA, []presence.Item{{Key: "b", Value: "2"}}, o)
+			_, e2 := s.UpdateMetadata(ctx, chanA, []presence.Item{{Key: "a", Value: "2"}}, o)
+			_, e3 := s.RemoveMetadata(ctx, chanA, nil, o)
+			_, e4 := s.RemoveMetadata(ctx, chanA, []string{"a"}, o)
+			for i, err := range []error{e1, e2, e3, e4} {
+				if !errors.Is(err, presence.ErrLocked) {
+					t.Fatalf("%s: op %d: %v, want ErrLocked", what, i, err)
+				}
+			}
+		}
+		opts := func(actor, lock string) presence.MetadataOptions {
+			return presence.MetadataOptions{Actor: actor, LockName: lock}
+		}
+		refused("bob without lockName", opts("bob", ""))
+		refused("bob naming alice's lock", opts("bob", "edit"))
+		refused("nobody", opts("", ""))
+		refused("alice without lockName", opts("alice", ""))
+		refused("alice naming a free lock", opts("alice", "free"))
+		if g := mustGet(t, s, chanA); !slices.Equal(entries(g), []string{"a=1@1"}) || g.MajorRevision != 1 {
+			t.Fatalf("a refused mutation wrote: %+v", g)
+		}
+		r := res(s.UpdateMetadata(ctx, chanA, []presence.Item{{Key: "a", Value: "alice"}}, opts("alice", "edit"))).must(t)
+		if r.MajorRevision != 2 {
+			t.Fatalf("alice's update under her lock: %+v", r)
+		}
+
+		// A second lock, bob's, bars alice: neither can write.
+		if _, err := s.AcquireLock(ctx, chanA, "review", "bob", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		refused("alice under her lock while bob holds another", opts("alice", "edit"))
+		refused("bob under his lock while alice holds another", opts("bob", "review"))
+		if err := s.ReleaseLock(ctx, chanA, "review", "bob"); err != nil {
+			t.Fatal(err)
+		}
+
+		// Advisory mode is as it always was.
+		res(advisory.UpdateMetadata(ctx, chanA, []presence.Item{{Key: "a", Value: "advisory"}}, opts("bob", ""))).must(t)
+
+		// Released: anyone writes, and the index is gone with the last lock.
+		if err := s.ReleaseLock(ctx, chanA, "edit", "alice"); err != nil {
+			t.Fatal(err)
+		}
+		if n := indexPTTL(t, s); n != -2 {
+			t.Fatalf("lock index still there after the last release (PTTL %d)", n)
+		}
+		r = res(s.UpdateMetadata(ctx, chanA, []presence.Item{{Key: "a", Value: "bob"}}, opts("bob", ""))).must(t)
+		if r.MajorRevision != 4 {
+			t.Fatalf("bob's update after the release: %+v", r)
+		}
+
+		// Expired: likewise (the embedded server's TTLs follow the wall clock).
+		if _, err := s.AcquireLock(ctx, chanA, "brief", "alice", 100*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		refused("bob while alice's brief lock is held", opts("bob", ""))
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			l, err := s.GetLock(ctx, chanA, "brief")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !l.Held() {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("a 100ms lock is still held: %+v", l)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		r = res(s.RemoveMetadata(ctx, chanA, nil, opts("bob", ""))).must(t)
+		if r.MajorRevision != 5 || r.TotalCount != 0 {
+			t.Fatalf("bob's remove after the expiry: %+v", r)
+		}
+		// Only the successful mutations published (the advisory one too).
+		if evs := events.until(t, chanA, 5); len(evs) != 5 {
+			t.Fatalf("%d events, want 5: %+v", len(evs), evs)
+		}
+	})
+}
+
+// indexPTTL is the PTTL of chanA's lock index (-2: no index).
+func indexPTTL(t *testing.T, s *presence.Service) int64 {
+	t.Helper()
+	r, err := s.Client().Do(ctxT(t), backend.K("PTTL", s.Keys().LockIndex(chanA.Type, chanA.Name)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := r[0].AsInt()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestLocksConfig(t *testing.T) {
+	t.Setenv("PRESENCE_LOCKS", "enforced")
+	cfg, err := presence.ConfigFromEnv()
+	if err != nil || cfg.Locks != presence.LocksEnforced {
+		t.Fatalf("ConfigFromEnv: %+v, %v", cfg.Locks, err)
+	}
+	srv, err := embedded.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	for _, locks := range []string{"", "advisory", "enforced", "Enforced", "strict"} {
+		s, err := presence.Open(ctxT(t), presence.Config{Addrs: []string{srv.Addr()}, Embedded: true, Locks: locks, Logger: quiet})
+		valid := locks == "" || locks == "advisory" || locks == "enforced"
+		switch {
+		case valid && err != nil:
+			t.Fatalf("Open with Locks %q: %v", locks, err)
+		case !valid && !errors.Is(err, presence.ErrInvalidArgument):
+			t.Fatalf("Open with Locks %q = %v, want ErrInvalidArgument", locks, err)
+		case valid:
+			if want := cmp.Or(locks, "advisory"); s.Config().Locks != want {
+				t.Fatalf("Locks %q became %q", locks, s.Config().Locks)
+			}
+			s.Close()
+		}
+	}
 }

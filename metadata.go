@@ -48,7 +48,8 @@ type MetadataOptions struct {
 	// nothing. Nil or negative means unchecked.
 	MajorRevision *int64 `json:"majorRevision,omitempty"`
 	// LockName, when set, requires that lock of the channel to be held by
-	// Actor, checked atomically with the write (ErrLocked otherwise).
+	// Actor, checked atomically with the write (ErrLocked otherwise). With
+	// Config.Locks "enforced" a channel with a held lock requires it.
 	LockName string `json:"lockName,omitempty"`
 	// AddTimestamp stamps each written item's updated time (ISO-8601 UTC,
 	// milliseconds, from Config.Now).
@@ -190,6 +191,7 @@ func (s *Service) metaRequest(op strategy.MetaOp, ch Channel, items []Item, opts
 		MajorRevision: -1,
 		LockName:      opts.LockName,
 		Actor:         opts.Actor,
+		EnforceLocks:  s.cfg.Locks == LocksEnforced,
 		AddTimestamp:  opts.AddTimestamp,
 		AddUserID:     opts.AddUserID,
 		NowMs:         s.nowMs(),

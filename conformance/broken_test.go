@@ -28,6 +28,13 @@ const (
 	// Go, HSET without WATCH. Two writers that read the same revision both
 	// succeed.
 	brokenAppCAS = "broken-app-cas"
+	// brokenLocksIgnored is the lua strategy deaf to enforced locks: it
+	// writes under another's lock as if locks were advisory.
+	brokenLocksIgnored = "broken-locks-ignored"
+	// brokenLocksSplit enforces locks in a round trip of its own before
+	// the lua strategy writes: a lock taken between the check and the
+	// write does not stop the write.
+	brokenLocksSplit = "broken-locks-split"
 )
 
 func init() {
@@ -40,6 +47,49 @@ func init() {
 	strategy.Metadatas.Register(brokenAppCAS, nil, func(env strategy.Env, _ *strategy.Params) (strategy.Metadata, error) {
 		return appCAS{env}, nil
 	})
+	strategy.Metadatas.Register(brokenLocksIgnored, nil, func(env strategy.Env, _ *strategy.Params) (strategy.Metadata, error) {
+		return locksIgnored{strategy.NewLuaMetadata(env)}, nil
+	})
+	strategy.Metadatas.Register(brokenLocksSplit, nil, func(env strategy.Env, _ *strategy.Params) (strategy.Metadata, error) {
+		return locksSplit{env, strategy.NewLuaMetadata(env)}, nil
+	})
+}
+
+type locksIgnored struct{ *strategy.LuaMetadata }
+
+func (l locksIgnored) Mutate(ctx context.Context, req strategy.MetaRequest) (strategy.MetaRecord, error) {
+	req.EnforceLocks = false
+	return l.LuaMetadata.Mutate(ctx, req)
+}
+
+type locksSplit struct {
+	env strategy.Env
+	*strategy.LuaMetadata
+}
+
+func (l locksSplit) Mutate(ctx context.Context, req strategy.MetaRequest) (strategy.MetaRecord, error) {
+	if req.EnforceLocks {
+		k := l.env.Keys
+		r, err := l.env.Client.Do(ctx, backend.K("HKEYS", k.LockIndex(req.Type, req.Name)))
+		if err != nil {
+			return strategy.MetaRecord{}, err
+		}
+		names, err := r[0].AsStrings()
+		if err != nil {
+			return strategy.MetaRecord{}, err
+		}
+		for _, n := range names {
+			r, err := l.env.Client.Do(ctx, backend.K("GET", k.Lock(req.Type, req.Name, n)))
+			if err != nil {
+				return strategy.MetaRecord{}, err
+			}
+			if !r[0].IsNil() && (req.LockName == "" || r[0].Str != req.Actor) {
+				return strategy.MetaRecord{}, fmt.Errorf("%w: lock %q is held", strategy.ErrLocked, n)
+			}
+		}
+		req.EnforceLocks = false
+	}
+	return l.LuaMetadata.Mutate(ctx, req)
 }
 
 // hbWrites returns the result and the writes of a heartbeat given the
@@ -273,7 +323,7 @@ func (s slowReads) Do(ctx context.Context, cmds ...backend.Cmd) ([]backend.Reply
 	r, err := s.Client.Do(ctx, cmds...)
 	for _, c := range cmds {
 		switch c.Name {
-		case "HGETALL", "HGET", "HMGET", "GET":
+		case "HGETALL", "HGET", "HMGET", "GET", "HKEYS":
 		default:
 			return r, err
 		}

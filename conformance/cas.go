@@ -40,6 +40,7 @@ func checkCAS(tb rapid.TB, h *harness) {
 	start := time.Now()
 	m.sequence()
 	m.locks()
+	m.enforcedLocks()
 	m.events()
 	m.concurrentIncrements()
 	tb.Logf("cas: %d operations in %v", m.ops, time.Since(start).Round(time.Millisecond))
@@ -294,6 +295,63 @@ func (m *caser) locks() {
 	m.ok(ch, "Remove under u1's lock by u1", m.remove(ch, nil, as("u1")), rec{major: 3, items: map[string]it{}})
 	m.lock(ch, "ReleaseLock(u1)", m.release(ch, "u1"), nil)
 	m.wantOwner(ch, "")
+}
+
+// enforcedLocks checks Config.Locks "enforced" on a second service over
+// the same keys: while a lock of the channel is held, only its holder
+// naming a lock it holds writes; a second lock held by another bars the
+// holder too; a released lock bars nobody. Follows locks(), on its
+// channel (majorRevision 3, no items, no lock held).
+func (m *caser) enforcedLocks() {
+	ch := chanIDs[1]
+	svc, err := m.h.serviceLocks(m.c, m.svc.Config().KeyPrefix, m.clock.Now, presence.LocksEnforced)
+	if err != nil {
+		m.tb.Fatalf("presence.New: %v", err)
+	}
+	defer svc.Close()
+	set := func(actor, lock, v string) mutation {
+		return func(ctx context.Context) (*presence.MetadataResponse, error) {
+			return svc.SetMetadata(ctx, ch, []presence.Item{item("a", v, -1)}, presence.MetadataOptions{Actor: actor, LockName: lock})
+		}
+	}
+	update := func(actor, lock, v string) mutation {
+		return func(ctx context.Context) (*presence.MetadataResponse, error) {
+			return svc.UpdateMetadata(ctx, ch, []presence.Item{item("a", v, -1)}, presence.MetadataOptions{Actor: actor, LockName: lock})
+		}
+	}
+	remove := func(actor, lock string) mutation {
+		return func(ctx context.Context) (*presence.MetadataResponse, error) {
+			return svc.RemoveMetadata(ctx, ch, nil, presence.MetadataOptions{Actor: actor, LockName: lock})
+		}
+	}
+	acquire := func(name, owner string) func(context.Context) error {
+		return func(ctx context.Context) error {
+			_, err := svc.AcquireLock(ctx, ch, name, owner, time.Minute)
+			return err
+		}
+	}
+	release := func(name, owner string) func(context.Context) error {
+		return func(ctx context.Context) error { return svc.ReleaseLock(ctx, ch, name, owner) }
+	}
+	one := func(major int64, v string, rev int64) rec {
+		return rec{major: major, items: map[string]it{"a": {val: v, rev: rev}}}
+	}
+	m.ok(ch, "enforced: Set by u1 on a channel without locks", set("u1", "", "x"), one(4, "x", 1))
+	m.lock(ch, "enforced: AcquireLock(L, u0)", acquire(lockNames[0], "u0"), nil)
+	m.fails(ch, "enforced: Set by u1 without lockName under u0's lock", set("u1", "", "y"), presence.ErrLocked)
+	m.fails(ch, "enforced: Update by u1 without lockName under u0's lock", update("u1", "", "y"), presence.ErrLocked)
+	m.fails(ch, "enforced: Remove by u1 without lockName under u0's lock", remove("u1", ""), presence.ErrLocked)
+	m.fails(ch, "enforced: Update by u1 naming u0's lock", update("u1", lockNames[0], "y"), presence.ErrLocked)
+	m.fails(ch, "enforced: Update by nobody", update("", "", "y"), presence.ErrLocked)
+	m.fails(ch, "enforced: Update by u0, the holder, without lockName", update("u0", "", "y"), presence.ErrLocked)
+	m.ok(ch, "enforced: Update by u0 under its lock", update("u0", lockNames[0], "y"), one(5, "y", 2))
+	m.lock(ch, "enforced: AcquireLock(M, u1)", acquire(lockNames[1], "u1"), nil)
+	m.fails(ch, "enforced: Update by u0 under its lock while u1 holds another", update("u0", lockNames[0], "z"), presence.ErrLocked)
+	m.fails(ch, "enforced: Update by u1 under its lock while u0 holds another", update("u1", lockNames[1], "z"), presence.ErrLocked)
+	m.lock(ch, "enforced: ReleaseLock(L, u0)", release(lockNames[0], "u0"), nil)
+	m.ok(ch, "enforced: Update by u1 under its lock, the only one held", update("u1", lockNames[1], "z"), one(6, "z", 3))
+	m.lock(ch, "enforced: ReleaseLock(M, u1)", release(lockNames[1], "u1"), nil)
+	m.ok(ch, "enforced: Remove by u0 after every lock was released", remove("u0", ""), rec{major: 7, items: map[string]it{}})
 }
 
 // events checks that each successful mutation publishes exactly one event

@@ -28,8 +28,13 @@ var (
 	userIDs  = []string{"u0", "u1"}
 	chanIDs  = []presence.Channel{{Type: "t", Name: "n0"}, {Type: "t", Name: "n1"}}
 	itemKeys = []string{"a", "b", "c"}
-	lockName = "L"
+	// Two locks per channel, so that enforced locks are checked against
+	// every lock of a channel, not only the one a mutation names.
+	lockNames = [numLocks]string{"L", "M"}
+	lockName  = lockNames[0]
 )
+
+const numLocks = 2
 
 // stateKeys are the top-level keys of conn states; stateVals their
 // values, as canonical JSON.
@@ -96,9 +101,15 @@ var discard = slog.New(slog.DiscardHandler)
 // service builds a Service with the harness's strategies on c, under
 // prefix, with clock now and no background reaper.
 func (h *harness) service(c backend.Client, prefix string, now func() time.Time) (*presence.Service, error) {
+	return h.serviceLocks(c, prefix, now, "")
+}
+
+// serviceLocks is service with Config.Locks set to locks.
+func (h *harness) serviceLocks(c backend.Client, prefix string, now func() time.Time, locks string) (*presence.Service, error) {
 	return presence.New(c, presence.Config{
 		Heartbeat:      h.hbSpec,
 		Metadata:       h.mdSpec,
+		Locks:          locks,
 		KeyPrefix:      prefix,
 		ReaperInterval: -1,
 		Now:            now,
@@ -109,9 +120,14 @@ func (h *harness) service(c backend.Client, prefix string, now func() time.Time)
 // fresh builds a Service on c under a new key prefix with a fake clock;
 // done closes it and deletes every key it wrote.
 func (h *harness) fresh(tb rapid.TB, c backend.Client) (svc *presence.Service, clock *fakeClock, done func()) {
+	return h.freshLocks(tb, c, "")
+}
+
+// freshLocks is fresh with Config.Locks set to locks.
+func (h *harness) freshLocks(tb rapid.TB, c backend.Client, locks string) (svc *presence.Service, clock *fakeClock, done func()) {
 	prefix := h.prefix()
 	clock = newFakeClock(time.Now())
-	svc, err := h.service(c, prefix, clock.Now)
+	svc, err := h.serviceLocks(c, prefix, clock.Now, locks)
 	if err != nil {
 		cleanup(c, prefix)
 		tb.Fatalf("presence.New: %v", err)
@@ -144,7 +160,10 @@ func cleanup(c backend.Client, prefix string) error {
 	}
 	for _, ch := range chanIDs {
 		del(k.Meta(ch.Type, ch.Name))
-		del(k.Lock(ch.Type, ch.Name, lockName))
+		del(k.LockIndex(ch.Type, ch.Name))
+		for _, l := range lockNames {
+			del(k.Lock(ch.Type, ch.Name, l))
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -272,14 +272,26 @@ func parseFields(raw json.RawMessage) [numKeys]string {
 
 // checkMetadataLinearizable records Options.Clients clients doing random
 // sets, updates and removes (right, wrong and unchecked revisions, some
-// under the lock), gets, and lock acquires and releases on two channels
-// for Options.Duration, and checks the history against the metadata
-// model.
+// under one of two locks), gets, and lock acquires and releases on two
+// channels for Options.Duration, and checks the history against the
+// metadata model. Every node runs two services on its client, one with
+// advisory locks and one with enforced locks, and the clients are spread
+// over both, so one history checks both modes and how they mix.
 func checkMetadataLinearizable(tb rapid.TB, h *harness) {
 	prefix := h.prefix()
 	nowMs := time.Now().UnixMilli()
-	svcs := h.services(tb, prefix, func() time.Time { return time.UnixMilli(nowMs) })
-	defer cleanup(svcs[0].Client().(faulty).Client, prefix)
+	now := func() time.Time { return time.UnixMilli(nowMs) }
+	advisory := h.services(tb, prefix, now)
+	defer cleanup(advisory[0].Client().(faulty).Client, prefix)
+	enforced := make([]*presence.Service, len(advisory))
+	for i, a := range advisory {
+		s, err := h.serviceLocks(a.Client(), prefix, now, presence.LocksEnforced)
+		if err != nil {
+			tb.Fatalf("presence.New: %v", err)
+		}
+		h.t.Cleanup(func() { s.Close() })
+		enforced[i] = s
+	}
 	hist := newHistory(h.opts)
 	var wg sync.WaitGroup
 	for i := range h.opts.Clients {
@@ -287,7 +299,12 @@ func checkMetadataLinearizable(tb rapid.TB, h *harness) {
 		go func() {
 			defer wg.Done()
 			c := &clientLog{id: i, counts: map[string]int{}}
-			metadataClient(h, hist, svcs[i%len(svcs)], c, rand.New(rand.NewPCG(rand.Uint64(), uint64(i))))
+			node, enforce := i%len(advisory), (i/len(advisory))%2 == 1
+			svc := advisory[node]
+			if enforce {
+				svc = enforced[node]
+			}
+			metadataClient(h, hist, svc, enforce, c, rand.New(rand.NewPCG(rand.Uint64(), uint64(i))))
 			hist.merge(c)
 		}()
 	}
@@ -302,10 +319,22 @@ func checkMetadataLinearizable(tb rapid.TB, h *harness) {
 	if spurious > 0 {
 		tb.Logf("linearizable: %d unchecked mutations ended in ErrConflict (retries ran out under contention); the model allows that", spurious)
 	}
+	var enforcedOK, enforcedLocked int
+	for _, op := range hist.ops {
+		in, out := op.Input.(mInput), op.Output.(mOutput)
+		switch {
+		case !in.Enforced:
+		case out.Out == outOK:
+			enforcedOK++
+		case out.Out == outLocked:
+			enforcedLocked++
+		}
+	}
+	tb.Logf("linearizable: mutations with enforced locks: %d succeeded, %d refused ErrLocked", enforcedOK, enforcedLocked)
 	verify(tb, h, hist, metadataModel(), "metadata")
 }
 
-func metadataClient(h *harness, hist *history, svc *presence.Service, c *clientLog, rnd *rand.Rand) {
+func metadataClient(h *harness, hist *history, svc *presence.Service, enforced bool, c *clientLog, rnd *rand.Rand) {
 	type view struct {
 		major int64
 		items [numKeys]mItem
@@ -331,7 +360,7 @@ func metadataClient(h *harness, hist *history, svc *presence.Service, c *clientL
 	for hist.next() {
 		ch := chanIDs[rnd.IntN(len(chanIDs))]
 		v := known[ch.Name]
-		in := mInput{Chan: ch.Name, Major: -1}
+		in := mInput{Chan: ch.Name, Major: -1, Enforced: enforced, Lock: rnd.IntN(numLocks)}
 		var o presence.MetadataOptions
 		if rnd.IntN(100) < 40 {
 			in.Major = v.major
@@ -342,7 +371,12 @@ func metadataClient(h *harness, hist *history, svc *presence.Service, c *clientL
 		}
 		if rnd.IntN(100) < 15 {
 			in.Locked, in.Actor = true, userIDs[rnd.IntN(len(userIDs))]
-			o.LockName, o.Actor = lockName, in.Actor
+			o.LockName, o.Actor = lockNames[in.Lock], in.Actor
+		} else if rnd.IntN(2) == 0 {
+			// An actor without lockName: under enforced locks even the
+			// holder is refused.
+			in.Actor = userIDs[rnd.IntN(len(userIDs))]
+			o.Actor = in.Actor
 		}
 		ctx, cancel := h.ctx()
 		c.calls++
@@ -405,15 +439,15 @@ func metadataClient(h *harness, hist *history, svc *presence.Service, c *clientL
 			kind, in = "get", mInput{Kind: mGet, Chan: ch.Name, Major: -1}
 			resp, err = svc.GetMetadata(ctx, ch)
 		case r < 95:
-			kind, in = "acquire", mInput{Kind: mAcquire, Chan: ch.Name, Major: -1, Actor: userIDs[rnd.IntN(len(userIDs))]}
+			kind, in = "acquire", mInput{Kind: mAcquire, Chan: ch.Name, Major: -1, Lock: in.Lock, Actor: userIDs[rnd.IntN(len(userIDs))]}
 			var l presence.Lock
-			l, err = svc.AcquireLock(ctx, ch, lockName, in.Actor, lockTTL)
+			l, err = svc.AcquireLock(ctx, ch, lockNames[in.Lock], in.Actor, lockTTL)
 			if err == nil && l.Owner != in.Actor {
 				err = fmt.Errorf("conformance: AcquireLock(%s) succeeded with owner %q", in.Actor, l.Owner)
 			}
 		default:
-			kind, in = "release", mInput{Kind: mRelease, Chan: ch.Name, Major: -1, Actor: userIDs[rnd.IntN(len(userIDs))]}
-			err = svc.ReleaseLock(ctx, ch, lockName, in.Actor)
+			kind, in = "release", mInput{Kind: mRelease, Chan: ch.Name, Major: -1, Lock: in.Lock, Actor: userIDs[rnd.IntN(len(userIDs))]}
+			err = svc.ReleaseLock(ctx, ch, lockNames[in.Lock], in.Actor)
 		}
 		ret := hist.now()
 		cancel()

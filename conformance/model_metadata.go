@@ -36,8 +36,13 @@ type mInput struct {
 	Chan   string
 	Items  []mItemIn // set, update; remove uses only Idx, none = all
 	Major  int64     // checked when >= 0
-	Locked bool      // the mutation requires the lock held by Actor
+	Locked bool      // the mutation requires lock Lock held by Actor
+	Lock   int       // indexes lockNames: the lock named, acquired or released
 	Actor  string    // for Locked; the owner for acquire and release
+	// Enforced: the mutation ran on a service with enforced locks, so
+	// any held lock of the channel bars it unless Actor holds them all
+	// and names one.
+	Enforced bool
 }
 
 // mItem is a stored item; comparable.
@@ -51,7 +56,7 @@ type mItem struct {
 type mState struct {
 	Major int64
 	Items [numKeys]mItem
-	Lock  string // owner, "" when free
+	Locks [numLocks]string // owners, "" when free
 }
 
 // mOutput is the result of an operation: for a successful mutation or a
@@ -83,7 +88,7 @@ func metadataModel() porcupine.Model {
 		},
 		DescribeOperation: func(input, output any) string { return describeMetadata(input.(mInput), output.(mOutput)) },
 		DescribeState: func(state any) string {
-			return describeRecord(state.(mState).Major, state.(mState).Items) + lockSuffix(state.(mState).Lock)
+			return describeRecord(state.(mState).Major, state.(mState).Items) + lockSuffix(state.(mState).Locks)
 		},
 	}
 	return m.ToModel()
@@ -93,8 +98,15 @@ func metadataModel() porcupine.Model {
 // correct answer; none means the mutation must succeed.
 func failures(s mState, in mInput) []outcome {
 	var errs []outcome
-	if in.Locked && (in.Actor == "" || s.Lock != in.Actor) {
+	if in.Locked && (in.Actor == "" || s.Locks[in.Lock] != in.Actor) {
 		errs = append(errs, outLocked)
+	}
+	if in.Enforced {
+		for _, owner := range s.Locks {
+			if owner != "" && (!in.Locked || owner != in.Actor) {
+				errs = append(errs, outLocked)
+			}
+		}
 	}
 	if in.Major >= 0 && in.Major != s.Major {
 		errs = append(errs, outConflict)
@@ -150,18 +162,18 @@ func metadataStep(s mState, in mInput, out mOutput) (bool, mState) {
 		}
 		return out.Out == outOK && out.Alien == "" && out.Major == s.Major && out.Items == s.Items, s
 	case mAcquire:
-		if s.Lock != "" && s.Lock != in.Actor {
+		if cur := s.Locks[in.Lock]; cur != "" && cur != in.Actor {
 			return amb || out.Out == outLocked, s
 		}
 		n := s
-		n.Lock = in.Actor
+		n.Locks[in.Lock] = in.Actor
 		return amb || out.Out == outOK, n
 	case mRelease:
-		if s.Lock != in.Actor {
+		if s.Locks[in.Lock] != in.Actor {
 			return amb || out.Out == outLocked, s
 		}
 		n := s
-		n.Lock = ""
+		n.Locks[in.Lock] = ""
 		return amb || out.Out == outOK, n
 	}
 	// A mutation. ErrConflict is always a correct answer that changed
@@ -191,11 +203,14 @@ func describeRecord(major int64, items [numKeys]mItem) string {
 	return b.String() + "}"
 }
 
-func lockSuffix(owner string) string {
-	if owner == "" {
-		return ""
+func lockSuffix(owners [numLocks]string) string {
+	s := ""
+	for i, owner := range owners {
+		if owner != "" {
+			s += " " + lockNames[i] + " held by " + owner
+		}
 	}
-	return " locked by " + owner
+	return s
 }
 
 func describeMetadata(in mInput, out mOutput) string {
@@ -219,7 +234,12 @@ func describeMetadata(in mInput, out mOutput) string {
 		opts += fmt.Sprintf(" major=%d", in.Major)
 	}
 	if in.Locked {
-		opts += " lock by " + in.Actor
+		opts += " lock " + lockNames[in.Lock] + " by " + in.Actor
+	} else if in.Actor != "" {
+		opts += " by " + in.Actor
+	}
+	if in.Enforced {
+		opts += " (enforced)"
 	}
 	switch in.Kind {
 	case mSet:
@@ -231,9 +251,9 @@ func describeMetadata(in mInput, out mOutput) string {
 	case mGet:
 		call = "get"
 	case mAcquire:
-		call = "acquire(" + in.Actor + ")"
+		call = "acquire(" + lockNames[in.Lock] + ", " + in.Actor + ")"
 	case mRelease:
-		call = "release(" + in.Actor + ")"
+		call = "release(" + lockNames[in.Lock] + ", " + in.Actor + ")"
 	}
 	res := out.Out.String()
 	if out.Out == outOK && in.Kind != mAcquire && in.Kind != mRelease {

@@ -174,6 +174,26 @@ func TestMetadataModel(t *testing.T) {
 			op(0, mInput{Kind: mSet, Chan: "n0", Major: -1, Locked: true, Actor: "u0"}, rec(1, "", 0), 40, 50),
 			op(1, mInput{Kind: mRelease, Chan: "n0", Actor: "u1"}, mOutput{Out: outLocked}, 60, 70),
 		}, true},
+		{"enforced: a mutation without the lock while it is held", []porcupine.Operation{
+			op(0, mInput{Kind: mAcquire, Chan: "n0", Actor: "u0"}, mOutput{Out: outOK}, 0, 10),
+			op(1, mInput{Kind: mSet, Chan: "n0", Major: -1, Actor: "u1", Enforced: true}, rec(1, "", 0), 20, 30),
+		}, false},
+		{"enforced: the holder without lockName is refused, with it writes", []porcupine.Operation{
+			op(0, mInput{Kind: mAcquire, Chan: "n0", Actor: "u0"}, mOutput{Out: outOK}, 0, 10),
+			op(0, mInput{Kind: mSet, Chan: "n0", Major: -1, Actor: "u0", Enforced: true}, mOutput{Out: outLocked}, 20, 30),
+			op(0, mInput{Kind: mSet, Chan: "n0", Major: -1, Locked: true, Actor: "u0", Enforced: true}, rec(1, "", 0), 40, 50),
+		}, true},
+		{"enforced: a second lock, held by another, bars the holder of the first", []porcupine.Operation{
+			op(0, mInput{Kind: mAcquire, Chan: "n0", Actor: "u0"}, mOutput{Out: outOK}, 0, 10),
+			op(1, mInput{Kind: mAcquire, Chan: "n0", Lock: 1, Actor: "u1"}, mOutput{Out: outOK}, 20, 30),
+			op(0, mInput{Kind: mSet, Chan: "n0", Major: -1, Locked: true, Actor: "u0", Enforced: true}, rec(1, "", 0), 40, 50),
+		}, false},
+		{"advisory: a mutation without lockName ignores the lock", []porcupine.Operation{
+			op(0, mInput{Kind: mAcquire, Chan: "n0", Actor: "u0"}, mOutput{Out: outOK}, 0, 10),
+			op(1, mInput{Kind: mSet, Chan: "n0", Major: -1, Actor: "u1"}, rec(1, "", 0), 20, 30),
+			op(0, mInput{Kind: mRelease, Chan: "n0", Actor: "u0"}, mOutput{Out: outOK}, 40, 50),
+			op(1, mInput{Kind: mSet, Chan: "n0", Major: -1, Actor: "u1", Enforced: true}, rec(2, "", 0), 60, 70),
+		}, true},
 		{"an ambiguous set seen, or not", []porcupine.Operation{
 			op(0, set, mOutput{Out: outAmbiguous}, 0, -1),
 			op(1, get, rec(0, "", 0), 10, 20),

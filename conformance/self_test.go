@@ -138,6 +138,8 @@ func TestBrokenStrategiesAreCaught(t *testing.T) {
 		{"heartbeat", brokenSplitRTT, []string{PropFencing, PropLinearizable}},
 		{"heartbeat", brokenLowerEpoch, []string{PropFencing, PropSequential, PropLinearizable}},
 		{"metadata", brokenAppCAS, []string{PropCAS, PropLinearizable}},
+		{"metadata", brokenLocksIgnored, []string{PropCAS, PropSequential, PropLinearizable}},
+		{"metadata", brokenLocksSplit, []string{PropLinearizable}},
 	}
 	for _, c := range cases {
 		t.Run(c.spec, func(t *testing.T) {

@@ -19,16 +19,22 @@ import (
 // updates and removes with right, wrong and unchecked majorRevision and
 // item revisions, unknown items, stamps, and mutations under a lock held
 // by the actor, someone else or nobody, beside lock acquire, renew and
-// release. A model predicts each result, and every channel's record and
-// lock are compared with it after every step.
+// release of two locks per channel; each case with advisory or enforced
+// locks. A model predicts each result, and every channel's record and
+// locks are compared with it after every step.
 func checkMetadataSequential(tb rapid.TB, h *harness) {
 	c := h.client()
-	var cases, steps atomic.Int64
+	var cases, steps, enforcedCases atomic.Int64
 	start := time.Now()
 	rapid.Check(tb, func(t *rapid.T) {
-		svc, clock, done := h.fresh(t, c)
+		locks := rapid.SampledFrom([]string{presence.LocksAdvisory, presence.LocksEnforced}).Draw(t, "locks")
+		svc, clock, done := h.freshLocks(t, c, locks)
 		defer done()
-		m := &metadataMachine{h: h, svc: svc, clock: clock, chans: map[presence.Channel]*mChan{}, seen: map[presence.Channel]int64{}}
+		if locks == presence.LocksEnforced {
+			enforcedCases.Add(1)
+		}
+		m := &metadataMachine{h: h, svc: svc, clock: clock, enforced: locks == presence.LocksEnforced,
+			chans: map[presence.Channel]*mChan{}, seen: map[presence.Channel]int64{}}
 		for _, ch := range chanIDs {
 			m.chans[ch] = &mChan{items: map[string]it{}}
 		}
@@ -45,24 +51,25 @@ func checkMetadataSequential(tb rapid.TB, h *harness) {
 		cases.Add(1)
 		steps.Add(int64(m.steps))
 	})
-	tb.Logf("sequential: %d actions in %d cases in %v", steps.Load(), cases.Load(), time.Since(start).Round(time.Millisecond))
+	tb.Logf("sequential: %d actions in %d cases (%d with enforced locks) in %v", steps.Load(), cases.Load(), enforcedCases.Load(), time.Since(start).Round(time.Millisecond))
 }
 
 // mChan is the model of one channel.
 type mChan struct {
 	major int64
 	items map[string]it
-	lock  string // owner, "" when free
+	locks [numLocks]string // owners, "" when free
 }
 
 type metadataMachine struct {
-	h      *harness
-	svc    *presence.Service
-	clock  *fakeClock
-	chans  map[presence.Channel]*mChan
-	seen   map[presence.Channel]int64 // highest majorRevision read
-	steps  int
-	checks int
+	h        *harness
+	svc      *presence.Service
+	enforced bool // svc has Config.Locks "enforced"
+	clock    *fakeClock
+	chans    map[presence.Channel]*mChan
+	seen     map[presence.Channel]int64 // highest majorRevision read
+	steps    int
+	checks   int
 }
 
 func (m *metadataMachine) ctx(t *rapid.T) context.Context {
@@ -92,10 +99,19 @@ func (m *metadataMachine) drawOpts(t *rapid.T, mc *mChan) (presence.MetadataOpti
 		}
 	}
 	o.Actor = rapid.SampledFrom([]string{"", "u0", "u1"}).Draw(t, "actor")
-	if rapid.Bool().Draw(t, "locked") {
-		o.LockName = lockName
-		if o.Actor == "" || mc.lock != o.Actor {
+	locked := rapid.Bool().Draw(t, "locked")
+	if locked {
+		l := rapid.IntRange(0, numLocks-1).Draw(t, "lock")
+		o.LockName = lockNames[l]
+		if o.Actor == "" || mc.locks[l] != o.Actor {
 			errs = append(errs, presence.ErrLocked)
+		}
+	}
+	if m.enforced {
+		for _, owner := range mc.locks {
+			if owner != "" && (!locked || owner != o.Actor) {
+				errs = append(errs, presence.ErrLocked)
+			}
 		}
 	}
 	o.AddTimestamp = rapid.Bool().Draw(t, "addTimestamp")
@@ -208,54 +224,58 @@ func (m *metadataMachine) remove(t *rapid.T) {
 		})
 }
 
-func (m *metadataMachine) acquire(t *rapid.T) {
-	ch, mc := m.draw(t)
-	owner := rapid.SampledFrom(userIDs).Draw(t, "owner")
+// drawLock draws a lock of a channel and an owner to act on it.
+func (m *metadataMachine) drawLock(t *rapid.T) (ch presence.Channel, mc *mChan, l int, owner string) {
+	ch, mc = m.draw(t)
+	l = rapid.IntRange(0, numLocks-1).Draw(t, "lock")
+	owner = rapid.SampledFrom(userIDs).Draw(t, "owner")
 	m.steps++
-	l, err := m.svc.AcquireLock(m.ctx(t), ch, lockName, owner, time.Minute)
-	if mc.lock != "" && mc.lock != owner {
+	return ch, mc, l, owner
+}
+
+func (m *metadataMachine) acquire(t *rapid.T) {
+	ch, mc, i, owner := m.drawLock(t)
+	held := mc.locks[i]
+	l, err := m.svc.AcquireLock(m.ctx(t), ch, lockNames[i], owner, time.Minute)
+	if held != "" && held != owner {
 		if !errors.Is(err, presence.ErrLocked) {
-			t.Fatalf("AcquireLock(%s, %s) of %s's lock = %+v, %v; want ErrLocked", ch.Name, owner, mc.lock, l, err)
+			t.Fatalf("AcquireLock(%s, %s, %s) of %s's lock = %+v, %v; want ErrLocked", ch.Name, lockNames[i], owner, held, l, err)
 		}
 		return
 	}
 	if err != nil || l.Owner != owner {
-		t.Fatalf("AcquireLock(%s, %s) of a lock held by %q = %+v, %v", ch.Name, owner, mc.lock, l, err)
+		t.Fatalf("AcquireLock(%s, %s, %s) of a lock held by %q = %+v, %v", ch.Name, lockNames[i], owner, held, l, err)
 	}
-	mc.lock = owner
+	mc.locks[i] = owner
 }
 
 func (m *metadataMachine) renew(t *rapid.T) {
-	ch, mc := m.draw(t)
-	owner := rapid.SampledFrom(userIDs).Draw(t, "owner")
-	m.steps++
-	_, err := m.svc.RenewLock(m.ctx(t), ch, lockName, owner, time.Minute)
-	if mc.lock != owner {
+	ch, mc, i, owner := m.drawLock(t)
+	_, err := m.svc.RenewLock(m.ctx(t), ch, lockNames[i], owner, time.Minute)
+	if held := mc.locks[i]; held != owner {
 		if !errors.Is(err, presence.ErrLocked) {
-			t.Fatalf("RenewLock(%s, %s) of a lock held by %q = %v; want ErrLocked", ch.Name, owner, mc.lock, err)
+			t.Fatalf("RenewLock(%s, %s, %s) of a lock held by %q = %v; want ErrLocked", ch.Name, lockNames[i], owner, held, err)
 		}
 		return
 	}
 	if err != nil {
-		t.Fatalf("RenewLock(%s, %s) of its own lock: %v", ch.Name, owner, err)
+		t.Fatalf("RenewLock(%s, %s, %s) of its own lock: %v", ch.Name, lockNames[i], owner, err)
 	}
 }
 
 func (m *metadataMachine) release(t *rapid.T) {
-	ch, mc := m.draw(t)
-	owner := rapid.SampledFrom(userIDs).Draw(t, "owner")
-	m.steps++
-	err := m.svc.ReleaseLock(m.ctx(t), ch, lockName, owner)
-	if mc.lock != owner {
+	ch, mc, i, owner := m.drawLock(t)
+	err := m.svc.ReleaseLock(m.ctx(t), ch, lockNames[i], owner)
+	if held := mc.locks[i]; held != owner {
 		if !errors.Is(err, presence.ErrLocked) {
-			t.Fatalf("ReleaseLock(%s, %s) of a lock held by %q = %v; want ErrLocked", ch.Name, owner, mc.lock, err)
+			t.Fatalf("ReleaseLock(%s, %s, %s) of a lock held by %q = %v; want ErrLocked", ch.Name, lockNames[i], owner, held, err)
 		}
 		return
 	}
 	if err != nil {
-		t.Fatalf("ReleaseLock(%s, %s) of its own lock: %v", ch.Name, owner, err)
+		t.Fatalf("ReleaseLock(%s, %s, %s) of its own lock: %v", ch.Name, lockNames[i], owner, err)
 	}
-	mc.lock = ""
+	mc.locks[i] = ""
 }
 
 func (m *metadataMachine) advance(t *rapid.T) {
@@ -268,8 +288,12 @@ func (m *metadataMachine) advance(t *rapid.T) {
 func (m *metadataMachine) check(t *rapid.T) {
 	k := m.svc.Keys()
 	var cmds []backend.Cmd
+	const per = 1 + numLocks // replies per channel
 	for _, ch := range chanIDs {
-		cmds = append(cmds, backend.K("HGETALL", k.Meta(ch.Type, ch.Name)), backend.K("GET", k.Lock(ch.Type, ch.Name, lockName)))
+		cmds = append(cmds, backend.K("HGETALL", k.Meta(ch.Type, ch.Name)))
+		for _, l := range lockNames {
+			cmds = append(cmds, backend.K("GET", k.Lock(ch.Type, ch.Name, l)))
+		}
 	}
 	r, err := m.svc.Client().Do(m.ctx(t), cmds...)
 	if err == nil {
@@ -279,7 +303,7 @@ func (m *metadataMachine) check(t *rapid.T) {
 		t.Fatalf("reading the channels: %v", err)
 	}
 	for i, ch := range chanIDs {
-		rc, err := strategy.ParseMetaReply(r[2*i])
+		rc, err := strategy.ParseMetaReply(r[per*i])
 		if err != nil {
 			t.Fatalf("channel %s: %v", ch.Name, err)
 		}
@@ -287,11 +311,13 @@ func (m *metadataMachine) check(t *rapid.T) {
 		for key, e := range rc.Items {
 			got.items[key] = it{val: e.Value, rev: e.Revision, updated: e.Updated, author: e.Author}
 		}
-		owner := ""
-		if !r[2*i+1].IsNil() {
-			owner, _ = r[2*i+1].AsString()
+		var owners [numLocks]string
+		for l := range lockNames {
+			if g := r[per*i+1+l]; !g.IsNil() {
+				owners[l], _ = g.AsString()
+			}
 		}
-		m.compare(t, ch, "the meta hash", got, owner)
+		m.compare(t, ch, "the meta hash", got, owners)
 	}
 	ch := chanIDs[m.checks%len(chanIDs)]
 	m.checks++
@@ -302,14 +328,18 @@ func (m *metadataMachine) check(t *rapid.T) {
 	if g.TotalCount != len(g.Metadata) {
 		t.Fatalf("GetMetadata(%s).TotalCount = %d with %d items", ch.Name, g.TotalCount, len(g.Metadata))
 	}
-	l, err := m.svc.GetLock(m.ctx(t), ch, lockName)
-	if err != nil {
-		t.Fatalf("GetLock(%s): %v", ch.Name, err)
+	var owners [numLocks]string
+	for i, name := range lockNames {
+		l, err := m.svc.GetLock(m.ctx(t), ch, name)
+		if err != nil {
+			t.Fatalf("GetLock(%s, %s): %v", ch.Name, name, err)
+		}
+		owners[i] = l.Owner
 	}
-	m.compare(t, ch, "GetMetadata and GetLock", fromResponse(g), l.Owner)
+	m.compare(t, ch, "GetMetadata and GetLock", fromResponse(g), owners)
 }
 
-func (m *metadataMachine) compare(t *rapid.T, ch presence.Channel, what string, got rec, owner string) {
+func (m *metadataMachine) compare(t *rapid.T, ch presence.Channel, what string, got rec, owners [numLocks]string) {
 	mc := m.chans[ch]
 	if got.major < m.seen[ch] {
 		t.Fatalf("%s: majorRevision of %s went from %d down to %d", what, ch.Name, m.seen[ch], got.major)
@@ -318,8 +348,8 @@ func (m *metadataMachine) compare(t *rapid.T, ch presence.Channel, what string, 
 	if want := (rec{major: mc.major, items: mc.items}); !got.equal(want) {
 		t.Fatalf("%s: channel %s is %v, want %v", what, ch.Name, got, want)
 	}
-	if owner != mc.lock {
-		t.Fatalf("%s: lock of %s is held by %q, want %q", what, ch.Name, owner, mc.lock)
+	if owners != mc.locks {
+		t.Fatalf("%s: locks %v of %s are held by %q, want %q", what, lockNames, ch.Name, owners, mc.locks)
 	}
 }
 

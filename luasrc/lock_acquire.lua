@@ -2,12 +2,28 @@
 -- holds it, atomically. A lock always has a TTL, so a crashed owner cannot
 -- hold a channel forever.
 -- KEYS[1] the lock key (in its channel's slot)
--- ARGV[1] owner   ARGV[2] ttl ms (> 0)
+-- KEYS[2] the channel's lock index (strategy.Keys.LockIndex, same slot)
+-- ARGV[1] owner   ARGV[2] ttl ms (> 0)   ARGV[3] lock name
+-- ARGV[4] the prefix of the channel's lock keys (strategy.Keys.LockPrefix)
 -- Returns {1, ttl ms} when ARGV[1] now holds the lock,
 --       | {0, current owner, its remaining ttl ms}.
+-- The index is kept in advisory mode too, so that switching a deployment
+-- to enforced locks covers the locks already held. Its HSET always
+-- counts as a write for WATCH (even with the same value), which is what
+-- lets the watch metadata strategy see any acquire by watching the index
+-- alone. Its TTL is never below a lock's, so it outlives every lock it
+-- lists and dies with the last one.
 local cur = redis.call('GET', KEYS[1])
-if not cur or cur == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return {1, tonumber(ARGV[2])}
+if cur and cur ~= ARGV[1] then
+  return {0, cur, redis.call('PTTL', KEYS[1])}
 end
-return {0, cur, redis.call('PTTL', KEYS[1])}
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+-- Fields of expired locks are dropped here, so the index holds the live
+-- locks plus those expired since the channel's last acquire.
+local names = redis.call('HKEYS', KEYS[2])
+for _, n in ipairs(names) do
+  if n ~= ARGV[3] and redis.call('EXISTS', ARGV[4] .. n) == 0 then redis.call('HDEL', KEYS[2], n) end
+end
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
+return {1, tonumber(ARGV[2])}

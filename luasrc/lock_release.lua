@@ -1,10 +1,12 @@
 -- lock_release: delete a lock, only by its owner (compare and delete),
 -- atomically.
--- KEYS[1] the lock key
--- ARGV[1] owner
+-- KEYS[1] the lock key   KEYS[2] the channel's lock index
+-- ARGV[1] owner   ARGV[2] lock name
 -- Returns 1 when released, 0 when the lock is missing or held by another.
+-- The last lock's release leaves an empty index, which Redis deletes.
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
+  redis.call('HDEL', KEYS[2], ARGV[2])
   return 1
 end
 return 0

@@ -2,7 +2,8 @@
 -- lock check, majorRevision and item revision checks, the write,
 -- majorRevision + 1 and the metadata event, atomically: one round trip.
 -- KEYS[1] the channel's meta hash
--- KEYS[2] the lock key, only when the mutation requires a lock
+-- KEYS[2] the named lock's key, only when ARGV[10] is '1'
+-- KEYS[#KEYS] the channel's lock index, only when ARGV[11] is not ''
 -- ARGV[1] op: 'set' | 'update' | 'remove'
 -- ARGV[2] expected majorRevision, or '' for unchecked
 -- ARGV[3] acting user ('' = none): must own KEYS[2] when it is given
@@ -10,14 +11,18 @@
 -- ARGV[5] '1' to stamp each written item's author with ARGV[3], else ''
 -- ARGV[6] meta events channel   ARGV[7] channel type   ARGV[8] channel name
 -- ARGV[9] now ms (the event's timestamp)
--- ARGV[10..] items as triples: key, value, revision ('' = unchecked/default);
+-- ARGV[10] '1' when the mutation names a lock (KEYS[2]), else ''
+-- ARGV[11] enforced locks: the prefix of the channel's lock keys; '' when
+--   locks are advisory
+-- ARGV[12..] items as triples: key, value, revision ('' = unchecked/default);
 --   remove uses only the keys, and no items means remove all.
 -- Meta hash fields (see strategy/metadata_record.go):
 --   major  majorRevision
 --   v:<key> value   r:<key> revision   u:<key> updated   a:<key> author
 -- An item exists iff its r: field does; major is the only other field.
 -- Returns {1, 1 if written else 0, HGETALL of the hash after}
---       | {0, 'LOCKED'} | {0, 'MAJOR', current majorRevision}
+--       | {0, 'LOCKED'} | {0, 'HELD', name of a lock that bars the actor}
+--       | {0, 'MAJOR', current majorRevision}
 --       | {0, 'REVISION', key, stored revision} | {0, 'UNKNOWN', key}
 --       | {0, 'EMPTY'} (update of a channel without items).
 -- Numbers leave as string.format('%.0f'); strings go through cjson.encode
@@ -25,9 +30,22 @@
 local function fmt(n) return string.format('%.0f', n) end
 local meta, op, actor = KEYS[1], ARGV[1], ARGV[3]
 
-if #KEYS > 1 then
+local named = ARGV[10] == '1'
+if named then
   local owner = redis.call('GET', KEYS[2])
   if actor == '' or not owner or owner ~= actor then return {0, 'LOCKED'} end
+end
+
+-- Enforced: every live lock of the channel bars everyone but its holder,
+-- and the holder must name a lock, so a write without lockName is never
+-- mistaken for one made under the lock. Not only the named lock counts:
+-- taking a second lock must not get round the first one's holder. The
+-- index lists the names; the lock keys (same slot) say which are live.
+if ARGV[11] ~= '' then
+  for _, n in ipairs(redis.call('HKEYS', KEYS[#KEYS])) do
+    local owner = redis.call('GET', ARGV[11] .. n)
+    if owner and (not named or owner ~= actor) then return {0, 'HELD', n} end
+  end
 end
 
 local major = tonumber(redis.call('HGET', meta, 'major') or '0')
@@ -56,14 +74,14 @@ end
 
 if op == 'set' then
   redis.call('DEL', meta)
-  for i = 10, #ARGV, 3 do
+  for i = 12, #ARGV, 3 do
     local rev = 1
     if ARGV[i + 2] ~= '' and tonumber(ARGV[i + 2]) > 0 then rev = tonumber(ARGV[i + 2]) end
     write(ARGV[i], ARGV[i + 1], rev)
   end
 elseif op == 'update' then
   local revs = {}
-  for i = 10, #ARGV, 3 do
+  for i = 12, #ARGV, 3 do
     local cur = redis.call('HGET', meta, 'r:' .. ARGV[i])
     if not cur then
       if redis.call('HLEN', meta) <= 1 then return {0, 'EMPTY'} end
@@ -73,17 +91,17 @@ elseif op == 'update' then
     if ARGV[i + 2] ~= '' and tonumber(ARGV[i + 2]) ~= cur then return {0, 'REVISION', ARGV[i], fmt(cur)} end
     revs[i] = cur
   end
-  for i = 10, #ARGV, 3 do write(ARGV[i], ARGV[i + 1], revs[i] + 1) end
+  for i = 12, #ARGV, 3 do write(ARGV[i], ARGV[i + 1], revs[i] + 1) end
 elseif op == 'remove' then
   local keys = {}
-  if #ARGV < 10 then
+  if #ARGV < 12 then
     local h = redis.call('HGETALL', meta)
     for i = 1, #h, 2 do
       if string.sub(h[i], 1, 2) == 'r:' then keys[#keys + 1] = string.sub(h[i], 3) end
     end
     table.sort(keys, less)
   else
-    for i = 10, #ARGV, 3 do keys[#keys + 1] = ARGV[i] end
+    for i = 12, #ARGV, 3 do keys[#keys + 1] = ARGV[i] end
   end
   for _, k in ipairs(keys) do
     local e = redis.call('HMGET', meta, 'v:' .. k, 'r:' .. k)

@@ -50,8 +50,20 @@ func (k Keys) RoomKeys(room string) []string {
 func (k Keys) channel(typ, name string) string { return k.Prefix + ":{chan:" + typ + ":" + name + "}:" }
 func (k Keys) Meta(typ, name string) string    { return k.channel(typ, name) + "meta" }
 func (k Keys) Lock(typ, name, lock string) string {
-	return k.channel(typ, name) + "lock:" + lock
+	return k.LockPrefix(typ, name) + lock
 }
+
+// LockPrefix is a channel's lock key without the lock name, for scripts
+// that derive the keys of the locks LockIndex lists.
+func (k Keys) LockPrefix(typ, name string) string { return k.channel(typ, name) + "lock:" }
+
+// LockIndex is a hash of the names of a channel's locks (field: name,
+// value: the owner that last took it), kept by the lock scripts so that
+// enforced locks can find every lock of a channel in its own slot,
+// without SCAN. A field may outlive its lock by up to the index's TTL;
+// the lock key is the truth, the index only says where to look.
+func (k Keys) LockIndex(typ, name string) string { return k.channel(typ, name) + "locks" }
+
 func (k Keys) MetaEvents(typ, name string) string { return k.channel(typ, name) + "meta_events" }
 
 // MetaEventsPattern matches the metadata event channel of every channel.

@@ -38,9 +38,14 @@ type MetaRequest struct {
 	MajorRevision int64      // < 0: unchecked
 	LockName      string     // "" = no lock required
 	Actor         string     // acting user ("" = none)
-	AddTimestamp  bool
-	AddUserID     bool
-	NowMs         int64
+	// EnforceLocks: while any lock of the channel is held, only a
+	// mutation that names a lock its Actor holds, by an Actor holding
+	// every live lock of the channel, may write; the others fail with
+	// ErrLocked. Checked atomically with the write, like LockName.
+	EnforceLocks bool
+	AddTimestamp bool
+	AddUserID    bool
+	NowMs        int64
 }
 
 // MetaEntry is a stored item.
@@ -59,7 +64,8 @@ type MetaRecord struct {
 
 // Metadata applies mutations atomically (docs/DESIGN.md §4): a majorRevision or
 // item revision mismatch is ErrConflict and never retried; a lock not held
-// by the actor is ErrLocked; a successful mutation bumps majorRevision by
+// by the actor, or a lock that bars the actor under req.EnforceLocks, is
+// ErrLocked; a successful mutation bumps majorRevision by
 // exactly one and publishes exactly one event, a failed one publishes
 // nothing. Implementations are safe for concurrent use.
 type Metadata interface {

@@ -16,7 +16,8 @@ func init() {
 	})
 }
 
-// LuaMetadata runs meta_mutate.lua: lock check, revision checks, the
+// LuaMetadata runs meta_mutate.lua: lock checks (the named lock, and
+// every lock of the channel when locks are enforced), revision checks, the
 // write, majorRevision + 1 and the event in one EVALSHA, so one round trip
 // per mutation and nothing to retry. The default metadata strategy. Safe
 // for concurrent use.
@@ -54,8 +55,14 @@ func (l *LuaMetadata) Mutate(ctx context.Context, req MetaRequest) (MetaRecord, 
 // MetaMutateEval is the meta_mutate.lua call for req.
 func MetaMutateEval(k Keys, req MetaRequest) backend.Eval {
 	keys := []string{k.Meta(req.Type, req.Name)}
+	named, enforced := "", ""
 	if req.LockName != "" {
 		keys = append(keys, k.Lock(req.Type, req.Name, req.LockName))
+		named = "1"
+	}
+	if req.EnforceLocks {
+		keys = append(keys, k.LockIndex(req.Type, req.Name))
+		enforced = k.LockPrefix(req.Type, req.Name)
 	}
 	major, stamp, author := "", "", ""
 	if req.MajorRevision >= 0 {
@@ -67,9 +74,9 @@ func MetaMutateEval(k Keys, req MetaRequest) backend.Eval {
 	if req.AddUserID {
 		author = "1"
 	}
-	args := make([]string, 0, 9+3*len(req.Items))
+	args := make([]string, 0, 11+3*len(req.Items))
 	args = append(args, req.Op.String(), major, req.Actor, stamp, author,
-		k.MetaEvents(req.Type, req.Name), req.Type, req.Name, backend.Itoa(req.NowMs))
+		k.MetaEvents(req.Type, req.Name), req.Type, req.Name, backend.Itoa(req.NowMs), named, enforced)
 	for _, it := range req.Items {
 		rev := ""
 		if it.Revision >= 0 && req.Op != OpRemove {
@@ -114,6 +121,8 @@ func ParseMetaMutateReply(req MetaRequest, r backend.Reply) (MetaRecord, error) 
 	switch code {
 	case "LOCKED":
 		return MetaRecord{}, errMetaLocked(req)
+	case "HELD":
+		return MetaRecord{}, errMetaHeld(req, arg(2))
 	case "MAJOR":
 		return MetaRecord{}, errMetaMajor(req, num(2))
 	case "REVISION":

@@ -98,6 +98,15 @@ func errMetaLocked(req MetaRequest) error {
 	return fmt.Errorf("%w: lock %q is not held by %q", ErrLocked, req.LockName, req.Actor)
 }
 
+// errMetaHeld is the refusal of enforced locks: lock is live and req
+// does not write under it.
+func errMetaHeld(req MetaRequest, lock string) error {
+	if req.LockName == "" {
+		return fmt.Errorf("%w: channel %s:%s is locked (lock %q); only its holder may write, naming it in lockName", ErrLocked, req.Type, req.Name, lock)
+	}
+	return fmt.Errorf("%w: channel %s:%s is also locked by lock %q, not held by %q", ErrLocked, req.Type, req.Name, lock, req.Actor)
+}
+
 func errMetaMajor(req MetaRequest, cur int64) error {
 	return fmt.Errorf("%w: majorRevision is %d, not %d", ErrConflict, cur, req.MajorRevision)
 }

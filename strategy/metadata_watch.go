@@ -23,12 +23,15 @@ func init() {
 }
 
 // WatchMetadata is transactional metadata: WATCH the meta hash
-// (and the lock key), read both, check revisions and the lock in Go, then
+// (and the lock key, and the channel's lock index when locks are
+// enforced), read them, check revisions and locks in Go, then
 // MULTI/EXEC the writes together with the PUBLISH of the event, so the
 // event is atomic with the write. Only an EXEC aborted by a concurrent
 // write is retried, after a short jittered backoff, at most retries
 // times; a revision mismatch is a real conflict and returned at once.
-// A first attempt costs three round trips: WATCH, the reads, MULTI/EXEC.
+// A first attempt costs three round trips: WATCH, the reads, MULTI/EXEC
+// (four when locks are enforced and the channel has locks: their keys
+// are read after the index that names them).
 // Safe for concurrent use: every attempt runs on its own connection.
 type WatchMetadata struct {
 	env     Env
@@ -62,6 +65,12 @@ func (w *WatchMetadata) Mutate(ctx context.Context, req MetaRequest) (MetaRecord
 	if req.LockName != "" {
 		keys = append(keys, k.Lock(req.Type, req.Name, req.LockName))
 	}
+	if req.EnforceLocks {
+		// Watching the index is enough to see any lock taken before EXEC:
+		// every acquire writes it (lock_acquire.lua). A lock that expires
+		// or is released meanwhile only frees the channel.
+		keys = append(keys, k.LockIndex(req.Type, req.Name))
+	}
 	hooks := w.env.Hooks
 	for attempt := 0; ; attempt++ {
 		if hooks.MetadataAttempt != nil {
@@ -70,8 +79,11 @@ func (w *WatchMetadata) Mutate(ctx context.Context, req MetaRequest) (MetaRecord
 		var plan metaPlan
 		replies, err := w.env.Client.Watch(ctx, keys, func(ctx context.Context, tx backend.Tx) ([]backend.Cmd, error) {
 			reads := []backend.Cmd{backend.K("HGETALL", metaKey)}
-			if len(keys) > 1 {
+			if req.LockName != "" {
 				reads = append(reads, backend.K("GET", keys[1]))
+			}
+			if req.EnforceLocks {
+				reads = append(reads, backend.K("HKEYS", keys[len(keys)-1]))
 			}
 			r, err := tx.Do(ctx, reads...)
 			if err != nil {
@@ -82,12 +94,17 @@ func (w *WatchMetadata) Mutate(ctx context.Context, req MetaRequest) (MetaRecord
 				return nil, err
 			}
 			owner, held := "", false
-			if len(r) > 1 {
+			if req.LockName != "" {
 				if err := r[1].Error(); err != nil {
 					return nil, err
 				}
 				if !r[1].IsNil() {
 					owner, held = r[1].Str, true
+				}
+			}
+			if req.EnforceLocks {
+				if err := w.checkLocks(ctx, tx, req, r[len(r)-1], owner, held); err != nil {
+					return nil, err
 				}
 			}
 			if plan, err = planMeta(req, cur, owner, held); err != nil {
@@ -133,6 +150,45 @@ func (w *WatchMetadata) Mutate(ctx context.Context, req MetaRequest) (MetaRecord
 		}
 		return plan.record, nil
 	}
+}
+
+// checkLocks applies enforced locks (see MetaRequest.EnforceLocks) given
+// the channel's lock index as read: the live locks it lists are read in
+// one more round trip, only when it lists any. They need no WATCH: a
+// lock seen free can only be taken by an acquire, which changes the
+// watched index.
+func (w *WatchMetadata) checkLocks(ctx context.Context, tx backend.Tx, req MetaRequest, index backend.Reply, owner string, held bool) error {
+	if err := index.Error(); err != nil {
+		return err
+	}
+	names, err := index.AsStrings()
+	if err != nil {
+		return fmt.Errorf("strategy: unexpected lock index reply: %w", err)
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	if req.LockName != "" && (req.Actor == "" || !held || owner != req.Actor) {
+		return errMetaLocked(req) // the answer the named lock gives first
+	}
+	prefix := w.env.Keys.LockPrefix(req.Type, req.Name)
+	gets := make([]backend.Cmd, len(names))
+	for i, n := range names {
+		gets[i] = backend.K("GET", prefix+n)
+	}
+	r, err := tx.Do(ctx, gets...)
+	if err != nil {
+		return err
+	}
+	for i, n := range names {
+		if err := r[i].Error(); err != nil {
+			return err
+		}
+		if !r[i].IsNil() && (req.LockName == "" || r[i].Str != req.Actor) {
+			return errMetaHeld(req, n)
+		}
+	}
+	return nil
 }
 
 // commands are the writes of a plan and the PUBLISH of its event, for

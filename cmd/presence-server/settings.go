@@ -152,6 +152,7 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	fs.StringVar(&s.Presence.Backend, "backend", s.Presence.Backend, "Redis client: rueidis or goredis (PRESENCE_BACKEND; default rueidis)")
 	fs.StringVar(&s.Presence.Heartbeat, "heartbeat", s.Presence.Heartbeat, "heartbeat strategy spec: lua, pipeline, batch?window=50ms&max=100 (PRESENCE_HEARTBEAT; default lua)")
 	fs.StringVar(&s.Presence.Metadata, "metadata", s.Presence.Metadata, "metadata strategy spec: lua, watch?retries=5 (PRESENCE_METADATA; default lua)")
+	fs.StringVar(&s.Presence.Locks, "locks", s.Presence.Locks, "channel locks: advisory (bind only mutations naming them) or enforced (a held lock refuses every other mutation) (PRESENCE_LOCKS; default advisory)")
 	fs.DurationVar(&s.Presence.TTL, "ttl", s.Presence.TTL, "connection TTL without heartbeats (PRESENCE_TTL_MS; default 30s)")
 	fs.DurationVar(&s.Presence.ReaperInterval, "reaper-interval", s.Presence.ReaperInterval, "reaper period, negative disables (PRESENCE_REAPER_INTERVAL_MS; default 3s)")
 	fs.DurationVar(&s.Presence.ReaperLookback, "reaper-lookback", s.Presence.ReaperLookback, "reap conns silent this long (PRESENCE_REAPER_LOOKBACK_MS; default TTL: a dead node's conns leave within TTL + interval)")
