@@ -10,7 +10,6 @@ import (
 
 	"github.com/realtime-message/presence"
 	"github.com/realtime-message/presence/backend/rueidis"
-	"github.com/realtime-message/presence/internal/redistest"
 )
 
 // snapshotOf returns room's entries by conn id.
@@ -191,43 +190,4 @@ func TestConnRefValidatesIDs(t *testing.T) {
 	if zero.Room() != "" || zero.Conn() != "" {
 		t.Error("zero ConnRef has ids")
 	}
-}
-
-// BenchmarkHeartbeatRef compares Heartbeat with HeartbeatConn on one
-// conn, one call at a time (allocations are the point; the bench package
-// has the throughput figures).
-func BenchmarkHeartbeatRef(b *testing.B) {
-	srv := redistest.Standalone(b)
-	ctx := ctxT(b)
-	c, err := rueidis.New(ctx, rueidis.Options{Addrs: srv.Addrs})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	s := newService(b, c, presence.Config{})
-	j, err := s.Join(ctx, "r", "c", "u", nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	p := presence.HeartbeatParams{Epoch: &j.Epoch}
-	b.Run("Heartbeat", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if _, err := s.Heartbeat(ctx, "r", "c", p); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("HeartbeatConn", func(b *testing.B) {
-		ref, err := s.ConnRef("r", "c")
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.ReportAllocs()
-		for b.Loop() {
-			if _, err := s.HeartbeatConn(ctx, ref, p); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
 }
