@@ -3,6 +3,7 @@ package presence
 import (
 	"context"
 	"fmt"
+	"log/slog"
 
 	"github.com/realtime-message/presence/backend"
 	"github.com/realtime-message/presence/backend/goredis"
@@ -30,11 +31,18 @@ func NewClient(ctx context.Context, cfg Config) (backend.Client, error) {
 	if cfg.RedisURL == "" && len(cfg.Addrs) == 0 {
 		return nil, invalid("config: RedisURL or Addrs is required (or use package embedded for development)")
 	}
+	// The adapters log what their libraries report (lost subscriptions,
+	// failed dials) through the service's logger, so its format and level
+	// hold for every line.
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
 	switch cfg.Backend {
 	case "", "rueidis":
-		return rueidis.New(ctx, rueidis.Options{Addrs: cfg.Addrs, URL: cfg.RedisURL, Embedded: cfg.Embedded})
+		return rueidis.New(ctx, rueidis.Options{Addrs: cfg.Addrs, URL: cfg.RedisURL, Embedded: cfg.Embedded, Logger: log})
 	case "goredis":
-		return goredis.New(ctx, goredis.Options{Addrs: cfg.Addrs, URL: cfg.RedisURL})
+		return goredis.New(ctx, goredis.Options{Addrs: cfg.Addrs, URL: cfg.RedisURL, Logger: log})
 	}
 	return nil, invalid("config: unknown backend %q (accepted: %v)", cfg.Backend, Backends)
 }

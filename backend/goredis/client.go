@@ -61,6 +61,8 @@ type Client struct {
 
 	mu   sync.Mutex // guards subs, and closed transitions against PSubscribe
 	subs map[*subscription]struct{}
+
+	sink *logSink // where go-redis lines about this client go; nil: go-redis's own logger
 }
 
 var _ backend.Client = (*Client)(nil)
@@ -109,6 +111,7 @@ func (c *Client) LoadScripts(ctx context.Context, scripts ...*luasrc.Script) err
 		}
 		return nil
 	}
+	ctx = c.tag(ctx)
 	var err error
 	switch rc := c.rc.(type) {
 	case *redis.ClusterClient:
@@ -133,7 +136,7 @@ func (c *Client) Do(ctx context.Context, cmds ...backend.Cmd) ([]backend.Reply, 
 	if err := backend.CheckSlots(cmds); err != nil {
 		return nil, err
 	}
-	r, err := run(ctx, c.rc, cmds)
+	r, err := run(c.tag(ctx), c.rc, cmds)
 	if err != nil {
 		return nil, c.closedErr(err)
 	}
@@ -223,7 +226,7 @@ func (c *Client) Publish(ctx context.Context, channel, payload string) error {
 	}
 	cmd := redis.NewCmd(ctx, "publish", channel, payload)
 	cmd.SetFirstKeyPos(1)
-	_ = c.rc.Process(ctx, cmd)
+	_ = c.rc.Process(c.tag(ctx), cmd)
 	err := toErr(ctx, cmd.Err())
 	if _, ok := err.(*backend.RedisError); ok {
 		return err
@@ -256,6 +259,9 @@ func (c *Client) Close() error {
 			_ = s.Close()
 		}
 		c.closeErr = c.rc.Close()
+		if c.sink != nil {
+			router.release(c.sink)
+		}
 	})
 	return c.closeErr
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"strings"
@@ -103,6 +104,16 @@ type Options struct {
 	// first attempt reached the server, so set -1 when that matters more
 	// than riding out a dropped idle connection.
 	MaxRetries int
+
+	// Logger receives what go-redis itself prints (failed dials, dropped
+	// connections), at warn level, each kind of line at most once per 10s
+	// with a count of its repeats. go-redis has one logger per process:
+	// New installs a router as that logger (redis.SetLogger, once per
+	// process); lines about a call of this Client go to this Logger, lines
+	// go-redis cannot attribute go to the Logger of every live Client (see
+	// logging.go). Default nil: go-redis logs as it was configured (plain
+	// text on stderr unless the application called redis.SetLogger).
+	Logger *slog.Logger
 }
 
 // New connects as opt says, detects the mode when asked to, preloads the
@@ -116,6 +127,9 @@ func New(ctx context.Context, opt Options) (*Client, error) {
 		return nil, err
 	}
 	c := NewFromClient(rc)
+	if opt.Logger != nil {
+		c.sink = router.acquire(opt.Logger)
+	}
 	scripts := opt.Preload
 	if scripts == nil {
 		scripts = luasrc.All

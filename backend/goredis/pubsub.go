@@ -31,6 +31,7 @@ func (c *Client) PSubscribe(ctx context.Context, pattern string, h backend.Handl
 	if c.closed.Load() {
 		return nil, backend.ErrClosed
 	}
+	ctx = c.tag(ctx)
 	ps := c.rc.PSubscribe(ctx) // no pattern yet: go-redis would drop the error
 	// go-redis bounds socket reads by the context's deadline only; closing
 	// the PubSub makes a cancellation end the wait for the confirmation too.
@@ -101,14 +102,15 @@ type subscription struct {
 
 	closing atomic.Bool
 	once    sync.Once
-	stop    chan struct{} // closed when Close begins
-	done    chan struct{} // closed when run has returned
+	down    atomic.Pointer[error] // why the subscription is not live; nil while it is
+	stop    chan struct{}         // closed when Close begins
+	done    chan struct{}         // closed when run has returned
 }
 
 // run delivers messages until Close.
 func (s *subscription) run() {
 	defer close(s.done)
-	ctx := context.Background() // no deadline: wait for messages until closed
+	ctx := s.c.tag(context.Background()) // no deadline: wait for messages until closed
 	failures := 0
 	for {
 		msg, err := s.ps.Receive(ctx)
@@ -119,8 +121,13 @@ func (s *subscription) run() {
 			if errors.Is(err, redis.ErrClosed) {
 				return
 			}
-			// go-redis has dropped the connection and will dial again on the
-			// next Receive; back off while the server stays unreachable.
+			s.down.Store(&err)
+			// After a network error go-redis has dropped the connection and
+			// will dial and subscribe again on the next Receive. A server
+			// error is the refusal of that subscribe (NOPERM while an ACL
+			// forbids it, say): go-redis keeps the connection, unsubscribed,
+			// and would wait on it forever, so subscribe again ourselves.
+			// Either way, back off while it keeps failing.
 			failures++
 			t := time.NewTimer(backoff(failures))
 			select {
@@ -129,15 +136,41 @@ func (s *subscription) run() {
 				return
 			case <-t.C:
 			}
+			if isServerError(err) {
+				_ = s.ps.PSubscribe(ctx, s.pattern) // its failure comes back from Receive
+			}
 			continue
 		}
 		failures = 0
-		if m, ok := msg.(*redis.Message); ok {
+		switch m := msg.(type) {
+		case *redis.Message:
+			s.down.Store(nil)
 			s.h(backend.Message{Pattern: m.Pattern, Channel: m.Channel, Payload: m.Payload})
+		case *redis.Subscription:
+			// After a reconnect go-redis subscribes again; this is the
+			// server's confirmation, nothing to deliver.
+			if m.Kind == "psubscribe" && m.Channel == s.pattern {
+				s.down.Store(nil)
+			}
 		}
-		// Subscription confirmations (after a reconnect) and pongs: nothing
-		// to deliver.
 	}
+}
+
+// Pattern returns the subscribed pattern.
+func (s *subscription) Pattern() string { return s.pattern }
+
+// Alive returns nil while the subscription's connection is up and the
+// server has confirmed the pattern on it, else the error that took it down:
+// between a lost connection and the confirmation on the next one, messages
+// are lost, so a health check reports it.
+func (s *subscription) Alive() error {
+	if s.closing.Load() {
+		return errors.New("goredis: subscription closed")
+	}
+	if p := s.down.Load(); p != nil {
+		return fmt.Errorf("goredis: subscription down: %w", *p)
+	}
+	return nil
 }
 
 // backoff returns the wait after the n-th consecutive receive failure:

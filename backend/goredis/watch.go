@@ -51,6 +51,7 @@ func (c *Client) Watch(ctx context.Context, keys []string, fn backend.TxFunc) ([
 		fnErr   error // fn's own error, returned unchanged
 		ranFunc bool
 	)
+	ctx = c.tag(ctx)
 	err := c.rc.Watch(ctx, func(tx *redis.Tx) error {
 		ranFunc = true
 		t := &txReader{c: c, tx: tx}

@@ -3,7 +3,9 @@ package rueidis
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -96,6 +98,8 @@ type subscription struct {
 	h       backend.Handler
 	msgs    chan backend.Message
 
+	down atomic.Pointer[error] // why the subscription is not live; nil while it is
+
 	life context.Context // done once Close (of s or of the client) began
 	stop context.CancelFunc
 	done chan struct{} // closed when run has returned
@@ -107,6 +111,22 @@ type subscription struct {
 func (s *subscription) Close() error {
 	s.stop()
 	<-s.done
+	return nil
+}
+
+// Pattern returns the subscribed pattern.
+func (s *subscription) Pattern() string { return s.pattern }
+
+// Alive returns nil while the subscription's connection is up and
+// subscribed, else the error that took it down: until resubscribe succeeds
+// messages are lost, so a health check reports it.
+func (s *subscription) Alive() error {
+	if s.life.Err() != nil {
+		return errors.New("backend/rueidis: subscription closed")
+	}
+	if p := s.down.Load(); p != nil {
+		return fmt.Errorf("backend/rueidis: subscription down: %w", *p)
+	}
 	return nil
 }
 
@@ -174,9 +194,14 @@ func (s *subscription) run(dc rueidis.DedicatedClient, lost <-chan error) {
 			s.h(m)
 		case err := <-lost:
 			dc.Close()
+			if err == nil {
+				err = errors.New("connection closed")
+			}
+			s.down.Store(&err)
 			if dc, lost = s.resubscribe(err); dc == nil {
 				return
 			}
+			s.down.Store(nil)
 		}
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/zishang520/socket.io/v3/pkg/types"
 
 	"github.com/realtime-message/presence"
-	"github.com/realtime-message/presence/backend"
 	"github.com/realtime-message/presence/embedded"
 	"github.com/realtime-message/presence/socketio"
 )
@@ -126,31 +125,47 @@ func provideBinding(ctx context.Context, io *socket.Server, svc *presence.Servic
 }
 
 // provideHTTP serves Socket.IO at /socket.io/, /healthz and /metrics.
-func provideHTTP(io *socket.Server, b *socketio.Binding, svc *presence.Service, m *Metrics) *http.Server {
+func provideHTTP(io *socket.Server, b *socketio.Binding, svc *presence.Service, m *Metrics, log *slog.Logger) *http.Server {
 	mux := http.NewServeMux()
 	mux.Handle("/socket.io/", io.ServeHandler(nil))
 	mux.Handle("GET /metrics", m.Handler())
+	// /healthz answers 503 when this node cannot serve: shutting down, a
+	// master unreachable or the cluster down, or an event subscription lost
+	// (its sockets would miss other nodes' events). checks lists each one,
+	// so an operator sees which.
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		status, code, msg := "ok", http.StatusOK, ""
+		status, code := "ok", http.StatusOK
+		var checks []presence.HealthCheck
 		if b.ShuttingDown() {
 			status, code = "shutting down", http.StatusServiceUnavailable
 		} else {
 			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 			defer cancel()
-			if _, err := svc.Client().Do(ctx, backend.Cmd{Name: "PING"}); err != nil {
-				status, code, msg = "redis unreachable", http.StatusServiceUnavailable, err.Error()
+			var ok bool
+			if checks, ok = svc.Health(ctx); !ok {
+				status, code = "unhealthy", http.StatusServiceUnavailable
+			}
+		}
+		var failed []string
+		for _, c := range checks {
+			if !c.OK {
+				failed = append(failed, c.Name+": "+c.Error)
 			}
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(code)
 		json.NewEncoder(w).Encode(struct {
-			Status  string `json:"status"`
-			Error   string `json:"error,omitempty"`
-			Sockets int    `json:"sockets"`
-		}{status, msg, b.Connected()})
+			Status  string                 `json:"status"`
+			Error   string                 `json:"error,omitempty"`
+			Sockets int                    `json:"sockets"`
+			Checks  []presence.HealthCheck `json:"checks,omitempty"`
+		}{status, strings.Join(failed, "; "), b.Connected(), checks})
 	})
-	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// net/http logs accept and handshake errors with the log package, plain
+	// text on stderr, unless given a logger.
+	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 }
 
 // Run serves until ctx ends (SIGINT, SIGTERM), then shuts down gracefully.

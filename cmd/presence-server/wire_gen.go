@@ -33,7 +33,7 @@ func initApp(ctx context.Context, s Settings, log *slog.Logger) (*App, func(), e
 		cleanup()
 		return nil, nil, err
 	}
-	httpServer := provideHTTP(server, binding, service, metrics)
+	httpServer := provideHTTP(server, binding, service, metrics, log)
 	app := &App{
 		Settings: s,
 		Log:      log,

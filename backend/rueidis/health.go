@@ -1,0 +1,125 @@
+package rueidis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+
+	"github.com/redis/rueidis"
+
+	"github.com/realtime-message/presence/backend"
+)
+
+// EachMaster sends cmds as one pipeline to every master of the cluster
+// (the one server when standalone), in parallel, and then calls fn once per
+// master, in address order, with its replies or the error that kept it
+// from answering. A health check uses it: Do would reach only one node.
+//
+// The masters are those a node lists in CLUSTER SLOTS (the first node that
+// answers, in address order), not only those rueidis holds connections
+// to: a master rueidis dropped from its topology is reported as failing.
+// EachMaster fails only when no node can list the masters.
+func (c *Client) EachMaster(ctx context.Context, cmds []backend.Cmd, fn func(addr string, replies []backend.Reply, err error)) error {
+	if c.closed.Load() {
+		return backend.ErrClosed
+	}
+	nodes := c.rc.Nodes()
+	var masters []string
+	if c.Cluster() {
+		var err error
+		if masters, err = c.clusterMasters(ctx, nodes); err != nil {
+			return err
+		}
+	} else {
+		for addr := range nodes {
+			masters = append(masters, addr)
+		}
+	}
+	sort.Strings(masters)
+	replies := make([][]backend.Reply, len(masters))
+	errs := make([]error, len(masters))
+	var wg sync.WaitGroup
+	for i, addr := range masters {
+		node, ok := nodes[addr]
+		if !ok {
+			errs[i] = errors.New("backend/rueidis: no connection to this master (not in the client's topology)")
+			continue
+		}
+		wg.Go(func() { replies[i], errs[i] = c.doMulti(ctx, node, cmds) })
+	}
+	wg.Wait()
+	for i, addr := range masters {
+		fn(addr, replies[i], errs[i])
+	}
+	return nil
+}
+
+// clusterMasters asks every known node for CLUSTER SLOTS, in parallel so
+// that an unreachable node costs no more than the others' answers, and
+// returns the masters the first answering node (in address order) lists.
+func (c *Client) clusterMasters(ctx context.Context, nodes map[string]rueidis.Client) ([]string, error) {
+	addrs := make([]string, 0, len(nodes))
+	for addr := range nodes {
+		addrs = append(addrs, addr)
+	}
+	sort.Strings(addrs)
+	answers := make([][]string, len(addrs))
+	errs := make([]error, len(addrs))
+	var wg sync.WaitGroup
+	for i, addr := range addrs {
+		wg.Go(func() {
+			r, err := c.doMulti(ctx, nodes[addr], []backend.Cmd{{Name: "CLUSTER", Args: []string{"SLOTS"}}})
+			if err == nil {
+				answers[i], err = mastersOfSlots(r[0], addr)
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	for i := range addrs {
+		if errs[i] == nil {
+			return answers[i], nil
+		}
+	}
+	return nil, fmt.Errorf("backend/rueidis: no node lists the cluster's masters: %w", errors.Join(errs...))
+}
+
+// mastersOfSlots reads the master of each slot range of a CLUSTER SLOTS
+// reply: [start, end, [host, port, id, ...], replicas...]. An empty host
+// is the answering node's own (from is its address); "?" is a master
+// without a known endpoint, which no client can reach either.
+func mastersOfSlots(r backend.Reply, from string) ([]string, error) {
+	ranges, err := r.AsArray()
+	if err != nil {
+		return nil, fmt.Errorf("CLUSTER SLOTS: %w", err)
+	}
+	fromHost, _, _ := net.SplitHostPort(from)
+	seen := map[string]bool{}
+	var out []string
+	for _, rg := range ranges {
+		if len(rg.Elems) < 3 || len(rg.Elems[2].Elems) < 2 {
+			continue
+		}
+		host, _ := rg.Elems[2].Elems[0].AsString()
+		port, err := rg.Elems[2].Elems[1].AsInt()
+		if err != nil || host == "?" {
+			continue
+		}
+		if host == "" {
+			host = fromHost
+		}
+		addr := net.JoinHostPort(host, strconv.FormatInt(port, 10))
+		if !seen[addr] {
+			seen[addr] = true
+			out = append(out, addr)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("CLUSTER SLOTS lists no master")
+	}
+	return out, nil
+}

@@ -1,0 +1,138 @@
+package presence
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/realtime-message/presence/backend"
+)
+
+// HealthCheck is one check of Service.Health.
+type HealthCheck struct {
+	// Name says what was checked: "redis <addr>" (the node answers PING),
+	// "cluster_state <addr>" (CLUSTER INFO on that master says
+	// cluster_state:ok), "redis" (PING through a backend that cannot name
+	// its nodes) or "subscription <pattern>" (an event subscription of the
+	// service is connected and subscribed).
+	Name  string `json:"name"`
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+}
+
+// masterRunner is implemented by adapters that can address each master:
+// both of this module's. Others are checked with one PING.
+type masterRunner interface {
+	Cluster() bool
+	EachMaster(ctx context.Context, cmds []backend.Cmd, fn func(addr string, replies []backend.Reply, err error)) error
+}
+
+// subscriptionState is implemented by the subscriptions of this module's
+// adapters.
+type subscriptionState interface {
+	Pattern() string
+	// Alive returns nil while the subscription is connected and subscribed,
+	// else why not.
+	Alive() error
+}
+
+// Health checks what a node needs to serve traffic: on a Redis Cluster
+// every master answers PING and reports cluster_state:ok (a cluster that
+// lost a master or the coverage of a slot refuses commands with
+// CLUSTERDOWN while other masters still answer), on a standalone server
+// PING; and every event subscription of the service is connected, since
+// while one is not, this node's sockets miss the events of other nodes.
+// ok is true when every check passed. ctx bounds the Redis round trips.
+func (s *Service) Health(ctx context.Context) (checks []HealthCheck, ok bool) {
+	if err := s.checkOpen(); err != nil {
+		return []HealthCheck{{Name: "service", Error: err.Error()}}, false
+	}
+	checks = s.redisHealth(ctx)
+	checks = append(checks, s.subscriptionHealth()...)
+	ok = true
+	for _, c := range checks {
+		ok = ok && c.OK
+	}
+	return checks, ok
+}
+
+func (s *Service) redisHealth(ctx context.Context) []HealthCheck {
+	mr, ok := s.client.(masterRunner)
+	if !ok {
+		_, err := s.client.Do(ctx, backend.Cmd{Name: "PING"})
+		return []HealthCheck{check("redis", err)}
+	}
+	cluster := mr.Cluster()
+	cmds := []backend.Cmd{{Name: "PING"}}
+	if cluster {
+		cmds = append(cmds, backend.Cmd{Name: "CLUSTER", Args: []string{"INFO"}})
+	}
+	var out []HealthCheck
+	err := mr.EachMaster(ctx, cmds, func(addr string, replies []backend.Reply, err error) {
+		if err == nil && len(replies) != len(cmds) {
+			err = fmt.Errorf("%d replies for %d commands", len(replies), len(cmds))
+		}
+		if err == nil {
+			err = replies[0].Error()
+		}
+		out = append(out, check("redis "+addr, err))
+		if !cluster {
+			return
+		}
+		if err == nil {
+			err = clusterStateOK(replies[1])
+		}
+		out = append(out, check("cluster_state "+addr, err))
+	})
+	if err != nil {
+		out = append(out, check("redis masters", err))
+	}
+	return out
+}
+
+// clusterStateOK reads cluster_state from a CLUSTER INFO reply.
+func clusterStateOK(r backend.Reply) error {
+	info, err := r.AsString()
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "cluster_state:"); ok {
+			if v == "ok" {
+				return nil
+			}
+			return fmt.Errorf("cluster_state:%s", v)
+		}
+	}
+	return errors.New("CLUSTER INFO has no cluster_state")
+}
+
+func (s *Service) subscriptionHealth() []HealthCheck {
+	s.mu.Lock()
+	subs := make([]backend.Subscription, 0, len(s.subs))
+	for sub := range s.subs {
+		if sub.sub != nil {
+			subs = append(subs, sub.sub)
+		}
+	}
+	s.mu.Unlock()
+	var out []HealthCheck
+	for _, bs := range subs {
+		st, ok := bs.(subscriptionState)
+		if !ok {
+			continue // nothing to ask: a backend of its own
+		}
+		out = append(out, check("subscription "+st.Pattern(), st.Alive()))
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func check(name string, err error) HealthCheck {
+	if err != nil {
+		return HealthCheck{Name: name, Error: err.Error()}
+	}
+	return HealthCheck{Name: name, OK: true}
+}
