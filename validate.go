@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 	"time"
@@ -146,6 +145,54 @@ func hex4(b []byte) (rune, bool) {
 // sorted by key, each value re-encoded canonically (object keys sorted,
 // numbers as written, no HTML escaping), so "changed" can be decided by
 // comparing bytes. Empty input is an empty object when allowEmpty.
+// canonicalValue returns a JSON value (already validated) in the one
+// encoding the service stores, so equal values compare equal in Redis: no
+// whitespace, numbers as written, strings with encoding/json's escapes,
+// object keys sorted. Scalars already in that form, the common case of a
+// patch, skip the decode and encode.
+func canonicalValue(v json.RawMessage) (string, error) {
+	if isCanonicalScalar(v) {
+		return string(v), nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(v))
+	dec.UseNumber()
+	var x any
+	if err := dec.Decode(&x); err != nil {
+		return "", err
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(x); err != nil {
+		return "", err
+	}
+	return strings.TrimSuffix(buf.String(), "\n"), nil
+}
+
+// isCanonicalScalar reports whether v, a valid JSON value, is a literal,
+// a number or a string that encoding/json would write back unchanged:
+// no escapes, and no U+2028 or U+2029 (which it escapes).
+func isCanonicalScalar(v json.RawMessage) bool {
+	if len(v) == 0 {
+		return false
+	}
+	switch c := v[0]; {
+	case c == 't' || c == 'f' || c == 'n':
+		return string(v) == "true" || string(v) == "false" || string(v) == "null"
+	case c == '-' || (c >= '0' && c <= '9'):
+		for _, b := range v {
+			if b == ' ' || b == '\t' || b == '\n' || b == '\r' {
+				return false
+			}
+		}
+		return true
+	case c == '"':
+		return !bytes.ContainsRune(v, '\\') && !bytes.ContainsRune(v, '\u2028') && !bytes.ContainsRune(v, '\u2029') &&
+			len(v) >= 2 && v[len(v)-1] == '"'
+	}
+	return false
+}
+
 func canonicalState(what string, raw json.RawMessage, maxBytes int) ([]strategy.Field, error) {
 	if len(bytes.TrimSpace(raw)) == 0 || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
 		return nil, nil
@@ -156,41 +203,34 @@ func canonicalState(what string, raw json.RawMessage, maxBytes int) ([]strategy.
 	if err := checkJSONText(what, raw); err != nil {
 		return nil, err
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var obj map[string]any
-	if err := dec.Decode(&obj); err != nil {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &obj); err != nil {
 		// The decoder's own messages name Go types ("Go value of type
-		// map[string]interface {}"), which mean nothing to a client.
+		// map[string]json.RawMessage"), which mean nothing to a client.
 		var syn *json.SyntaxError
-		if errors.As(err, &syn) {
-			return nil, invalid("%s is not valid JSON (at byte %d)", what, syn.Offset)
-		}
-		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		switch {
+		case errors.As(err, &syn) && strings.Contains(syn.Error(), "end of JSON input"):
 			return nil, invalid("%s is not valid JSON (it ends early)", what)
+		case errors.As(err, &syn) && strings.Contains(syn.Error(), "after top-level value"):
+			return nil, invalid("%s has data after the JSON object", what)
+		case errors.As(err, &syn):
+			return nil, invalid("%s is not valid JSON (at byte %d)", what, syn.Offset)
 		}
 		return nil, invalid("%s must be a JSON object", what)
 	}
 	if obj == nil {
 		return nil, invalid("%s must be a JSON object", what)
 	}
-	if dec.More() {
-		return nil, invalid("%s has data after the JSON object", what)
-	}
 	fields := make([]strategy.Field, 0, len(obj))
 	total := 2
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
 	for k, v := range obj {
 		if err := checkKey(what+" key", k); err != nil {
 			return nil, err
 		}
-		buf.Reset()
-		if err := enc.Encode(v); err != nil {
+		val, err := canonicalValue(v)
+		if err != nil {
 			return nil, invalid("%s key %q holds a value that cannot be encoded", what, k)
 		}
-		val := strings.TrimSuffix(buf.String(), "\n")
 		fields = append(fields, strategy.Field{Key: k, Value: val})
 		total += len(k) + len(val) + 4
 	}

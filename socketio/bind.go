@@ -361,6 +361,8 @@ func (b *Binding) onConnection(s *socket.Socket) {
 		heartbeat: newBucket(b.opts.HeartbeatRate, now),
 		metadata:  newBucket(b.opts.MetadataRate, now),
 		presence:  newBucket(b.opts.PresenceRate, now),
+		wake:      make(chan struct{}, 1),
+		gone:      make(chan struct{}),
 	}
 	if id, ok := s.Data().(*Identity); ok {
 		c.authUser = id.UserID
@@ -374,6 +376,7 @@ func (b *Binding) onConnection(s *socket.Socket) {
 	b.conns[s.Id()] = c
 	b.mu.Unlock()
 	b.connected.Add(1)
+	go c.work()
 
 	b.handle(c, EventJoin, c.presence, c.join)
 	b.handle(c, EventHeartbeat, c.heartbeat, c.heartbeatEvent)
@@ -401,6 +404,7 @@ func (b *Binding) release(c *conn) {
 	if !c.released.CompareAndSwap(false, true) {
 		return
 	}
+	close(c.gone)
 	b.connected.Add(-1)
 	b.mu.Lock()
 	delete(b.conns, c.sock.Id())

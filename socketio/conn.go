@@ -31,7 +31,9 @@ type conn struct {
 	// The socket's queue of admitted events (queue.go).
 	qmu          sync.Mutex
 	queue        []*queued
-	draining     bool      // a worker is running the queue
+	draining     bool          // the worker is running the queue
+	wake         chan struct{} // tells the worker the queue has events
+	gone         chan struct{} // closed at disconnect: the worker ends
 	refused      int       // refusals since refusedSince
 	refusedSince time.Time // start of the one-second refusal window
 

@@ -240,6 +240,8 @@ func TestDefaultServer(t *testing.T) {
 		`presence_script_reloads_total`,
 		`presence_reaped_connections_total 0`,
 		`presence_socketio_events_total{event="presence:join",result="ok"} 1`,
+		`presence_socketio_heartbeats_coalesced_total 0`,
+		`presence_socketio_flood_disconnects_total 0`,
 		`go_goroutines`,
 	} {
 		if !strings.Contains(body, want) {

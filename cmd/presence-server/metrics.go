@@ -30,6 +30,8 @@ type Metrics struct {
 	reaped        prometheus.Counter
 	events        *prometheus.CounterVec
 	eventDuration *prometheus.HistogramVec
+	coalesced     prometheus.Counter
+	floodDrops    prometheus.Counter
 }
 
 func newMetrics() *Metrics {
@@ -60,15 +62,23 @@ func newMetrics() *Metrics {
 	})
 	m.events = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "presence_socketio_events_total",
-		Help: "Client events handled, by event and result (ok, invalid, refused, rate_limited, error).",
+		Help: "Client events handled, by event and result (ok, invalid, refused, rate_limited, overloaded, error).",
 	}, []string{"event", "result"})
 	m.eventDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "presence_socketio_event_duration_seconds",
-		Help:    "Time to handle a client event, from its arrival to its ack.",
+		Help:    "Time to handle a client event, from its arrival (after the rate limit) to its ack, waiting behind the socket's earlier events included.",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 10),
 	}, []string{"event"})
+	m.coalesced = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "presence_socketio_heartbeats_coalesced_total",
+		Help: "Heartbeats that queued behind a socket's earlier event and ran merged with the others queued with them, as one call.",
+	})
+	m.floodDrops = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "presence_socketio_flood_disconnects_total",
+		Help: "Sockets disconnected for sending far over their rate limits.",
+	})
 	m.reg.MustRegister(m.heartbeat, m.batchSize, m.metaAttempts, m.metaRetries, m.metaConflicts, m.reaped,
-		m.events, m.eventDuration,
+		m.events, m.eventDuration, m.coalesced, m.floodDrops,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -96,6 +106,8 @@ func (m *Metrics) socketHooks() socketio.Hooks {
 			m.events.WithLabelValues(event, result).Inc()
 			m.eventDuration.WithLabelValues(event).Observe(took.Seconds())
 		},
+		Coalesced:       func(n int) { m.coalesced.Add(float64(n)) },
+		FloodDisconnect: func() { m.floodDrops.Inc() },
 	}
 }
 
