@@ -82,18 +82,24 @@ const DefaultMaxMessageBytes = 1_000_000
 // ServerOptions returns Socket.IO server options fit for this protocol:
 // WebSocket and long-polling (with upgrade), and messages bounded by
 // maxMessageBytes (DefaultMaxMessageBytes when ≤ 0). Its WebSocket
-// transport is this package's (see transport.go): broadcast frames are
-// shared by their recipients and each connection's frames are coalesced
-// into one write; a connection whose unwritten frames exceed
-// DefaultMaxPendingBytes is closed.
+// transport is this package's (see WebSocketTransport) with the default
+// WebSocketOptions: broadcast frames are shared by their recipients and
+// each connection's frames are coalesced into one write; a connection
+// whose unwritten frames exceed DefaultMaxPendingBytes is closed.
 func ServerOptions(maxMessageBytes int64) *socket.ServerOptions {
+	return ServerOptionsWith(maxMessageBytes, WebSocketOptions{})
+}
+
+// ServerOptionsWith is ServerOptions with the WebSocket transport's
+// options.
+func ServerOptionsWith(maxMessageBytes int64, ws WebSocketOptions) *socket.ServerOptions {
 	if maxMessageBytes <= 0 {
 		maxMessageBytes = DefaultMaxMessageBytes
 	}
 	o := socket.DefaultServerOptions()
 	o.SetMaxHttpBufferSize(maxMessageBytes)
 	o.SetServeClient(false)
-	o.SetTransports(types.NewSet[transports.TransportCtor](&transports.PollingBuilder{}, &wsBuilder{maxPending: DefaultMaxPendingBytes}))
+	o.SetTransports(types.NewSet[transports.TransportCtor](&transports.PollingBuilder{}, WebSocketTransport(ws)))
 	return o
 }
 

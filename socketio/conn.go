@@ -34,8 +34,8 @@ type conn struct {
 	draining     bool          // the worker is running the queue
 	wake         chan struct{} // tells the worker the queue has events
 	gone         chan struct{} // closed at disconnect: the worker ends
-	refused      int       // refusals since refusedSince
-	refusedSince time.Time // start of the one-second refusal window
+	refused      int           // refusals since refusedSince
+	refusedSince time.Time     // start of the one-second refusal window
 
 	mu     sync.Mutex
 	closed bool             // left for good: disconnect or Shutdown

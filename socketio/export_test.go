@@ -13,7 +13,3 @@ func QueuedEvents(b *Binding) int {
 	}
 	return n
 }
-
-// NewTestTransports returns server transports whose WebSocket allows at
-// most maxPending unwritten bytes per connection.
-var TestWebSocketBuilder = func(maxPending int) *wsBuilder { return &wsBuilder{maxPending: maxPending} }

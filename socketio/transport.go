@@ -37,6 +37,24 @@ const closeFlushTimeout = time.Second
 // above it is released once written.
 const maxKeptBuffer = 64 << 10
 
+// WebSocketOptions configure the WebSocket transport.
+type WebSocketOptions struct {
+	// MaxPendingBytes bounds the frames waiting to be written to one
+	// connection; past it the connection is closed (default
+	// DefaultMaxPendingBytes; negative: no bound).
+	MaxPendingBytes int
+}
+
+// WebSocketTransport returns this package's WebSocket transport for
+// ServerOptions.SetTransports (ServerOptions installs it with the
+// defaults).
+func WebSocketTransport(o WebSocketOptions) transports.TransportCtor {
+	if o.MaxPendingBytes == 0 {
+		o.MaxPendingBytes = DefaultMaxPendingBytes
+	}
+	return &wsBuilder{maxPending: o.MaxPendingBytes}
+}
+
 type wsBuilder struct{ maxPending int }
 
 func (*wsBuilder) Name() string          { return transports.WEBSOCKET }

@@ -120,7 +120,7 @@ func rawEngineIO(t *testing.T, url string) *websocket.Conn {
 
 func withTransport(maxPending int) *socket.ServerOptions {
 	o := socketio.ServerOptions(0)
-	o.SetTransports(types.NewSet[transports.TransportCtor](&transports.PollingBuilder{}, socketio.TestWebSocketBuilder(maxPending)))
+	o.SetTransports(types.NewSet[transports.TransportCtor](&transports.PollingBuilder{}, socketio.WebSocketTransport(socketio.WebSocketOptions{MaxPendingBytes: maxPending})))
 	return o
 }
 
