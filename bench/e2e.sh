@@ -9,6 +9,7 @@
 #   PROFILE=1 bench/e2e.sh       # also a 10 s server CPU profile per scenario
 #   SERVER_BIN=/path/to/presence-server bench/e2e.sh   # a server built otherwise
 #   BASELINE_REF=origin/main REPEAT=3 bench/e2e.sh      # this tree against a git ref, side by side
+#                                                       # (table in compare.txt, chart in compare.svg)
 #   SERVER_ENV="GOGC=200 GOMEMLIMIT=512MiB" bench/e2e.sh # extra environment for the server (every build)
 #   FLOOD=1 bench/e2e.sh         # the 10/s scenario with one socket flooding beside it
 #
@@ -170,7 +171,7 @@ done
 if (( ${#builds[@]} > 1 )); then
   echo
   echo "=== baseline $BASELINE_REF ($(cut -c1-12 "$OUT/baseline-rev")) vs new (this tree${SERVER_BIN:+, SERVER_BIN}); ${SERVER_ENV:+server env $SERVER_ENV; }median of $REPEAT run(s) each"
-  python3 - "$OUT" "$REPEAT" "$RATES" "$CLIENTS" <<'PY' | tee "$OUT/compare.txt"
+  BASELINE_LABEL="$BASELINE_REF" python3 - "$OUT" "$REPEAT" "$RATES" "$CLIENTS" <<'PY' | tee "$OUT/compare.txt"
 import json, statistics, sys, os
 out, repeat, rates, clients = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split()
 
@@ -243,6 +244,49 @@ if frows:
     table(["rate/s", "client", "build", "flood sent", "acked ok", "timeouts", "disconnected",
            "main p99 in flood ms", "main p99 outside ms", "flood acks by code (all runs)"],
           [r[:5] + r[6:] + [r[5]] for r in frows])
+
+# The chart: acks/s, p99 and server CPU per 1,000 acks, baseline and new
+# side by side per scenario, on log scales (the builds differ by up to
+# 100x). Written next to the summaries as compare.svg.
+import math
+groups = [(rate, client) for rate in rates for client in clients]
+med3 = {(g, b): [med(load(b, g[1], g[0]), k) for k in ("acks_per_sec", "p99_ms", "server_cpu_ms_per_1000_acks")]
+        for g in groups for b in ("baseline", "new")}
+panels = [("acks/s (higher is better)", 0), ("ack p99, ms (lower is better)", 1), ("server CPU per 1,000 acks, ms (lower is better)", 2)]
+W, L, PH, GAP, TOP = 960, 70, 170, 70, 60
+H = TOP + len(panels) * (PH + GAP) + 30
+colors = {"baseline": "#9a9a9a", "new": "#1f5fa8"}
+out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="Helvetica, Arial, sans-serif" font-size="12">',
+       '<rect width="100%" height="100%" fill="#fff"/>',
+       f'<text x="{L}" y="26" font-size="16" font-weight="bold">presence-server end to end: baseline {os.environ.get("BASELINE_LABEL", "")} vs new, {os.environ.get("ROOM_COUNT", "100")} rooms x {os.environ.get("USERS_PER_ROOM", "5")} users</text>',
+       f'<rect x="{W-230}" y="36" width="12" height="12" fill="{colors["baseline"]}"/><text x="{W-213}" y="46">baseline</text>',
+       f'<rect x="{W-140}" y="36" width="12" height="12" fill="{colors["new"]}"/><text x="{W-123}" y="46">new</text>']
+gw = (W - L - 20) / len(groups)
+for pi, (title, k) in enumerate(panels):
+    y0 = TOP + pi * (PH + GAP) + 20
+    vals = [v[k] for v in med3.values() if v[k]]
+    lo = 10 ** math.floor(math.log10(max(min(vals), 1e-3))) if vals else 1
+    hi = 10 ** math.ceil(math.log10(max(vals))) if vals else 10
+    if hi <= lo: hi = lo * 10
+    yv = lambda v: y0 + PH - (math.log10(max(v, lo)) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)) * PH
+    out.append(f'<text x="{L}" y="{y0-8}" font-size="13" font-weight="bold">{title}</text>')
+    d = lo
+    while d <= hi * 1.0001:
+        out.append(f'<line x1="{L}" x2="{W-20}" y1="{yv(d):.1f}" y2="{yv(d):.1f}" stroke="#e3e3e3"/><text x="{L-6}" y="{yv(d)+4:.1f}" text-anchor="end" fill="#555">{d:g}</text>')
+        d *= 10
+    for gi, g in enumerate(groups):
+        for bi, b in enumerate(("baseline", "new")):
+            v = med3[(g, b)][k]
+            if v is None: continue
+            x = L + gi * gw + gw * 0.2 + bi * gw * 0.3
+            y = yv(v)
+            out.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{gw*0.28:.1f}" height="{y0+PH-y:.1f}" fill="{colors[b]}"/>')
+            out.append(f'<text x="{x+gw*0.14:.1f}" y="{y-3:.1f}" text-anchor="middle" font-size="10">{v:,.0f}</text>')
+        out.append(f'<text x="{L+gi*gw+gw/2:.1f}" y="{y0+PH+16}" text-anchor="middle">{int(g[0]) * int(os.environ.get("ROOM_COUNT", "100")) * int(os.environ.get("USERS_PER_ROOM", "5")):,}/s offered, {g[1]} client</text>')
+out.append('</svg>')
+with open(os.path.join(out_dir := sys.argv[1], "compare.svg"), "w") as f:
+    f.write("\n".join(out) + "\n")
+print(f"chart: {out_dir}/compare.svg")
 PY
 fi
 echo "summaries in $OUT"

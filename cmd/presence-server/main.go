@@ -21,7 +21,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -30,25 +29,6 @@ import (
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
-}
-
-// defaultGOGC is the server's garbage-collection target when GOGC is not
-// set: the heap may grow to 3× the live data between collections instead
-// of 2×. The server's live heap is small (tens of MB for thousands of
-// sockets) and its garbage is mostly short-lived per-message buffers, so
-// the extra memory is cheap and fewer collections save CPU under load
-// (bench/RESULTS.md, "Garbage collection").
-const defaultGOGC = 200
-
-// setGCDefault applies defaultGOGC unless the environment's GOGC (the
-// runtime's own setting, read at start) says otherwise; it returns the
-// setting in force.
-func setGCDefault(env string) string {
-	if env != "" {
-		return env
-	}
-	debug.SetGCPercent(defaultGOGC)
-	return fmt.Sprint(defaultGOGC)
 }
 
 // startupTimeout bounds connecting to Redis and subscribing.
@@ -77,9 +57,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	log := newLogger(s, stderr)
-	if gc := setGCDefault(os.Getenv("GOGC")); gc != "" {
-		log.Debug("garbage collector", "GOGC", gc)
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
