@@ -2,16 +2,14 @@ package socketio
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // Handshake is what a client sent when it connected, as an Authenticator
@@ -60,8 +58,10 @@ var ErrUnauthorized = errors.New("socketio: unauthorized")
 
 // HMACAuthenticator verifies tokens signed with a shared secret: JSON Web
 // Tokens with alg HS256 (HMAC-SHA256), so any JWT library can mint them,
-// as can SignToken. The claim "sub" is the user id; "exp" and "nbf" (Unix
-// seconds), when present, are enforced with a leeway of Leeway.
+// as can SignToken and HMACAuthenticator.Sign. The claim "sub" is the user
+// id; "exp" and "nbf" (RFC 7519 NumericDate: seconds, fractions allowed),
+// when present, are enforced with a leeway of Leeway; "aud" and "iss" are
+// checked when Audience or Issuer is set.
 //
 // The token is taken from, in order: the handshake's auth.token
 // (socket.io-client's `auth: {token}`), the query parameter "token", or an
@@ -73,6 +73,13 @@ type HMACAuthenticator struct {
 	Secret []byte
 	// Leeway tolerates clock skew on exp and nbf (default 0).
 	Leeway time.Duration
+	// Audience, when set, must be one of the token's "aud" values
+	// (PRESENCE_AUTH_AUDIENCE for the server): a token minted for another
+	// service with the same secret is refused.
+	Audience string
+	// Issuer, when set, must equal the token's "iss" claim
+	// (PRESENCE_AUTH_ISSUER for the server).
+	Issuer string
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -89,7 +96,13 @@ func (a *HMACAuthenticator) Authenticate(_ context.Context, h Handshake) (string
 	if a.Now != nil {
 		now = a.Now
 	}
-	return VerifyToken(a.Secret, tok, now(), a.Leeway)
+	return verify(a.Secret, tok, now, a.Leeway, a.Audience, a.Issuer)
+}
+
+// Sign returns a token for user, valid for ttl (no expiry when ttl ≤ 0),
+// carrying a's Audience and Issuer so that a accepts it.
+func (a *HMACAuthenticator) Sign(user string, ttl time.Duration) (string, error) {
+	return sign(a.Secret, user, ttl, a.Audience, a.Issuer)
 }
 
 // TokenFromHandshake returns the token a client sent: auth.token, the
@@ -107,77 +120,60 @@ func TokenFromHandshake(h Handshake) string {
 	return ""
 }
 
-type tokenHeader struct {
-	Alg string `json:"alg"`
-	Typ string `json:"typ,omitempty"`
-}
-
-type tokenClaims struct {
-	Sub string `json:"sub"`
-	Exp *int64 `json:"exp,omitempty"`
-	Nbf *int64 `json:"nbf,omitempty"`
-}
-
-var b64 = base64.RawURLEncoding
-
 // SignToken returns an HS256 JSON Web Token for user, valid for ttl (no
-// expiry when ttl ≤ 0), that HMACAuthenticator with the same secret
-// accepts.
+// expiry when ttl ≤ 0), that HMACAuthenticator with the same secret and
+// no Audience or Issuer accepts.
 func SignToken(secret []byte, user string, ttl time.Duration) (string, error) {
+	return sign(secret, user, ttl, "", "")
+}
+
+func sign(secret []byte, user string, ttl time.Duration, aud, iss string) (string, error) {
 	if len(secret) == 0 {
 		return "", errors.New("socketio: SignToken: empty secret")
 	}
 	if user == "" {
 		return "", errors.New("socketio: SignToken: empty user")
 	}
-	hdr, _ := json.Marshal(tokenHeader{Alg: "HS256", Typ: "JWT"})
-	c := tokenClaims{Sub: user}
-	if ttl > 0 {
-		exp := time.Now().Add(ttl).Unix()
-		c.Exp = &exp
+	c := jwt.RegisteredClaims{Subject: user, Issuer: iss}
+	if aud != "" {
+		c.Audience = jwt.ClaimStrings{aud}
 	}
-	claims, _ := json.Marshal(c)
-	signing := b64.EncodeToString(hdr) + "." + b64.EncodeToString(claims)
-	return signing + "." + b64.EncodeToString(sign(secret, signing)), nil
-}
-
-func sign(secret []byte, signing string) []byte {
-	m := hmac.New(sha256.New, secret)
-	m.Write([]byte(signing))
-	return m.Sum(nil)
+	if ttl > 0 {
+		c.ExpiresAt = jwt.NewNumericDate(time.Now().Add(ttl))
+	}
+	return jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
 }
 
 // VerifyToken checks an HS256 token's signature and its exp and nbf
-// claims at now, and returns its subject. Every failure wraps
+// claims at now, and returns its subject. It checks no audience or
+// issuer; HMACAuthenticator does when configured to. Every failure wraps
 // ErrUnauthorized.
 func VerifyToken(secret []byte, token string, now time.Time, leeway time.Duration) (string, error) {
+	return verify(secret, token, func() time.Time { return now }, leeway, "", "")
+}
+
+func verify(secret []byte, token string, now func() time.Time, leeway time.Duration, aud, iss string) (string, error) {
 	if len(secret) == 0 {
 		return "", fmt.Errorf("%w: no secret configured", ErrUnauthorized)
 	}
-	parts := strings.Split(token, ".")
-	if len(parts) != 3 {
-		return "", fmt.Errorf("%w: malformed token", ErrUnauthorized)
+	// Only HS256: accepting "none" or an RS* algorithm with the secret as
+	// a public key is the classic JWT forgery.
+	opts := []jwt.ParserOption{jwt.WithValidMethods([]string{"HS256"}), jwt.WithLeeway(leeway), jwt.WithTimeFunc(now)}
+	if aud != "" {
+		opts = append(opts, jwt.WithAudience(aud))
 	}
-	sig, err := b64.DecodeString(parts[2])
-	if err != nil || !hmac.Equal(sig, sign(secret, parts[0]+"."+parts[1])) {
-		return "", fmt.Errorf("%w: bad signature", ErrUnauthorized)
+	if iss != "" {
+		opts = append(opts, jwt.WithIssuer(iss))
 	}
-	var hdr tokenHeader
-	if raw, err := b64.DecodeString(parts[0]); err != nil || json.Unmarshal(raw, &hdr) != nil || hdr.Alg != "HS256" {
-		return "", fmt.Errorf("%w: token header must say alg HS256", ErrUnauthorized)
+	var c jwt.RegisteredClaims
+	_, err := jwt.NewParser(opts...).ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return secret, nil })
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrUnauthorized, err)
 	}
-	var c tokenClaims
-	if raw, err := b64.DecodeString(parts[1]); err != nil || json.Unmarshal(raw, &c) != nil {
-		return "", fmt.Errorf("%w: malformed claims", ErrUnauthorized)
-	}
-	if c.Sub == "" {
+	// Without a subject the socket would be admitted unbound, trusting
+	// presence:join's userId: a token must name its user.
+	if c.Subject == "" {
 		return "", fmt.Errorf("%w: token has no sub claim", ErrUnauthorized)
 	}
-	if c.Exp != nil && now.After(time.Unix(*c.Exp, 0).Add(leeway)) {
-		return "", fmt.Errorf("%w: token expired", ErrUnauthorized)
-	}
-	if c.Nbf != nil && now.Add(leeway).Before(time.Unix(*c.Nbf, 0)) {
-		return "", fmt.Errorf("%w: token not valid yet", ErrUnauthorized)
-	}
-	return c.Sub, nil
+	return c.Subject, nil
 }

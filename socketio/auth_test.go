@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+
 	"github.com/realtime-message/presence/internal/redistest"
 	"github.com/realtime-message/presence/internal/siotest"
 	"github.com/realtime-message/presence/socketio"
@@ -90,6 +92,79 @@ func TestVerifyToken(t *testing.T) {
 	if u, err := socketio.VerifyToken(secret, jwt, now, 0); err != nil || u != "user-1" {
 		t.Fatalf("foreign JWT: %q %v", u, err)
 	}
+}
+
+// TestTokenClaims: RFC 7519 dates may carry fractions, and the optional
+// audience and issuer checks refuse tokens minted for someone else.
+func TestTokenClaims(t *testing.T) {
+	secret := []byte("k")
+	now := time.Unix(1_800_000_000, 0)
+	mint := func(claims jwt.MapClaims) string {
+		t.Helper()
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	auth := func(a *socketio.HMACAuthenticator, tok string) (string, error) {
+		a.Secret, a.Now = secret, func() time.Time { return now }
+		return a.Authenticate(context.Background(), socketio.Handshake{Auth: map[string]any{"token": tok}})
+	}
+
+	frac := mint(jwt.MapClaims{"sub": "u", "exp": float64(now.Unix()) + 60.5, "nbf": float64(now.Unix()) - 0.25})
+	if u, err := auth(&socketio.HMACAuthenticator{}, frac); err != nil || u != "u" {
+		t.Fatalf("fractional exp/nbf: %q %v", u, err)
+	}
+	// 0.5s past a fractional exp is expired.
+	if _, err := socketio.VerifyToken(secret, frac, now.Add(61*time.Second), 0); !errors.Is(err, socketio.ErrUnauthorized) {
+		t.Fatalf("past fractional exp: %v", err)
+	}
+
+	good := mint(jwt.MapClaims{"sub": "u", "aud": []string{"other", "presence"}, "iss": "https://id.example"})
+	strict := func() *socketio.HMACAuthenticator {
+		return &socketio.HMACAuthenticator{Audience: "presence", Issuer: "https://id.example"}
+	}
+	if u, err := auth(strict(), good); err != nil || u != "u" {
+		t.Fatalf("matching aud and iss: %q %v", u, err)
+	}
+	for name, tok := range map[string]string{
+		"other aud":  mint(jwt.MapClaims{"sub": "u", "aud": "billing", "iss": "https://id.example"}),
+		"no aud":     mint(jwt.MapClaims{"sub": "u", "iss": "https://id.example"}),
+		"other iss":  mint(jwt.MapClaims{"sub": "u", "aud": "presence", "iss": "https://evil.example"}),
+		"no iss":     mint(jwt.MapClaims{"sub": "u", "aud": "presence"}),
+		"no sub":     mint(jwt.MapClaims{"aud": "presence", "iss": "https://id.example"}),
+		"alg none":   must(jwt.NewWithClaims(jwt.SigningMethodNone, jwt.MapClaims{"sub": "u", "aud": "presence", "iss": "https://id.example"}).SignedString(jwt.UnsafeAllowNoneSignatureType)),
+		"alg HS512":  must(jwt.NewWithClaims(jwt.SigningMethodHS512, jwt.MapClaims{"sub": "u", "aud": "presence", "iss": "https://id.example"}).SignedString(secret)),
+		"string exp": mint(jwt.MapClaims{"sub": "u", "aud": "presence", "iss": "https://id.example", "exp": "soon"}),
+	} {
+		if u, err := auth(strict(), tok); !errors.Is(err, socketio.ErrUnauthorized) {
+			t.Errorf("%s: admitted as %q (%v)", name, u, err)
+		}
+	}
+	// Without Audience or Issuer configured, aud and iss are not checked.
+	if _, err := auth(&socketio.HMACAuthenticator{}, good); err != nil {
+		t.Fatalf("unchecked aud/iss: %v", err)
+	}
+
+	// Sign mints what the same configuration accepts.
+	a := strict()
+	a.Secret = secret
+	tok, err := a.Sign("alice", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Now = nil
+	if u, err := a.Authenticate(context.Background(), socketio.Handshake{Query: url.Values{"token": {tok}}}); err != nil || u != "alice" {
+		t.Fatalf("Sign's token: %q %v", u, err)
+	}
+}
+
+func must(s string, err error) string {
+	if err != nil {
+		panic(err)
+	}
+	return s
 }
 
 // TestCustomAuthenticator: a hook that reads the handshake query, admits

@@ -1,8 +1,9 @@
 package socketio
 
 import (
-	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Rate is a token-bucket limit: PerSecond events on average, bursts of up
@@ -23,32 +24,21 @@ func (r Rate) orDefault(d Rate) Rate {
 	return r
 }
 
-// bucket is one socket's token bucket for one class of events.
-type bucket struct {
-	mu     sync.Mutex
-	rate   Rate
-	tokens float64
-	last   time.Time
-}
+// bucket is one socket's limit for one class of events. It is given the
+// event's arrival time rather than reading the clock, so a burst that
+// arrived together is judged by when it arrived, not by when the limiter
+// got to it.
+type bucket struct{ *rate.Limiter }
 
-func newBucket(r Rate, now time.Time) *bucket {
-	return &bucket{rate: r, tokens: float64(r.Burst), last: now}
+// newBucket starts full. The start time is not needed: a limiter that
+// has not been used yet counts as full whenever its first event comes.
+func newBucket(r Rate, _ time.Time) *bucket {
+	lim := rate.Limit(r.PerSecond)
+	if r.PerSecond < 0 {
+		lim = rate.Inf
+	}
+	return &bucket{rate.NewLimiter(lim, r.Burst)}
 }
 
 // allow takes one token, reporting whether there was one.
-func (b *bucket) allow(now time.Time) bool {
-	if b.rate.PerSecond < 0 {
-		return true
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if el := now.Sub(b.last); el > 0 {
-		b.tokens = min(float64(b.rate.Burst), b.tokens+el.Seconds()*b.rate.PerSecond)
-		b.last = now
-	}
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
-}
+func (b *bucket) allow(now time.Time) bool { return b.AllowN(now, 1) }

@@ -110,9 +110,10 @@ func provideBinding(ctx context.Context, io *socket.Server, svc *presence.Servic
 		DisconnectAfterRefused: s.DisconnectAfterRefused,
 		Hooks:                  m.socketHooks(),
 	}
-	if s.AuthSecret != "" {
-		o.Authenticator = &socketio.HMACAuthenticator{Secret: []byte(s.AuthSecret), Leeway: 30 * time.Second}
-		log.Info("authentication: HS256 tokens signed with PRESENCE_AUTH_SECRET; a socket is bound to its token's user")
+	if a := s.authenticator(); a != nil {
+		o.Authenticator = a
+		log.Info("authentication: HS256 tokens signed with PRESENCE_AUTH_SECRET; a socket is bound to its token's user",
+			"audience", a.Audience, "issuer", a.Issuer)
 	} else {
 		log.Info("authentication: none; presence:join's userId is trusted (set PRESENCE_AUTH_SECRET to require tokens)")
 	}

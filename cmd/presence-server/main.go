@@ -23,8 +23,6 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
-
-	"github.com/realtime-message/presence/socketio"
 )
 
 func main() {
@@ -48,7 +46,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "presence-server: -sign-token needs PRESENCE_AUTH_SECRET")
 			return 2
 		}
-		tok, err := socketio.SignToken([]byte(s.AuthSecret), s.SignToken, s.TokenTTL)
+		tok, err := s.authenticator().Sign(s.SignToken, s.TokenTTL)
 		if err != nil {
 			fmt.Fprintln(stderr, "presence-server:", err)
 			return 2

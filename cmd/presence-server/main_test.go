@@ -18,6 +18,7 @@ import (
 
 	"github.com/realtime-message/presence/internal/redistest"
 	"github.com/realtime-message/presence/internal/siotest"
+	"github.com/realtime-message/presence/socketio"
 )
 
 // childEnv, when "1", makes the test binary run the server's main instead
@@ -311,17 +312,23 @@ func TestSettings(t *testing.T) {
 }
 
 // TestAuthSecret: with PRESENCE_AUTH_SECRET a socket needs a token (as
-// -sign-token prints it), and may join only as its token's user.
+// -sign-token prints it), and may join only as its token's user; with
+// PRESENCE_AUTH_AUDIENCE a token for another audience is refused.
 func TestAuthSecret(t *testing.T) {
 	const secret = "s3cret-for-tests-only"
 	var out, errb strings.Builder
 	t.Setenv("PRESENCE_AUTH_SECRET", secret)
+	t.Setenv("PRESENCE_AUTH_AUDIENCE", "presence")
 	if code := run([]string{"-sign-token", "alice", "-token-ttl", "1h"}, &out, &errb); code != 0 {
 		t.Fatalf("-sign-token: %d %s", code, errb.String())
 	}
 	token := strings.TrimSpace(out.String())
 
-	p := startServer(t, "PRESENCE_AUTH_SECRET="+secret)
+	p := startServer(t, "PRESENCE_AUTH_SECRET="+secret, "PRESENCE_AUTH_AUDIENCE=presence")
+	noAud, _ := socketio.SignToken([]byte(secret), "alice", time.Hour)
+	if _, err := siotest.Dial(context.Background(), p.url, siotest.Options{Auth: map[string]any{"token": noAud}}); err == nil {
+		t.Fatal("dial with a token without aud succeeded")
+	}
 	if _, err := siotest.Dial(context.Background(), p.url, siotest.Options{}); err == nil || !strings.Contains(err.Error(), "unauthorized") {
 		t.Fatalf("dial without a token: %v, want connect_error unauthorized", err)
 	}

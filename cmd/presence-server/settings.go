@@ -30,6 +30,10 @@ type Settings struct {
 	// (PRESENCE_AUTH_SECRET): each socket must present an HS256 token whose
 	// sub is its user. Empty: presence:join's userId is trusted.
 	AuthSecret string
+	// AuthAudience and AuthIssuer, when set, must match the token's "aud"
+	// and "iss" claims (PRESENCE_AUTH_AUDIENCE, PRESENCE_AUTH_ISSUER), so a
+	// token another service minted with the same secret is refused.
+	AuthAudience, AuthIssuer string
 	// MaxMessageBytes bounds one Socket.IO message
 	// (PRESENCE_MAX_MESSAGE_BYTES, default 1 MB).
 	MaxMessageBytes int64
@@ -67,6 +71,16 @@ type Settings struct {
 	TokenTTL  time.Duration
 }
 
+// authenticator is the token check the settings ask for, nil without a
+// secret; -sign-token signs with the same one, so its tokens pass.
+func (s Settings) authenticator() *socketio.HMACAuthenticator {
+	if s.AuthSecret == "" {
+		return nil
+	}
+	return &socketio.HMACAuthenticator{Secret: []byte(s.AuthSecret), Leeway: 30 * time.Second,
+		Audience: s.AuthAudience, Issuer: s.AuthIssuer}
+}
+
 // loadSettings reads the environment, then args.
 func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	getenv := os.Getenv
@@ -87,6 +101,8 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 		port = "3000"
 	}
 	s.AuthSecret = getenv("PRESENCE_AUTH_SECRET")
+	s.AuthAudience = getenv("PRESENCE_AUTH_AUDIENCE")
+	s.AuthIssuer = getenv("PRESENCE_AUTH_ISSUER")
 	s.CORSOrigin = getenv("PRESENCE_CORS_ORIGIN")
 	if v := getenv("LOG_FORMAT"); v != "" {
 		s.LogFormat = v
@@ -168,7 +184,9 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	fs.IntVar(&s.DisconnectAfterRefused, "disconnect-after-refused", s.DisconnectAfterRefused, "disconnect a socket with more events refused (rate limit, full queue) in one second, negative: never (PRESENCE_DISCONNECT_AFTER_REFUSED; default 1000)")
 	fs.StringVar(&s.LogFormat, "log-format", s.LogFormat, "text or json (LOG_FORMAT)")
 	fs.TextVar(&s.LogLevel, "log-level", s.LogLevel, "debug, info, warn or error (LOG_LEVEL)")
-	fs.StringVar(&s.SignToken, "sign-token", "", "print an HS256 token for this user, signed with PRESENCE_AUTH_SECRET, and exit")
+	fs.StringVar(&s.AuthAudience, "auth-audience", s.AuthAudience, "with PRESENCE_AUTH_SECRET: a token's aud claim must include this (PRESENCE_AUTH_AUDIENCE)")
+	fs.StringVar(&s.AuthIssuer, "auth-issuer", s.AuthIssuer, "with PRESENCE_AUTH_SECRET: a token's iss claim must equal this (PRESENCE_AUTH_ISSUER)")
+	fs.StringVar(&s.SignToken, "sign-token", "", "print an HS256 token for this user, signed with PRESENCE_AUTH_SECRET (with -auth-audience and -auth-issuer as aud and iss), and exit")
 	fs.DurationVar(&s.TokenTTL, "token-ttl", s.TokenTTL, "lifetime of the token -sign-token prints (0: no expiry)")
 	if err := fs.Parse(args); err != nil {
 		return s, err
