@@ -73,15 +73,22 @@ func provideService(ctx context.Context, t *RedisTarget, m *Metrics, log *slog.L
 	cfg := t.Config
 	cfg.Hooks = m.presenceHooks()
 	cfg.Logger = log
-	svc, err := presence.Open(ctx, cfg)
+	// The client is built here rather than by presence.Open so that the
+	// metrics see every call's error.
+	client, err := presence.NewClient(ctx, cfg)
 	if err != nil {
+		return nil, nil, fmt.Errorf("presence: open: %w", err)
+	}
+	svc, err := presence.New(m.observeRedis(client), cfg)
+	if err != nil {
+		client.Close()
 		return nil, nil, err
 	}
-	m.attachService(svc)
+	m.attachService(svc, backendName(cfg))
 	c := svc.Config()
 	log.Info("presence service ready", "heartbeat", c.Heartbeat, "metadata", c.Metadata, "ttl", c.TTL,
 		"reaperInterval", c.ReaperInterval, "reaperLookback", c.ReaperLookback, "keyPrefix", c.KeyPrefix)
-	return svc, func() { svc.Close() }, nil
+	return svc, func() { svc.Close(); client.Close() }, nil
 }
 
 // provideSocketServer builds the Socket.IO server.

@@ -235,9 +235,14 @@ func TestDefaultServer(t *testing.T) {
 		`presence_connected_sockets 1`,
 		`presence_heartbeat_batch_buffer 0`,
 		`presence_heartbeat_batch_size_count 0`,
-		`presence_metadata_attempts_total 1`,
-		`presence_metadata_conflicts_total 0`,
-		`presence_metadata_retries_total 0`,
+		`presence_metadata_attempts_total{strategy="lua"} 1`,
+		`presence_metadata_conflicts_total{strategy="lua"} 0`,
+		`presence_metadata_retries_total{strategy="lua"} 0`,
+		`presence_socketio_event_duration_seconds_count{event="presence:join",result="ok"} 1`,
+		`presence_redis_errors_total{kind="timeout"} 0`,
+		`presence_redis_errors_total{kind="connection"} 0`,
+		`presence_redis_errors_total{kind="server"} 0`,
+		`presence_redis_pubsub_reconnects_total 0`,
 		`presence_script_reloads_total`,
 		`presence_reaped_connections_total 0`,
 		`presence_socketio_events_total{event="presence:join",result="ok"} 1`,
@@ -248,6 +253,10 @@ func TestDefaultServer(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
+	}
+
+	if bi := regexp.MustCompile(`presence_build_info\{backend="rueidis",goversion="go[0-9.]+[^"]*",heartbeat="lua",locks="advisory",metadata="lua",version="[^"]+"\} 1`); !bi.MatchString(body) {
+		t.Errorf("/metrics lacks presence_build_info with backend, strategies and versions:\n%s", grepLines(body, "presence_build_info"))
 	}
 
 	if code := p.stop(syscall.SIGTERM); code != 0 {
@@ -433,4 +442,40 @@ func TestCrashedNodeReaped(t *testing.T) {
 			}
 		})
 	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestLogDurations: durations read the same in both log formats, "15s",
+// not JSON's default of integer nanoseconds.
+func TestLogDurations(t *testing.T) {
+	for _, format := range []string{"json", "text"} {
+		var b strings.Builder
+		newLogger(Settings{LogFormat: format}, &b).Info("x", "took", 15*time.Second, "wait", 1500*time.Microsecond)
+		want := map[string][]string{"json": {`"took":"15s"`, `"wait":"1.5ms"`}, "text": {`took=15s`, `wait=1.5ms`}}[format]
+		for _, w := range want {
+			if !strings.Contains(b.String(), w) {
+				t.Errorf("%s log %q lacks %s", format, b.String(), w)
+			}
+		}
+	}
+	// The server's own line with durations, in JSON.
+	p := startServer(t, "LOG_FORMAT=json", "PRESENCE_TTL_MS=15000")
+	for _, l := range p.logLines() {
+		if strings.Contains(l, "presence service ready") {
+			if !strings.Contains(l, `"ttl":"15s"`) {
+				t.Fatalf("service line %s: want \"ttl\":\"15s\"", l)
+			}
+			return
+		}
+	}
+	t.Fatalf("no service line in %v", p.logLines())
 }

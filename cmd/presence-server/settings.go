@@ -269,7 +269,15 @@ func redactURL(raw string) string {
 }
 
 func newLogger(s Settings, w io.Writer) *slog.Logger {
-	o := &slog.HandlerOptions{Level: s.LogLevel}
+	// slog's JSON handler writes a time.Duration as integer nanoseconds,
+	// which readers take for milliseconds or seconds; "1.5s" reads the
+	// same in both formats.
+	o := &slog.HandlerOptions{Level: s.LogLevel, ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+		if a.Value.Kind() == slog.KindDuration {
+			a.Value = slog.StringValue(a.Value.Duration().String())
+		}
+		return a
+	}}
 	if s.LogFormat == "json" {
 		return slog.New(slog.NewJSONHandler(w, o))
 	}

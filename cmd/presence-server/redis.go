@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/realtime-message/presence/backend"
+)
+
+// Kinds of Redis call errors, the label of presence_redis_errors_total.
+const (
+	errTimeout    = "timeout"    // the call's deadline passed
+	errConnection = "connection" // dial, reset, EOF, closed client
+	errServer     = "server"     // Redis answered with an error reply
+	errOther      = "other"
+)
+
+// observedClient counts a backend.Client's failed calls by kind and keeps
+// its subscriptions, whose reconnects the metrics read. The service cannot
+// tell these apart itself: to it, each is a failed event.
+type observedClient struct {
+	backend.Client
+	failed func(kind string)
+
+	mu   sync.Mutex
+	subs map[backend.Subscription]struct{}
+	// resubsClosed keeps the reconnects of closed subscriptions, so the
+	// counter never goes down.
+	resubsClosed uint64
+}
+
+// The health check addresses each master through this interface, so the
+// wrapper must not hide it.
+type masterRunner interface {
+	Cluster() bool
+	EachMaster(ctx context.Context, cmds []backend.Cmd, fn func(addr string, replies []backend.Reply, err error)) error
+}
+
+// resubscriber is implemented by the subscriptions of the module's
+// adapters.
+type resubscriber interface{ Resubscribed() uint64 }
+
+func observeClient(c backend.Client, failed func(kind string)) backend.Client {
+	o := &observedClient{Client: c, failed: failed, subs: map[backend.Subscription]struct{}{}}
+	if mr, ok := c.(masterRunner); ok {
+		return &observedMasters{o, mr}
+	}
+	return o
+}
+
+type observedMasters struct {
+	*observedClient
+	mr masterRunner
+}
+
+func (o *observedMasters) Cluster() bool { return o.mr.Cluster() }
+
+func (o *observedMasters) EachMaster(ctx context.Context, cmds []backend.Cmd, fn func(string, []backend.Reply, error)) error {
+	return o.mr.EachMaster(ctx, cmds, fn)
+}
+
+// errorKind classifies a failed call; "" for a caller that gave up, which
+// says nothing about Redis.
+func errorKind(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.Canceled):
+		return ""
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return errTimeout
+	case errors.As(err, &ne), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
+		errors.Is(err, net.ErrClosed), errors.Is(err, backend.ErrClosed):
+		return errConnection
+	}
+	return errOther
+}
+
+func (o *observedClient) callFailed(err error) {
+	if err == nil || errors.Is(err, backend.ErrTxAborted) {
+		return
+	}
+	if k := errorKind(err); k != "" {
+		o.failed(k)
+	}
+}
+
+// repliesFailed counts error replies. NOSCRIPT is not one: the service
+// resends the script, and presence_script_reloads_total counts that.
+func (o *observedClient) repliesFailed(rs []backend.Reply) {
+	for _, r := range rs {
+		if r.Err != nil && !strings.HasPrefix(r.Err.Error(), "NOSCRIPT") {
+			o.failed(errServer)
+		}
+	}
+}
+
+func (o *observedClient) Do(ctx context.Context, cmds ...backend.Cmd) ([]backend.Reply, error) {
+	rs, err := o.Client.Do(ctx, cmds...)
+	o.callFailed(err)
+	o.repliesFailed(rs)
+	return rs, err
+}
+
+// DoFlat keeps the adapter's allocation-free path for single commands.
+func (o *observedClient) DoFlat(ctx context.Context, cmd backend.Cmd) (backend.FlatReply, error) {
+	r, err := backend.DoFlat(ctx, o.Client, cmd)
+	o.callFailed(err)
+	if err == nil {
+		o.repliesFailed([]backend.Reply{r.Reply})
+	}
+	return r, err
+}
+
+func (o *observedClient) Watch(ctx context.Context, keys []string, fn backend.TxFunc) ([]backend.Reply, error) {
+	rs, err := o.Client.Watch(ctx, keys, fn)
+	o.callFailed(err)
+	o.repliesFailed(rs)
+	return rs, err
+}
+
+func (o *observedClient) Publish(ctx context.Context, channel, payload string) error {
+	err := o.Client.Publish(ctx, channel, payload)
+	o.callFailed(err)
+	return err
+}
+
+func (o *observedClient) PSubscribe(ctx context.Context, pattern string, h backend.Handler) (backend.Subscription, error) {
+	s, err := o.Client.PSubscribe(ctx, pattern, h)
+	o.callFailed(err)
+	if err != nil {
+		return nil, err
+	}
+	o.mu.Lock()
+	o.subs[s] = struct{}{}
+	o.mu.Unlock()
+	return &observedSub{Subscription: s, o: o}, nil
+}
+
+// resubscribes sums the reconnects of every subscription made through o.
+func (o *observedClient) resubscribes() uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n := o.resubsClosed
+	for s := range o.subs {
+		if r, ok := s.(resubscriber); ok {
+			n += r.Resubscribed()
+		}
+	}
+	return n
+}
+
+// observedSub forwards what the service's health check asks of a
+// subscription.
+type observedSub struct {
+	backend.Subscription
+	o *observedClient
+}
+
+func (s *observedSub) Close() error {
+	err := s.Subscription.Close()
+	s.o.mu.Lock()
+	if _, ok := s.o.subs[s.Subscription]; ok {
+		delete(s.o.subs, s.Subscription)
+		if r, ok := s.Subscription.(resubscriber); ok {
+			s.o.resubsClosed += r.Resubscribed()
+		}
+	}
+	s.o.mu.Unlock()
+	return err
+}
+
+func (s *observedSub) Pattern() string {
+	if p, ok := s.Subscription.(interface{ Pattern() string }); ok {
+		return p.Pattern()
+	}
+	return ""
+}
+
+func (s *observedSub) Alive() error {
+	if a, ok := s.Subscription.(interface{ Alive() error }); ok {
+		return a.Alive()
+	}
+	return nil
+}
+
+func (s *observedSub) Resubscribed() uint64 {
+	if r, ok := s.Subscription.(resubscriber); ok {
+		return r.Resubscribed()
+	}
+	return 0
+}
