@@ -42,7 +42,7 @@ func init() {
 		return splitRTT{env}, nil
 	})
 	strategy.Heartbeats.Register(brokenLowerEpoch, nil, func(env strategy.Env, _ *strategy.Params) (strategy.Heartbeat, error) {
-		return lowerEpoch{env}, nil
+		return watchFence{env, func(int64, int64) bool { return false }}, nil
 	})
 	strategy.Metadatas.Register(brokenAppCAS, nil, func(env strategy.Env, _ *strategy.Params) (strategy.Metadata, error) {
 		return appCAS{env}, nil
@@ -162,11 +162,16 @@ func (s splitRTT) Heartbeat(ctx context.Context, req strategy.HeartbeatRequest) 
 	return res, err
 }
 
-type lowerEpoch struct{ env strategy.Env }
+// watchFence is an atomic heartbeat (WATCH/MULTI/EXEC) whose fence
+// refuses a request's epoch when fence(request, stored) is true.
+type watchFence struct {
+	env   strategy.Env
+	fence func(req, stored int64) bool
+}
 
-func (l lowerEpoch) Close() error { return nil }
+func (l watchFence) Close() error { return nil }
 
-func (l lowerEpoch) Heartbeat(ctx context.Context, req strategy.HeartbeatRequest) (strategy.HeartbeatResult, error) {
+func (l watchFence) Heartbeat(ctx context.Context, req strategy.HeartbeatRequest) (strategy.HeartbeatResult, error) {
 	key := l.env.Keys.Conn(req.Room, req.Conn)
 	for {
 		var res strategy.HeartbeatResult
@@ -180,7 +185,7 @@ func (l lowerEpoch) Heartbeat(ctx context.Context, req strategy.HeartbeatRequest
 				return nil, err
 			}
 			var cmds []backend.Cmd
-			res, cmds, err = hbWrites(l.env, req, h, func(int64, int64) bool { return false })
+			res, cmds, err = hbWrites(l.env, req, h, l.fence)
 			return cmds, err
 		})
 		if err == backend.ErrTxAborted {

@@ -41,6 +41,8 @@ func checkCAS(tb rapid.TB, h *harness) {
 	m.sequence()
 	m.locks()
 	m.enforcedLocks()
+	m.oneAttempt()
+	m.lockChangedBeforeExec()
 	m.events()
 	m.concurrentIncrements()
 	tb.Logf("cas: %d operations in %v", m.ops, time.Since(start).Round(time.Millisecond))

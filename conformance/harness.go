@@ -106,15 +106,23 @@ func (h *harness) service(c backend.Client, prefix string, now func() time.Time)
 
 // serviceLocks is service with Config.Locks set to locks.
 func (h *harness) serviceLocks(c backend.Client, prefix string, now func() time.Time, locks string) (*presence.Service, error) {
-	return presence.New(c, presence.Config{
+	return h.serviceWith(c, prefix, now, func(cfg *presence.Config) { cfg.Locks = locks })
+}
+
+// serviceWith is service with edit applied to its Config.
+func (h *harness) serviceWith(c backend.Client, prefix string, now func() time.Time, edit func(*presence.Config)) (*presence.Service, error) {
+	cfg := presence.Config{
 		Heartbeat:      h.hbSpec,
 		Metadata:       h.mdSpec,
-		Locks:          locks,
 		KeyPrefix:      prefix,
 		ReaperInterval: -1,
 		Now:            now,
 		Logger:         discard,
-	})
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	return presence.New(c, cfg)
 }
 
 // fresh builds a Service on c under a new key prefix with a fake clock;
@@ -136,6 +144,30 @@ func (h *harness) freshLocks(tb rapid.TB, c backend.Client, locks string) (svc *
 		svc.Close()
 		cleanup(c, prefix)
 	}
+}
+
+// freshNodes builds n Services on c under a new key prefix, each on its
+// own skewed view of one fake clock (no skew until the caller sets one); done closes them and
+// deletes every key they wrote.
+func (h *harness) freshNodes(tb rapid.TB, c backend.Client, n int) (svcs []*presence.Service, nodes []*skewed, clock *fakeClock, done func()) {
+	prefix := h.prefix()
+	clock = newFakeClock(time.Now())
+	done = func() {
+		for _, s := range svcs {
+			s.Close()
+		}
+		cleanup(c, prefix)
+	}
+	for range n {
+		node := &skewed{base: clock}
+		svc, err := h.service(c, prefix, node.Now)
+		if err != nil {
+			done()
+			tb.Fatalf("presence.New: %v", err)
+		}
+		svcs, nodes = append(svcs, svc), append(nodes, node)
+	}
+	return svcs, nodes, clock, done
 }
 
 // ctx returns a context with the per-call deadline.
@@ -197,6 +229,25 @@ func (c *fakeClock) Advance(d time.Duration) {
 }
 
 func (c *fakeClock) Ms() int64 { return c.Now().UnixMilli() }
+
+// SetMs moves the clock to ms, e.g. near the epoch, so that epochs of a
+// few digits are as valid as those of today's thirteen.
+func (c *fakeClock) SetMs(ms int64) {
+	c.mu.Lock()
+	c.now = time.UnixMilli(ms)
+	c.mu.Unlock()
+}
+
+// skewed is a node's view of a shared fakeClock: the nodes of a
+// deployment never agree exactly on the time, and only the lookback
+// margin keeps the reaper and the gone index correct across them.
+type skewed struct {
+	base *fakeClock
+	skew time.Duration
+}
+
+func (s *skewed) Now() time.Time { return s.base.Now().Add(s.skew) }
+func (s *skewed) Ms() int64      { return s.Now().UnixMilli() }
 
 // outcome classifies the result of a call.
 type outcome uint8

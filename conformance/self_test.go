@@ -134,18 +134,34 @@ func TestBrokenStrategiesAreCaught(t *testing.T) {
 		kind, spec string
 		// mustCatch: properties that report it in every run.
 		mustCatch []string
+		// store, if set, names a broken store (brokenStores) the spec
+		// runs on.
+		store string
 	}{
-		{"heartbeat", brokenSplitRTT, []string{PropFencing, PropLinearizable}},
-		{"heartbeat", brokenLowerEpoch, []string{PropFencing, PropSequential, PropLinearizable}},
-		{"metadata", brokenAppCAS, []string{PropCAS, PropLinearizable}},
-		{"metadata", brokenLocksIgnored, []string{PropCAS, PropSequential, PropLinearizable}},
-		{"metadata", brokenLocksSplit, []string{PropLinearizable}},
+		{"heartbeat", brokenSplitRTT, []string{PropFencing, PropLinearizable}, ""},
+		{"heartbeat", brokenLowerEpoch, []string{PropFencing, PropSequential, PropLinearizable}, ""},
+		{"metadata", brokenAppCAS, []string{PropCAS, PropLinearizable}, ""},
+		{"metadata", brokenLocksIgnored, []string{PropCAS, PropSequential, PropLinearizable}, ""},
+		{"metadata", brokenLocksSplit, []string{PropLinearizable}, ""},
+		{"heartbeat", brokenEpochString, []string{PropSequential}, ""},
+		{"heartbeat", "lua", []string{PropSequential}, brokenPruneBound},
+		{"heartbeat", "lua", []string{PropSequential}, brokenJoinNoTTL},
+		{"metadata", brokenRetryConflict, []string{PropCAS}, ""},
+		{"metadata", brokenWatchNoLock, []string{PropCAS}, ""},
 	}
 	for _, c := range cases {
-		t.Run(c.spec, func(t *testing.T) {
+		name := c.spec
+		if c.store != "" {
+			name = c.store
+		}
+		t.Run(name, func(t *testing.T) {
 			props := heartbeatProps
 			if c.kind == "metadata" {
 				props = metadataProps
+			}
+			slow, fast := slow, fast
+			if c.store != "" {
+				slow, fast = wrapTarget(slow, brokenStores[c.store]), wrapTarget(fast, brokenStores[c.store])
 			}
 			var caught []string
 			for _, p := range props {
@@ -168,6 +184,13 @@ func TestBrokenStrategiesAreCaught(t *testing.T) {
 			}
 		})
 	}
+}
+
+// wrapTarget is target with every client wrapped by wrap.
+func wrapTarget(target Target, wrap func(backend.Client) backend.Client) Target {
+	newClient := target.NewClient
+	target.NewClient = func(t testing.TB) backend.Client { return wrap(newClient(t)) }
+	return target
 }
 
 func firstLine(s string) string {

@@ -29,14 +29,27 @@ func checkPresenceSequential(tb rapid.TB, h *harness) {
 	var cases, steps atomic.Int64
 	start := time.Now()
 	rapid.Check(tb, func(t *rapid.T) {
-		svc, clock, done := h.fresh(t, c)
+		svcs, nodes, clock, done := h.freshNodes(t, c, numNodes)
 		defer done()
-		m := &presenceMachine{h: h, c: c, svc: svc, clock: clock, keys: svc.Keys(),
+		svc := svcs[0]
+		// Near the epoch, epochs have from 1 to 7 digits, and today 13:
+		// compared as strings rather than numbers, 9 > 10.
+		clock.SetMs(rapid.OneOf(rapid.Just(clock.Ms()), rapid.SampledFrom(smallClocks), rapid.Int64Range(1, clock.Ms())).Draw(t, "clockMs"))
+		// Skews below half the lookback keep the gone index's real-time
+		// expiry (at least lookback - skew after a leave) longer than a
+		// case runs, while a prune bound short of the lookback shows.
+		half := svc.Config().ReaperLookback.Milliseconds() / 2
+		for i, n := range nodes[1:] {
+			ms := rapid.OneOf(rapid.Just(half), rapid.Int64Range(0, half)).Draw(t, fmt.Sprintf("skewMs%d", i+1))
+			n.skew = time.Duration(ms) * time.Millisecond
+		}
+		m := &presenceMachine{h: h, c: c, svc: svc, svcs: svcs, nodes: nodes, clock: clock, keys: svc.Keys(),
 			conns: map[roomConn]*mConn{}, seen: map[roomConn]int64{}}
 		t.Repeat(map[string]func(*rapid.T){
 			"join":      m.join,
 			"heartbeat": m.heartbeat,
 			"leave":     m.leave,
+			"reconnect": m.reconnect,
 			"expire":    m.expire,
 			"reap":      m.reap,
 			"advance":   m.advance,
@@ -50,6 +63,14 @@ func checkPresenceSequential(tb rapid.TB, h *harness) {
 
 type roomConn struct{ room, conn string }
 
+// numNodes services share the store in the sequential property, each on
+// its own clock.
+const numNodes = 2
+
+// smallClocks are clock readings (ms) just below a power of ten, so a
+// join's epoch and the heartbeats that follow it straddle a digit count.
+var smallClocks = []int64{1, 9, 99, 999, 9_999, 99_999, 999_999, 9_999_999}
+
 // mConn is the model of one conn.
 type mConn struct {
 	inRoom   bool // in the room's conns set (until leave or reaping)
@@ -62,15 +83,19 @@ type mConn struct {
 }
 
 type presenceMachine struct {
-	h      *harness
-	c      backend.Client
-	svc    *presence.Service
-	clock  *fakeClock
-	keys   strategy.Keys
-	conns  map[roomConn]*mConn
-	seen   map[roomConn]int64 // highest epoch seen stored (invariant 1)
-	steps  int
-	checks int
+	h       *harness
+	c       backend.Client
+	svc     *presence.Service // checks read through it
+	svcs    []*presence.Service
+	nodes   []*skewed // svcs[i] runs on nodes[i]
+	clock   *fakeClock
+	keys    strategy.Keys
+	conns   map[roomConn]*mConn
+	seen    map[roomConn]int64 // highest epoch seen stored (invariant 1)
+	prev    roomConn           // the conn of the previous action, if hasPrev
+	hasPrev bool
+	steps   int
+	checks  int
 }
 
 func (m *presenceMachine) ctx(t *rapid.T) context.Context {
@@ -79,8 +104,22 @@ func (m *presenceMachine) ctx(t *rapid.T) context.Context {
 	return ctx
 }
 
+// node draws the service an action runs on, and its clock.
+func (m *presenceMachine) node(t *rapid.T) (*presence.Service, *skewed) {
+	i := rapid.IntRange(0, len(m.svcs)-1).Draw(t, "node")
+	return m.svcs[i], m.nodes[i]
+}
+
+// draw draws the conn of an action: often the previous action's, since
+// the bugs that take several steps (join on one node, leave on another,
+// rejoin) need them on one conn, which 6 conns drawn afresh each time
+// rarely give.
 func (m *presenceMachine) draw(t *rapid.T) (roomConn, *mConn) {
-	rc := roomConn{rapid.SampledFrom(roomIDs).Draw(t, "room"), rapid.SampledFrom(connIDs).Draw(t, "conn")}
+	rc := m.prev
+	if !m.hasPrev || !rapid.Bool().Draw(t, "sameConn") {
+		rc = roomConn{rapid.SampledFrom(roomIDs).Draw(t, "room"), rapid.SampledFrom(connIDs).Draw(t, "conn")}
+	}
+	m.prev, m.hasPrev = rc, true
 	return rc, m.conns[rc]
 }
 
@@ -106,15 +145,28 @@ func fieldsJSON(f [numKeys]string) string {
 
 func (m *presenceMachine) join(t *rapid.T) {
 	rc, mc := m.draw(t)
+	m.joinConn(t, rc, mc)
+}
+
+// reconnect is a socket that moves to another node (or the same one)
+// at once: leave on one node, join on the one it reconnects through.
+func (m *presenceMachine) reconnect(t *rapid.T) {
+	rc, mc := m.draw(t)
+	m.leaveConn(t, rc, mc)
+	m.joinConn(t, rc, mc)
+}
+
+func (m *presenceMachine) joinConn(t *rapid.T, rc roomConn, mc *mConn) {
 	user := rapid.SampledFrom(userIDs).Draw(t, "user")
 	state := drawFields(t, "state")
+	svc, clock := m.node(t)
 	m.steps++
-	now := m.clock.Ms()
+	now := clock.Ms()
 	want := now
 	if mc != nil && mc.last+1 > want {
 		want = mc.last + 1
 	}
-	j, err := m.svc.Join(m.ctx(t), rc.room, rc.conn, user, json.RawMessage(fieldsJSON(state)))
+	j, err := svc.Join(m.ctx(t), rc.room, rc.conn, user, json.RawMessage(fieldsJSON(state)))
 	if err != nil {
 		t.Fatalf("Join(%s/%s): %v", rc.room, rc.conn, err)
 	}
@@ -131,6 +183,24 @@ func (m *presenceMachine) join(t *rapid.T) {
 	*mc = mConn{inRoom: true, live: true, user: user, epoch: j.Epoch, last: j.Epoch, state: state, lastSeen: now}
 	m.seen[rc] = j.Epoch
 	m.compareSnapshot(t, rc.room, "Join's snapshot", j.Snapshot)
+	// A conn without a TTL outlives its socket's node forever: only the
+	// reaper, which skips conns whose hash exists, could remove it.
+	if r := m.raw(t, rc); r.pttl <= 0 || r.pttl > svc.Config().TTL.Milliseconds() {
+		t.Fatalf("Join(%s/%s) left the conn hash with PTTL %d ms, want in (0, TTL %v]", rc.room, rc.conn, r.pttl, svc.Config().TTL)
+	}
+}
+
+// drawEpoch draws an epoch in [0, limit] of any digit count, at the
+// edges of a count (99, 100) as well as within.
+func drawEpoch(t *rapid.T, limit int64) int64 {
+	digits := len(strconv.FormatInt(limit, 10))
+	d := rapid.IntRange(1, digits).Draw(t, "epochDigits")
+	lo, hi := int64(0), int64(9)
+	for range d - 1 {
+		lo, hi = hi+1, hi*10+9
+	}
+	hi = min(hi, limit)
+	return rapid.OneOf(rapid.Just(lo), rapid.Just(hi), rapid.Int64Range(lo, hi)).Draw(t, "epochAny")
 }
 
 func lastOf(mc *mConn) int64 {
@@ -142,11 +212,13 @@ func lastOf(mc *mConn) int64 {
 
 func (m *presenceMachine) heartbeat(t *rapid.T) {
 	rc, mc := m.draw(t)
-	kind := rapid.SampledFrom([]string{"none", "stale", "equal", "higher", "zero"}).Draw(t, "epoch")
+	kind := rapid.SampledFrom([]string{"none", "stale", "equal", "higher", "zero", "any", "ahead"}).Draw(t, "epoch")
 	patch := drawFields(t, "patch")
+	svc, clock := m.node(t)
 	m.clock.Advance(time.Millisecond) // a stray write of last_seen shows
 	m.steps++
-	ref := m.clock.Ms()
+	limit := clock.Ms() + presence.EpochLead.Milliseconds()
+	ref := clock.Ms()
 	if mc != nil {
 		ref = mc.epoch
 		if !mc.live {
@@ -163,16 +235,21 @@ func (m *presenceMachine) heartbeat(t *rapid.T) {
 		p.Epoch = ptr(ref + 1 + rapid.Int64Range(0, 3).Draw(t, "above"))
 	case "zero":
 		p.Epoch = ptr(0)
+	case "any":
+		p.Epoch = ptr(drawEpoch(t, limit))
+	case "ahead":
+		p.Epoch = ptr(limit + 1 + rapid.Int64Range(0, 3).Draw(t, "beyond"))
 	}
+	invalid := p.Epoch != nil && (*p.Epoch > limit || *p.Epoch < 0)
 	if js := fieldsJSON(patch); js != "{}" || rapid.Bool().Draw(t, "emptyPatch") {
 		p.PatchState = json.RawMessage(js)
 	}
-	fails := mc == nil || !mc.live || p.Epoch != nil && *p.Epoch < mc.epoch
+	fails := invalid || mc == nil || !mc.live || p.Epoch != nil && *p.Epoch < mc.epoch
 	var before rawConn
 	if fails {
 		before = m.raw(t, rc)
 	}
-	r, err := m.svc.Heartbeat(m.ctx(t), rc.room, rc.conn, p)
+	r, err := svc.Heartbeat(m.ctx(t), rc.room, rc.conn, p)
 	what := fmt.Sprintf("Heartbeat(%s/%s, epoch %s, patch %s)", rc.room, rc.conn, showEpoch(p.Epoch), p.PatchState)
 	if fails {
 		if after := m.raw(t, rc); !before.equal(after) || after.pttl > before.pttl {
@@ -180,6 +257,10 @@ func (m *presenceMachine) heartbeat(t *rapid.T) {
 		}
 	}
 	switch {
+	case invalid:
+		if !errors.Is(err, presence.ErrInvalidArgument) {
+			t.Fatalf("%s, negative or more than EpochLead ahead of the clock %d, = %+v, %v; want ErrInvalidArgument", what, clock.Ms(), r, err)
+		}
 	case mc == nil || !mc.live:
 		if !errors.Is(err, presence.ErrConnNotFound) {
 			t.Fatalf("%s of a conn that is not live = %+v, %v; want ErrConnNotFound", what, r, err)
@@ -203,7 +284,7 @@ func (m *presenceMachine) heartbeat(t *rapid.T) {
 				mc.state[i] = v
 			}
 		}
-		mc.lastSeen = m.clock.Ms()
+		mc.lastSeen = clock.Ms()
 		if r.Epoch != mc.epoch || r.Changed != changed {
 			t.Fatalf("%s = {Epoch: %d, Changed: %v}, want {Epoch: %d, Changed: %v}", what, r.Epoch, r.Changed, mc.epoch, changed)
 		}
@@ -220,8 +301,13 @@ func (m *presenceMachine) raw(t *rapid.T, rc roomConn) rawConn {
 
 func (m *presenceMachine) leave(t *rapid.T) {
 	rc, mc := m.draw(t)
+	m.leaveConn(t, rc, mc)
+}
+
+func (m *presenceMachine) leaveConn(t *rapid.T, rc roomConn, mc *mConn) {
+	svc, _ := m.node(t)
 	m.steps++
-	if err := m.svc.Leave(m.ctx(t), rc.room, rc.conn); err != nil {
+	if err := svc.Leave(m.ctx(t), rc.room, rc.conn); err != nil {
 		t.Fatalf("Leave(%s/%s): %v", rc.room, rc.conn, err)
 	}
 	if mc != nil {
@@ -244,8 +330,9 @@ func (m *presenceMachine) expire(t *rapid.T) {
 func (m *presenceMachine) reap(t *rapid.T) {
 	lookback := m.svc.Config().ReaperLookback
 	m.clock.Advance(time.Duration(rapid.Int64Range(0, 2*lookback.Milliseconds()).Draw(t, "advanceMs")) * time.Millisecond)
+	svc, clock := m.node(t)
 	m.steps++
-	cutoff := m.clock.Ms() - lookback.Milliseconds()
+	cutoff := clock.Ms() - lookback.Milliseconds()
 	want := 0
 	for _, mc := range m.conns {
 		if mc.inRoom && !mc.live && mc.lastSeen <= cutoff {
@@ -253,7 +340,7 @@ func (m *presenceMachine) reap(t *rapid.T) {
 			mc.inRoom = false
 		}
 	}
-	n, err := m.svc.Reap(m.ctx(t))
+	n, err := svc.Reap(m.ctx(t))
 	if err != nil {
 		t.Fatalf("Reap: %v", err)
 	}
