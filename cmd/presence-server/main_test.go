@@ -318,6 +318,47 @@ func TestSettings(t *testing.T) {
 	if _, err := loadSettings(nil, io.Discard); err == nil {
 		t.Fatal("PRESENCE_TTL_MS=soon accepted")
 	}
+
+	// One rule for durations: a unit, or an integer of milliseconds, in a
+	// variable or a flag alike.
+	t.Setenv("PRESENCE_TTL_MS", "30s")
+	t.Setenv("PRESENCE_REAPER_INTERVAL_MS", "250ms")
+	s, err = loadSettings([]string{"-call-timeout", "1500", "-token-ttl", "2h", "-event-budget", "-1"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Presence.TTL != 30*time.Second || s.Presence.ReaperInterval != 250*time.Millisecond ||
+		s.CallTimeout != 1500*time.Millisecond || s.TokenTTL != 2*time.Hour || s.EventBudget != -time.Millisecond {
+		t.Fatalf("durations: %+v", s)
+	}
+
+	// Settings that used to be environment-only have flags.
+	s, err = loadSettings([]string{"-heartbeat-rate", "5", "-heartbeat-burst", "7", "-metadata-rate", "-1",
+		"-presence-burst", "3", "-cors-origin", "https://a.example"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.HeartbeatRate != (socketio.Rate{PerSecond: 5, Burst: 7}) || s.MetadataRate.PerSecond != -1 ||
+		s.PresenceRate.Burst != 3 || s.CORSOrigin != "https://a.example" {
+		t.Fatalf("rate and CORS flags: %+v", s)
+	}
+
+	// One rule for REDIS_URL, from the environment or -redis-url: one
+	// server's URL, or host:port seeds.
+	for _, bad := range []string{"redis://h1:1,h2:2", "h1:1,h2"} {
+		t.Setenv("REDIS_URL", bad)
+		if _, err := loadSettings(nil, io.Discard); err == nil {
+			t.Errorf("REDIS_URL=%s accepted", bad)
+		}
+		t.Setenv("REDIS_URL", "")
+		if _, err := loadSettings([]string{"-redis-url", bad}, io.Discard); err == nil {
+			t.Errorf("-redis-url %s accepted", bad)
+		}
+	}
+	t.Setenv("REDIS_URL", "rediss://:pw@h:6380/1")
+	if s, err := loadSettings(nil, io.Discard); err != nil || s.Presence.RedisURL != "rediss://:pw@h:6380/1" || s.Presence.Addrs != nil {
+		t.Fatalf("rediss URL: %+v %v", s.Presence, err)
+	}
 }
 
 // TestAuthSecret: with PRESENCE_AUTH_SECRET a socket needs a token (as

@@ -90,12 +90,8 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 		LogFormat:       "text",
 		TokenTTL:        24 * time.Hour,
 	}
-	cfg, err := presence.ConfigFromEnv()
-	if err != nil {
-		return s, err
-	}
-	s.Presence = cfg
-
+	// The environment is read here rather than by presence.ConfigFromEnv so
+	// that its durations and REDIS_URL follow the same rules as the flags.
 	host, port := getenv("HOST"), getenv("PORT")
 	if port == "" {
 		port = "3000"
@@ -115,6 +111,17 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 			}
 		}
 	}
+	env("REDIS_URL", func(v string) (err error) {
+		s.Presence.RedisURL, s.Presence.Addrs, err = splitRedisURL(v)
+		return err
+	})
+	env("PRESENCE_BACKEND", func(v string) error { s.Presence.Backend = v; return nil })
+	env("PRESENCE_HEARTBEAT", func(v string) error { s.Presence.Heartbeat = v; return nil })
+	env("PRESENCE_METADATA", func(v string) error { s.Presence.Metadata = v; return nil })
+	env("PRESENCE_LOCKS", func(v string) error { s.Presence.Locks = v; return nil })
+	env("PRESENCE_TTL_MS", msInto(&s.Presence.TTL))
+	env("PRESENCE_REAPER_INTERVAL_MS", msInto(&s.Presence.ReaperInterval))
+	env("PRESENCE_REAPER_LOOKBACK_MS", msInto(&s.Presence.ReaperLookback))
 	env("LOG_LEVEL", func(v string) error { return s.LogLevel.UnmarshalText([]byte(v)) })
 	env("PRESENCE_MAX_MESSAGE_BYTES", intInto(&s.MaxMessageBytes))
 	env("PRESENCE_CALL_TIMEOUT_MS", msInto(&s.CallTimeout))
@@ -126,20 +133,17 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	env("PRESENCE_MAX_STATE_BYTES", atoiInto(&s.Presence.MaxStateBytes))
 	env("PRESENCE_MAX_METADATA_VALUE_BYTES", atoiInto(&s.Presence.MaxMetadataValueBytes))
 	env("PRESENCE_MAX_METADATA_ITEMS", atoiInto(&s.Presence.MaxMetadataItems))
-	for _, r := range []struct {
-		name string
-		dst  *socketio.Rate
-	}{{"HEARTBEAT", &s.HeartbeatRate}, {"METADATA", &s.MetadataRate}, {"PRESENCE", &s.PresenceRate}} {
-		env("PRESENCE_"+r.name+"_RATE", func(v string) error {
-			f, err := strconv.ParseFloat(v, 64)
-			r.dst.PerSecond = f
-			return err
-		})
-		env("PRESENCE_"+r.name+"_BURST", func(v string) error {
-			n, err := strconv.Atoi(v)
-			r.dst.Burst = n
-			return err
-		})
+	rates := []struct {
+		name, what, def string
+		dst             *socketio.Rate
+	}{
+		{"heartbeat", "presence:heartbeat", "100/s, burst 200", &s.HeartbeatRate},
+		{"metadata", "metadata:*", "50/s, burst 100", &s.MetadataRate},
+		{"presence", "presence:join and presence:leave", "10/s, burst 20", &s.PresenceRate},
+	}
+	for _, r := range rates {
+		env("PRESENCE_"+strings.ToUpper(r.name)+"_RATE", floatInto(&r.dst.PerSecond))
+		env("PRESENCE_"+strings.ToUpper(r.name)+"_BURST", atoiInto(&r.dst.Burst))
 	}
 	if len(errs) > 0 {
 		return s, fmt.Errorf("environment: %s", strings.Join(errs, "; "))
@@ -151,43 +155,47 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 		fmt.Fprintf(stderr, "Usage: presence-server [flags]\n\n"+
 			"A Socket.IO v4 presence and channel-metadata server on Redis. Without\n"+
 			"REDIS_URL it runs an embedded in-process Redis (development only).\n"+
-			"Every flag has an environment variable (shown); flags win.\n\n")
+			"Every setting is a flag and an environment variable (shown); flags win.\n"+
+			"Durations take a unit (30s, 1500ms) or an integer of milliseconds (30000).\n\n")
 		fs.PrintDefaults()
 		fmt.Fprintf(stderr, "\nEnvironment only:\n"+
-			"  PRESENCE_AUTH_SECRET        require HS256 tokens signed with this secret (auth.token,\n"+
-			"                              ?token= or Authorization: Bearer); the token's sub is the user\n"+
-			"  PRESENCE_HEARTBEAT_RATE     per-socket presence:heartbeat limit, events/s (default 100; -1: none)\n"+
-			"  PRESENCE_HEARTBEAT_BURST    its burst (default 200)\n"+
-			"  PRESENCE_METADATA_RATE      per-socket metadata:* limit (default 50/s), _BURST (default 100)\n"+
-			"  PRESENCE_PRESENCE_RATE      per-socket join+leave limit (default 10/s), _BURST (default 20)\n"+
-			"  PRESENCE_CORS_ORIGIN        allow cross-origin long-polling from \"*\" or a comma-separated list\n")
+			"  PRESENCE_AUTH_SECRET   require HS256 tokens signed with this secret (auth.token, ?token=\n"+
+			"                         or Authorization: Bearer); the token's sub is the user. Not a flag\n"+
+			"                         on purpose: a command line is visible to every user through ps\n"+
+			"  GOGC, GOMEMLIMIT       the Go runtime's garbage-collector settings\n"+
+			"Flag only: -sign-token and -token-ttl, which print a token instead of serving.\n")
 	}
 	fs.StringVar(&host, "host", host, "listen host (HOST; default every interface)")
 	fs.StringVar(&port, "port", port, "listen port (PORT)")
-	redisURL := fs.String("redis-url", "", "redis:// URL or comma-separated cluster seeds (REDIS_URL; default: embedded Redis)")
+	redisURL := fs.String("redis-url", "", "one server's redis:// or rediss:// URL, or a cluster's seeds as comma-separated host:port (REDIS_URL; default: embedded Redis)")
 	fs.StringVar(&s.Presence.Backend, "backend", s.Presence.Backend, "Redis client: rueidis or goredis (PRESENCE_BACKEND; default rueidis)")
 	fs.StringVar(&s.Presence.Heartbeat, "heartbeat", s.Presence.Heartbeat, "heartbeat strategy spec: lua, pipeline, batch?window=50ms&max=100 (PRESENCE_HEARTBEAT; default lua)")
 	fs.StringVar(&s.Presence.Metadata, "metadata", s.Presence.Metadata, "metadata strategy spec: lua, watch?retries=5 (PRESENCE_METADATA; default lua)")
 	fs.StringVar(&s.Presence.Locks, "locks", s.Presence.Locks, "channel locks: advisory (bind only mutations naming them) or enforced (a held lock refuses every other mutation) (PRESENCE_LOCKS; default advisory)")
-	fs.DurationVar(&s.Presence.TTL, "ttl", s.Presence.TTL, "connection TTL without heartbeats (PRESENCE_TTL_MS; default 30s)")
-	fs.DurationVar(&s.Presence.ReaperInterval, "reaper-interval", s.Presence.ReaperInterval, "reaper period, negative disables (PRESENCE_REAPER_INTERVAL_MS; default 3s)")
-	fs.DurationVar(&s.Presence.ReaperLookback, "reaper-lookback", s.Presence.ReaperLookback, "reap conns silent this long (PRESENCE_REAPER_LOOKBACK_MS; default TTL: a dead node's conns leave within TTL + interval)")
+	fs.Var(durationFlag{&s.Presence.TTL}, "ttl", "connection TTL without heartbeats (PRESENCE_TTL_MS; default 30s)")
+	fs.Var(durationFlag{&s.Presence.ReaperInterval}, "reaper-interval", "reaper period, negative disables (PRESENCE_REAPER_INTERVAL_MS; default 3s)")
+	fs.Var(durationFlag{&s.Presence.ReaperLookback}, "reaper-lookback", "reap conns silent this long (PRESENCE_REAPER_LOOKBACK_MS; default TTL: a dead node's conns leave within TTL + interval)")
 	fs.StringVar(&s.Presence.KeyPrefix, "key-prefix", s.Presence.KeyPrefix, "Redis key prefix (PRESENCE_KEY_PREFIX; default prs)")
 	fs.Int64Var(&s.MaxMessageBytes, "max-message-bytes", s.MaxMessageBytes, "largest Socket.IO message; a larger one closes the connection (PRESENCE_MAX_MESSAGE_BYTES)")
 	fs.IntVar(&s.Presence.MaxStateBytes, "max-state-bytes", s.Presence.MaxStateBytes, "largest presence state or patch, encoded (PRESENCE_MAX_STATE_BYTES; default 64 KiB)")
 	fs.IntVar(&s.Presence.MaxMetadataValueBytes, "max-metadata-value-bytes", s.Presence.MaxMetadataValueBytes, "largest metadata value (PRESENCE_MAX_METADATA_VALUE_BYTES; default 1 MiB)")
 	fs.IntVar(&s.Presence.MaxMetadataItems, "max-metadata-items", s.Presence.MaxMetadataItems, "most items of one channel (PRESENCE_MAX_METADATA_ITEMS; default 256)")
-	fs.DurationVar(&s.ShutdownTimeout, "shutdown-timeout", s.ShutdownTimeout, "bound of the graceful shutdown (PRESENCE_SHUTDOWN_TIMEOUT_MS)")
-	fs.DurationVar(&s.CallTimeout, "call-timeout", s.CallTimeout, "bound of one event's Redis calls (PRESENCE_CALL_TIMEOUT_MS; default 5s)")
-	fs.DurationVar(&s.EventBudget, "event-budget", s.EventBudget, "an event that waited longer behind its socket's earlier events is answered OVERLOADED without running, negative disables (PRESENCE_EVENT_BUDGET_MS; default 1s)")
+	fs.Var(durationFlag{&s.ShutdownTimeout}, "shutdown-timeout", "bound of the graceful shutdown (PRESENCE_SHUTDOWN_TIMEOUT_MS)")
+	fs.Var(durationFlag{&s.CallTimeout}, "call-timeout", "bound of one event's Redis calls (PRESENCE_CALL_TIMEOUT_MS; default 5s)")
+	fs.Var(durationFlag{&s.EventBudget}, "event-budget", "an event that waited longer behind its socket's earlier events is answered OVERLOADED without running, negative disables (PRESENCE_EVENT_BUDGET_MS; default 1s)")
 	fs.IntVar(&s.MaxQueuedEvents, "max-queued-events", s.MaxQueuedEvents, "events one socket may have waiting; more are answered OVERLOADED (PRESENCE_MAX_QUEUED_EVENTS; default 256)")
 	fs.IntVar(&s.DisconnectAfterRefused, "disconnect-after-refused", s.DisconnectAfterRefused, "disconnect a socket with more events refused (rate limit, full queue) in one second, negative: never (PRESENCE_DISCONNECT_AFTER_REFUSED; default 1000)")
+	for _, r := range rates {
+		fs.Var(floatFlag{&r.dst.PerSecond}, r.name+"-rate", "per-socket "+r.what+" limit, events per second, -1: none (PRESENCE_"+strings.ToUpper(r.name)+"_RATE; default "+r.def+")")
+		fs.IntVar(&r.dst.Burst, r.name+"-burst", r.dst.Burst, "burst of -"+r.name+"-rate (PRESENCE_"+strings.ToUpper(r.name)+"_BURST)")
+	}
+	fs.StringVar(&s.CORSOrigin, "cors-origin", s.CORSOrigin, "answer cross-origin long-polling from \"*\" or these comma-separated origins (PRESENCE_CORS_ORIGIN; WebSocket clients need none)")
 	fs.StringVar(&s.LogFormat, "log-format", s.LogFormat, "text or json (LOG_FORMAT)")
 	fs.TextVar(&s.LogLevel, "log-level", s.LogLevel, "debug, info, warn or error (LOG_LEVEL)")
 	fs.StringVar(&s.AuthAudience, "auth-audience", s.AuthAudience, "with PRESENCE_AUTH_SECRET: a token's aud claim must include this (PRESENCE_AUTH_AUDIENCE)")
 	fs.StringVar(&s.AuthIssuer, "auth-issuer", s.AuthIssuer, "with PRESENCE_AUTH_SECRET: a token's iss claim must equal this (PRESENCE_AUTH_ISSUER)")
 	fs.StringVar(&s.SignToken, "sign-token", "", "print an HS256 token for this user, signed with PRESENCE_AUTH_SECRET (with -auth-audience and -auth-issuer as aud and iss), and exit")
-	fs.DurationVar(&s.TokenTTL, "token-ttl", s.TokenTTL, "lifetime of the token -sign-token prints (0: no expiry)")
+	fs.Var(durationFlag{&s.TokenTTL}, "token-ttl", "lifetime of the token -sign-token prints (0: no expiry)")
 	if err := fs.Parse(args); err != nil {
 		return s, err
 	}
@@ -195,7 +203,10 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 		return s, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if *redisURL != "" {
-		s.Presence.RedisURL, s.Presence.Addrs = splitRedisURL(*redisURL)
+		var err error
+		if s.Presence.RedisURL, s.Presence.Addrs, err = splitRedisURL(*redisURL); err != nil {
+			return s, fmt.Errorf("-redis-url: %w", err)
+		}
 	}
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 		return s, fmt.Errorf("port %q: not a port number", port)
@@ -207,24 +218,66 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	return s, nil
 }
 
-// splitRedisURL takes REDIS_URL: a redis:// URL, or host:port seeds
-// separated by commas.
-func splitRedisURL(v string) (string, []string) {
+// splitRedisURL takes REDIS_URL or -redis-url: one server's URL
+// (redis://, rediss://), or host:port seeds separated by commas. A URL
+// listing several hosts is refused rather than guessed at: its password,
+// database or TLS could not apply to every seed the same way.
+func splitRedisURL(v string) (string, []string, error) {
 	v = strings.TrimSpace(v)
 	if v == "" {
-		return "", nil
+		return "", nil, nil
 	}
 	if strings.Contains(v, "://") {
-		return v, nil
+		if strings.Contains(v, ",") {
+			return "", nil, fmt.Errorf("a URL names one server; give cluster seeds as host:port,host:port")
+		}
+		return v, nil, nil
 	}
 	var addrs []string
 	for _, a := range strings.Split(v, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			addrs = append(addrs, a)
+		if a = strings.TrimSpace(a); a == "" {
+			continue
 		}
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return "", nil, fmt.Errorf("seed %q: want host:port", a)
+		}
+		addrs = append(addrs, a)
 	}
-	return "", addrs
+	return "", addrs, nil
 }
+
+func floatInto(dst *float64) func(string) error {
+	return func(v string) error {
+		f, err := strconv.ParseFloat(v, 64)
+		*dst = f
+		return err
+	}
+}
+
+// floatFlag shows no default of 0, which for a rate means "socketio's".
+type floatFlag struct{ p *float64 }
+
+func (f floatFlag) String() string {
+	if f.p == nil || *f.p == 0 {
+		return ""
+	}
+	return strconv.FormatFloat(*f.p, 'g', -1, 64)
+}
+
+func (f floatFlag) Set(v string) error { return floatInto(f.p)(v) }
+
+// durationFlag is a duration flag with the _MS variables' syntax, so one
+// value works in both places.
+type durationFlag struct{ p *time.Duration }
+
+func (d durationFlag) String() string {
+	if d.p == nil {
+		return "0s"
+	}
+	return d.p.String()
+}
+
+func (d durationFlag) Set(v string) error { return msInto(d.p)(v) }
 
 func intInto(dst *int64) func(string) error {
 	return func(v string) error {
