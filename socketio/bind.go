@@ -146,6 +146,14 @@ type Options struct {
 	// per kind per interval, with their count (default 10s).
 	FailureLogInterval time.Duration
 
+	// HealInterval is how often the binding checks that Redis still has
+	// this node's presence (a sentinel key) and that its event
+	// subscriptions did not reconnect; after either, it joins every local
+	// socket again (default: the service's ReaperInterval, or 3s when the
+	// reaper is off; negative: never). A heartbeat that finds its socket's
+	// conn gone rejoins it regardless.
+	HealInterval time.Duration
+
 	// Hooks observe the binding for metrics; nil funcs are skipped.
 	Hooks Hooks
 }
@@ -234,6 +242,11 @@ type Binding struct {
 	failures *failureLog
 	logDone  chan struct{} // the failure log's flusher ended
 
+	node      string        // this binding's sentinel id (heal.go)
+	watchDone chan struct{} // the sentinel watcher ended
+	healed    atomic.Int64  // sockets re-joined by the binding itself
+	maxState  int           // the service's MaxStateBytes
+
 	shutdownOnce sync.Once
 	shutdownErr  error
 }
@@ -276,6 +289,15 @@ func Bind(ctx context.Context, io *socket.Server, svc *presence.Service, opts Op
 		b.cancel()
 		return nil, err
 	}
+
+	b.maxState = svc.Config().MaxStateBytes
+	if b.opts.HealInterval == 0 {
+		b.opts.HealInterval = svc.Config().ReaperInterval
+		if b.opts.HealInterval <= 0 {
+			b.opts.HealInterval = 3 * time.Second
+		}
+	}
+	b.startWatch(ctx)
 
 	b.installGates(io)
 	b.nsp.Use(b.admit)
@@ -472,8 +494,14 @@ func (b *Binding) shutdown(ctx context.Context) error {
 	wg.Wait()
 
 	err := b.waitCleanups(ctx)
-	b.closeSubs()
+	if b.node != "" {
+		if derr := b.svc.DropSentinel(ctx, b.node); derr != nil {
+			b.log.Debug("socketio: drop presence sentinel", "err", derr)
+		}
+	}
 	b.cancel()
+	<-b.watchDone
+	b.closeSubs()
 	<-b.logDone
 	if n := failed.Load(); n > 0 {
 		err = errors.Join(err, fmt.Errorf("socketio: shutdown: %d of %d sockets could not leave presence (the reaper removes them after the TTL)", n, len(conns)))

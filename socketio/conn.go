@@ -2,6 +2,7 @@ package socketio
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"sync"
@@ -45,6 +46,13 @@ type conn struct {
 	// maybeRoom is a room a join failed ambiguously for (timeout, backend
 	// error): the conn may be in it, so cleanup leaves it too.
 	maybeRoom string
+
+	// What the binding needs to join the socket again by itself when Redis
+	// lost its conn (heal.go).
+	state     map[string]json.RawMessage // joined with, plus the patches of acknowledged heartbeats
+	joinEpoch int64                      // the epoch the socket's own latest join returned
+	epoch     int64                      // the epoch stored as far as the binding knows
+	healed    bool                       // the binding re-joined it since its own latest join
 }
 
 // actor returns the acting user for metadata and locks: the authenticated
@@ -104,7 +112,7 @@ const (
 	CodeInvalid  = "METADATA_INVALID"
 
 	CodePresenceInvalid    = "PRESENCE_INVALID"     // the payload or an argument is invalid; nothing was written
-	CodePresenceNotJoined  = "PRESENCE_NOT_JOINED"  // the socket has no presence (never joined, left, or expired): join again
+	CodePresenceNotJoined  = "PRESENCE_NOT_JOINED"  // the socket has no presence (never joined, or left): join again
 	CodePresenceStaleEpoch = "PRESENCE_STALE_EPOCH" // a newer connection owns this connection id
 	CodePresenceConflict   = "PRESENCE_CONFLICT"    // joined another room already, or userId is not the authenticated user
 
@@ -151,6 +159,8 @@ func (c *conn) join(ctx context.Context, payload any) (any, error) {
 		return nil, err
 	}
 	c.room, c.user = req.RoomID, req.UserID
+	c.joinEpoch, c.epoch, c.healed = res.Epoch, res.Epoch, false
+	c.state = decodeState(req.State)
 	if c.ref, err = c.b.svc.ConnRef(c.room, c.id); err != nil {
 		// Unreachable: the join validated both ids.
 		c.ref = presence.ConnRef{}
@@ -176,21 +186,51 @@ func (c *conn) heartbeatEvent(ctx context.Context, payload any) (any, error) {
 func (c *conn) heartbeatReq(ctx context.Context, req heartbeatReq) (any, error) {
 	c.mu.Lock()
 	room, ref := c.room, c.ref
+	if req.Epoch != nil && c.healed && *req.Epoch >= c.joinEpoch && *req.Epoch < c.epoch {
+		// The client has not heard yet of the epoch the binding's own rejoin
+		// gave it; what it sent was this socket's, so it is no older
+		// connection to fence off.
+		e := c.epoch
+		req.Epoch = &e
+	}
 	c.mu.Unlock()
 	if room == "" {
 		return nil, errNotJoined
 	}
 	p := presence.HeartbeatParams{Epoch: req.Epoch, PatchState: req.PatchState}
-	var res presence.HeartbeatResult
-	var err error
-	if ref != (presence.ConnRef{}) {
-		res, err = c.b.svc.HeartbeatConn(ctx, ref, p)
-	} else {
-		res, err = c.b.svc.Heartbeat(ctx, room, c.id, p)
+	call := func() (presence.HeartbeatResult, error) {
+		if ref != (presence.ConnRef{}) {
+			return c.b.svc.HeartbeatConn(ctx, ref, p)
+		}
+		return c.b.svc.Heartbeat(ctx, room, c.id, p)
+	}
+	res, err := call()
+	if errors.Is(err, presence.ErrStaleEpoch) && p.Epoch != nil {
+		// A rejoin of the binding's own may have raced this heartbeat;
+		// anything else stale stays refused.
+		c.mu.Lock()
+		e, again := c.epoch, c.healed && c.room == room && *p.Epoch >= c.joinEpoch && *p.Epoch < c.epoch
+		c.mu.Unlock()
+		if again {
+			p.Epoch = &e
+			res, err = call()
+		}
+	}
+	if errors.Is(err, presence.ErrConnNotFound) {
+		// The socket is joined and alive, so Redis lost its conn (data loss,
+		// or reaped while the socket was silent past the TTL): put it back
+		// rather than make every client notice.
+		return c.rejoin(ctx, room, req.PatchState)
 	}
 	if err != nil {
 		return nil, err
 	}
+	c.mu.Lock()
+	if c.room == room {
+		c.epoch = max(c.epoch, res.Epoch)
+		c.state = c.withPatch(req.PatchState)
+	}
+	c.mu.Unlock()
 	return heartbeatAck{OK: true, Changed: res.Changed, Epoch: res.Epoch}, nil
 }
 
@@ -204,7 +244,7 @@ func (c *conn) leave(ctx context.Context, _ any) (any, error) {
 		return nil, err
 	}
 	c.b.exitRoom(c, c.room)
-	c.room, c.user, c.ref = "", "", presence.ConnRef{}
+	c.room, c.user, c.ref, c.state = "", "", presence.ConnRef{}, nil
 	return okAck{OK: true}, nil
 }
 
@@ -228,7 +268,7 @@ func (c *conn) close(ctx context.Context) bool {
 	if c.room != "" {
 		c.b.exitRoom(c, c.room)
 	}
-	c.room, c.maybeRoom, c.ref = "", "", presence.ConnRef{}
+	c.room, c.maybeRoom, c.ref, c.state = "", "", presence.ConnRef{}, nil
 	return ok
 }
 

@@ -124,6 +124,7 @@ func Run(t *testing.T, target *redistest.Server, newClient Factory) {
 		{"PubSubAcrossSlots", testPubSubAcrossSlots},
 		{"PubSubIndependentSubscriptions", testPubSubIndependent},
 		{"SubscriptionCloseWaitsForHandler", testSubscriptionCloseWaits},
+		{"Resubscribed", testResubscribed},
 		{"ContextExpired", testContextExpired},
 		{"ContextDeadlineBlocking", testContextBlocking},
 		{"Close", testClose},

@@ -103,6 +103,7 @@ type subscription struct {
 	closing atomic.Bool
 	once    sync.Once
 	down    atomic.Pointer[error] // why the subscription is not live; nil while it is
+	resubs  atomic.Uint64         // confirmations after a reconnect
 	stop    chan struct{}         // closed when Close begins
 	done    chan struct{}         // closed when run has returned
 }
@@ -151,6 +152,7 @@ func (s *subscription) run() {
 			// server's confirmation, nothing to deliver.
 			if m.Kind == "psubscribe" && m.Channel == s.pattern {
 				s.down.Store(nil)
+				s.resubs.Add(1)
 			}
 		}
 	}
@@ -172,6 +174,11 @@ func (s *subscription) Alive() error {
 	}
 	return nil
 }
+
+// Resubscribed counts how often the server confirmed the pattern again
+// after the connection was lost: messages published in between were not
+// delivered, and a caller may want to resynchronise.
+func (s *subscription) Resubscribed() uint64 { return s.resubs.Load() }
 
 // backoff returns the wait after the n-th consecutive receive failure:
 // none after the first (go-redis has just reconnected), then 50ms doubling

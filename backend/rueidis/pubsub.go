@@ -98,7 +98,8 @@ type subscription struct {
 	h       backend.Handler
 	msgs    chan backend.Message
 
-	down atomic.Pointer[error] // why the subscription is not live; nil while it is
+	down   atomic.Pointer[error] // why the subscription is not live; nil while it is
+	resubs atomic.Uint64         // successful resubscribes
 
 	life context.Context // done once Close (of s or of the client) began
 	stop context.CancelFunc
@@ -129,6 +130,11 @@ func (s *subscription) Alive() error {
 	}
 	return nil
 }
+
+// Resubscribed counts how often the subscription subscribed again after
+// losing its connection: messages published in between were not
+// delivered, and a caller may want to resynchronise.
+func (s *subscription) Resubscribed() uint64 { return s.resubs.Load() }
 
 // connect takes a dedicated connection, installs the hooks and sends
 // PSUBSCRIBE. It returns once the server confirmed, with the channel that
@@ -202,6 +208,7 @@ func (s *subscription) run(dc rueidis.DedicatedClient, lost <-chan error) {
 				return
 			}
 			s.down.Store(nil)
+			s.resubs.Add(1)
 		}
 	}
 }

@@ -1,0 +1,69 @@
+package backendtest
+
+import (
+	"bufio"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// resubscriber is what an adapter's subscription offers for callers that
+// resynchronise after a reconnect (presence.Resubscriptions).
+type resubscriber interface{ Resubscribed() uint64 }
+
+// testResubscribed: a subscription whose connection the server killed
+// subscribes again by itself, counts it in Resubscribed, and delivers
+// what is published afterwards.
+func testResubscribed(t *testing.T, s *suite) {
+	if s.target.Embedded {
+		t.Skip("the embedded server cannot kill a client's connection")
+	}
+	c := s.client(t)
+	p := tag(s.target.Name+t.Name(), "resub")
+	in := newInbox(t)
+	sub := subscribe(t, c, p+":*", in.handle)
+	r, ok := sub.(resubscriber)
+	if !ok {
+		// Optional: presence then never learns of a reconnect.
+		t.Skipf("%T has no Resubscribed() uint64", sub)
+	}
+	if n := r.Resubscribed(); n != 0 {
+		t.Fatalf("Resubscribed() = %d before any reconnect", n)
+	}
+	for _, addr := range s.target.Addrs {
+		killPubSubClients(t, addr)
+	}
+	deadline := time.Now().Add(wait)
+	for r.Resubscribed() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("Resubscribed() still 0 %v after its connection was killed", wait)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	publish(t, c, p+":a", "after")
+	for {
+		if m := in.next("message after the resubscribe"); m.Payload == "after" {
+			break
+		}
+	}
+}
+
+// killPubSubClients closes every subscribed client connection of the
+// server at addr, as a restart or a network cut would.
+func killPubSubClients(t *testing.T, addr string) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(wait))
+	if _, err := conn.Write([]byte("CLIENT KILL TYPE pubsub\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, ":") {
+		t.Fatalf("CLIENT KILL TYPE pubsub on %s: %q, %v", addr, line, err)
+	}
+}
