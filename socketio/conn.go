@@ -50,6 +50,8 @@ type conn struct {
 	// What the binding needs to join the socket again by itself when Redis
 	// lost its conn (heal.go).
 	state     map[string]json.RawMessage // joined with, plus the patches of acknowledged heartbeats
+	patches   []json.RawMessage          // acknowledged patches not yet folded into state (heal.go)
+	patchLen  int                        // their bytes
 	joinEpoch int64                      // the epoch the socket's own latest join returned
 	epoch     int64                      // the epoch stored as far as the binding knows
 	healed    bool                       // the binding re-joined it since its own latest join
@@ -160,7 +162,7 @@ func (c *conn) join(ctx context.Context, payload any) (any, error) {
 	}
 	c.room, c.user = req.RoomID, req.UserID
 	c.joinEpoch, c.epoch, c.healed = res.Epoch, res.Epoch, false
-	c.state = decodeState(req.State)
+	c.state, c.patches, c.patchLen = decodeState(req.State), nil, 0
 	if c.ref, err = c.b.svc.ConnRef(c.room, c.id); err != nil {
 		// Unreachable: the join validated both ids.
 		c.ref = presence.ConnRef{}
@@ -228,7 +230,7 @@ func (c *conn) heartbeatReq(ctx context.Context, req heartbeatReq) (any, error) 
 	c.mu.Lock()
 	if c.room == room {
 		c.epoch = max(c.epoch, res.Epoch)
-		c.state = c.withPatch(req.PatchState)
+		c.remember(req.PatchState)
 	}
 	c.mu.Unlock()
 	return heartbeatAck{OK: true, Changed: res.Changed, Epoch: res.Epoch}, nil
@@ -244,7 +246,7 @@ func (c *conn) leave(ctx context.Context, _ any) (any, error) {
 		return nil, err
 	}
 	c.b.exitRoom(c, c.room)
-	c.room, c.user, c.ref, c.state = "", "", presence.ConnRef{}, nil
+	c.room, c.user, c.ref, c.state, c.patches = "", "", presence.ConnRef{}, nil, nil
 	return okAck{OK: true}, nil
 }
 
@@ -268,7 +270,7 @@ func (c *conn) close(ctx context.Context) bool {
 	if c.room != "" {
 		c.b.exitRoom(c, c.room)
 	}
-	c.room, c.maybeRoom, c.ref, c.state = "", "", presence.ConnRef{}, nil
+	c.room, c.maybeRoom, c.ref, c.state, c.patches = "", "", presence.ConnRef{}, nil, nil
 	return ok
 }
 

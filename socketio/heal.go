@@ -35,6 +35,38 @@ func decodeState(raw json.RawMessage) map[string]json.RawMessage {
 	return m
 }
 
+// remember keeps an acknowledged patch for the state a rejoin would use.
+// Decoding it into the state on every heartbeat cost 3.5% of the server's
+// CPU for a state that is almost never needed, so patches are kept as
+// received and folded in only when they add up (or a rejoin needs them).
+// c.mu is held.
+func (c *conn) remember(patch json.RawMessage) {
+	if len(patch) == 0 {
+		return
+	}
+	c.patches = append(c.patches, patch)
+	c.patchLen += len(patch)
+	if len(c.patches) >= maxPendingPatches || c.patchLen >= maxPendingPatchBytes {
+		c.fold()
+	}
+}
+
+// Bounds of the patches kept unfolded per socket.
+const (
+	maxPendingPatches    = 32
+	maxPendingPatchBytes = 8 << 10
+)
+
+// fold applies the kept patches to the remembered state, in order. c.mu
+// is held.
+func (c *conn) fold() {
+	for _, p := range c.patches {
+		c.state = c.withPatch(p)
+	}
+	clear(c.patches)
+	c.patches, c.patchLen = c.patches[:0], 0
+}
+
 // withPatch returns the socket's remembered state with patch applied, as a
 // new map (a patch replaces top-level keys; null is a value). A state that
 // would outgrow MaxStateBytes keeps what it was: a rejoin with it would be
@@ -76,6 +108,7 @@ func (c *conn) rejoin(ctx context.Context, room string, patch json.RawMessage) (
 	if c.closed || c.room != room {
 		return nil, errNotJoined
 	}
+	c.fold()
 	state := c.withPatch(patch)
 	changed := false
 	for k, v := range decodeState(patch) {
@@ -122,6 +155,7 @@ func (c *conn) rejoinIdle(ctx context.Context) (bool, error) {
 	if c.closed || c.room == "" || c.b.closing.Load() {
 		return false, nil
 	}
+	c.fold()
 	if _, err := c.joinAgain(ctx, c.state); err != nil {
 		return false, err
 	}

@@ -2,6 +2,7 @@ package socketio_test
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -236,4 +237,36 @@ func waitPing(addr string, exited <-chan struct{}) bool {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return false
+}
+
+// The state a rejoin restores has every acknowledged patch applied in
+// order, however many there were (they are folded into the remembered
+// state in batches).
+func TestHealRestoresManyPatches(t *testing.T) {
+	srv := redistest.NewStandalone(t)
+	n := startNode(t, srv, nodeConfig{Options: socketio.Options{HealInterval: -1}})
+	room := "room-" + redistest.Prefix(t)
+	a := dial(t, n.url)
+	a.ok("presence:join", map[string]any{"roomId": room, "userId": "alice", "state": map[string]any{"keep": "yes", "n": -1}})
+	for i := range 75 {
+		a.ok("presence:heartbeat", map[string]any{"patchState": map[string]any{"n": i, "k" + string(rune('a'+i%3)): i}})
+	}
+	redisDo(t, srv, "FLUSHALL")
+	if hb := a.ok("presence:heartbeat", map[string]any{"patchState": map[string]any{"last": true}}); hb["changed"] != true {
+		t.Fatalf("healing heartbeat: %v", hb)
+	}
+	snap := waitMembers(t, n, room, 5*time.Second, a.id())
+	var st map[string]any
+	if err := json.Unmarshal(snap[0].State, &st); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"keep": "yes", "n": float64(74), "ka": float64(72), "kb": float64(73), "kc": float64(74), "last": true}
+	if len(st) != len(want) {
+		t.Fatalf("state after the rejoin %v, want %v", st, want)
+	}
+	for k, v := range want {
+		if st[k] != v {
+			t.Fatalf("state after the rejoin %v, want %v", st, want)
+		}
+	}
 }
