@@ -1,8 +1,10 @@
 package presence
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -151,15 +153,11 @@ func (c Config) withDefaults() (Config, error) {
 func ConfigFromEnv() (Config, error) {
 	var c Config
 	if u := strings.TrimSpace(os.Getenv("REDIS_URL")); u != "" {
-		if strings.Contains(u, "://") {
-			c.RedisURL = u
-		} else {
-			for _, a := range strings.Split(u, ",") {
-				if a = strings.TrimSpace(a); a != "" {
-					c.Addrs = append(c.Addrs, a)
-				}
-			}
+		url, addrs, err := ParseRedisTarget(u)
+		if err != nil {
+			return c, invalid("REDIS_URL=%q: %v", u, err)
 		}
+		c.RedisURL, c.Addrs = url, addrs
 	}
 	c.Backend = os.Getenv("PRESENCE_BACKEND")
 	c.Heartbeat = os.Getenv("PRESENCE_HEARTBEAT")
@@ -177,13 +175,53 @@ func ConfigFromEnv() (Config, error) {
 		if s == "" {
 			continue
 		}
-		n, err := strconv.ParseInt(s, 10, 64)
+		v, err := ParseMillis(s)
 		if err != nil {
-			return c, invalid("%s=%q is not an integer number of milliseconds", d.env, s)
+			return c, invalid("%s=%q: %v", d.env, s, err)
 		}
-		*d.dst = time.Duration(n) * time.Millisecond
+		*d.dst = v
 	}
 	return c, nil
+}
+
+// ParseMillis reads a duration setting the way every _MS variable takes
+// it: an integer number of milliseconds ("30000") or a duration with its
+// unit ("30s").
+func ParseMillis(v string) (time.Duration, error) {
+	v = strings.TrimSpace(v)
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		return time.Duration(n) * time.Millisecond, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, errors.New("want milliseconds (30000) or a duration (30s)")
+	}
+	return d, nil
+}
+
+// ParseRedisTarget reads REDIS_URL: one server's redis:// or rediss:// URL,
+// or a cluster's seeds as comma-separated host:port.
+func ParseRedisTarget(v string) (url string, addrs []string, err error) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return "", nil, nil
+	}
+	if strings.Contains(v, "://") {
+		if strings.Contains(v, ",") {
+			return "", nil, errors.New("a URL names one server; give cluster seeds as host:port,host:port")
+		}
+		return v, nil, nil
+	}
+	for _, a := range strings.Split(v, ",") {
+		if a = strings.TrimSpace(a); a == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return "", nil, fmt.Errorf("seed %q: want host:port", a)
+		}
+		addrs = append(addrs, a)
+	}
+	return "", addrs, nil
 }
 
 // Optimizations are the original Node.js server's optimization options,

@@ -620,6 +620,17 @@ func TestConfigFromEnv(t *testing.T) {
 	if c, _ := presence.ConfigFromEnv(); c.RedisURL != "redis://127.0.0.1:6379/0" {
 		t.Fatalf("%+v", c)
 	}
+	// The server's rules: durations with a unit, one URL or host:port seeds.
+	t.Setenv("PRESENCE_TTL_MS", "1.5s")
+	if c, err := presence.ConfigFromEnv(); err != nil || c.TTL != 1500*time.Millisecond {
+		t.Fatalf("TTL with a unit: %v, %v", c.TTL, err)
+	}
+	for _, bad := range []string{"redis://a:1,redis://b:2", "127.0.0.1", "127.0.0.1:7000,localhost"} {
+		t.Setenv("REDIS_URL", bad)
+		if _, err := presence.ConfigFromEnv(); !errors.Is(err, presence.ErrInvalidArgument) {
+			t.Fatalf("REDIS_URL=%q: %v", bad, err)
+		}
+	}
 }
 
 func TestClosedServiceReturnsErrClosed(t *testing.T) {

@@ -223,27 +223,7 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 // listing several hosts is refused rather than guessed at: its password,
 // database or TLS could not apply to every seed the same way.
 func splitRedisURL(v string) (string, []string, error) {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return "", nil, nil
-	}
-	if strings.Contains(v, "://") {
-		if strings.Contains(v, ",") {
-			return "", nil, fmt.Errorf("a URL names one server; give cluster seeds as host:port,host:port")
-		}
-		return v, nil, nil
-	}
-	var addrs []string
-	for _, a := range strings.Split(v, ",") {
-		if a = strings.TrimSpace(a); a == "" {
-			continue
-		}
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			return "", nil, fmt.Errorf("seed %q: want host:port", a)
-		}
-		addrs = append(addrs, a)
-	}
-	return "", addrs, nil
+	return presence.ParseRedisTarget(v)
 }
 
 func floatInto(dst *float64) func(string) error {
@@ -299,16 +279,11 @@ func atoiInto(dst *int) func(string) error {
 // unit ("30s"), so the _MS variables take the flags' syntax too.
 func msInto(dst *time.Duration) func(string) error {
 	return func(v string) error {
-		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-			*dst = time.Duration(n) * time.Millisecond
-			return nil
+		d, err := presence.ParseMillis(v)
+		if err == nil {
+			*dst = d
 		}
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			return fmt.Errorf("want milliseconds (30000) or a duration (30s)")
-		}
-		*dst = d
-		return nil
+		return err
 	}
 }
 
