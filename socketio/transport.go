@@ -162,10 +162,6 @@ func (t *wsTransport) read() {
 // next one.
 func (t *wsTransport) Send(packets []*packet.Packet) {
 	defer t.Emit("drain")
-	type frame struct {
-		text bool
-		data []byte
-	}
 	var one [1]frame
 	frames := one[:0]
 	for _, p := range packets {
@@ -182,7 +178,25 @@ func (t *wsTransport) Send(packets []*packet.Packet) {
 		_, text := enc.(*types.StringBuffer)
 		frames = append(frames, frame{text, enc.Bytes()})
 	}
+	t.push(frames...)
+}
 
+// frame is one data frame's payload and kind.
+type frame struct {
+	text bool
+	data []byte
+}
+
+// sendText queues one text frame written outside the engine (see
+// broadcast.go); the engine has no callback waiting for it, so no "drain".
+func (t *wsTransport) sendText(data []byte) {
+	t.push(frame{true, data})
+}
+
+// push appends frames to the write buffer and wakes the writer; past
+// maxPending the client is not reading, and it is dropped rather than its
+// backlog kept.
+func (t *wsTransport) push(frames ...frame) {
 	t.mu.Lock()
 	if t.closing {
 		t.mu.Unlock()
@@ -201,7 +215,6 @@ func (t *wsTransport) Send(packets []*packet.Packet) {
 	}
 	t.mu.Unlock()
 	if over {
-		// The client does not read: drop it rather than its backlog.
 		t.OnError("websocket slow consumer", errSlowConsumer)
 		_ = t.raw.Close()
 		return
@@ -210,28 +223,6 @@ func (t *wsTransport) Send(packets []*packet.Packet) {
 }
 
 var errSlowConsumer = errors.New("write backlog over the limit")
-
-// sendText queues one text frame written outside the engine (see
-// broadcast.go); the engine has no callback waiting for it, so no "drain".
-func (t *wsTransport) sendText(data []byte) {
-	t.mu.Lock()
-	if t.closing {
-		t.mu.Unlock()
-		return
-	}
-	t.buf = appendFrame(t.buf, ws.TextMessage, data)
-	over := t.maxPending > 0 && len(t.buf) > t.maxPending
-	if over {
-		t.closing, t.buf = true, nil
-	}
-	t.mu.Unlock()
-	if over {
-		t.OnError("websocket slow consumer", errSlowConsumer)
-		_ = t.raw.Close()
-		return
-	}
-	t.signal()
-}
 
 // control queues a control frame; last makes it the connection's final
 // frame.
