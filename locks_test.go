@@ -183,6 +183,9 @@ func TestLockGuardsMutations(t *testing.T) {
 func TestLockEnforced(t *testing.T) {
 	forEachMetaStrategy(t, func(t *testing.T, tg target, spec string) {
 		c := tg.connect(t)
+		if !presence.EnforcedLocksSupported(spec) {
+			t.Skipf("enforced locks need the lua strategy (TestEnforcedLocksRefuseWatch)")
+		}
 		s := newService(t, c, presence.Config{Metadata: spec, Locks: presence.LocksEnforced, Logger: quiet})
 		advisory := newService(t, c, presence.Config{Metadata: spec, KeyPrefix: s.Config().KeyPrefix, Logger: quiet})
 		events := subscribeMeta(t, s)
@@ -200,7 +203,10 @@ func TestLockEnforced(t *testing.T) {
 			_, e2 := s.UpdateMetadata(ctx, chanA, []presence.Item{{Key: "a", Value: "2"}}, o)
 			_, e3 := s.RemoveMetadata(ctx, chanA, nil, o)
 			_, e4 := s.RemoveMetadata(ctx, chanA, []string{"a"}, o)
-			for i, err := range []error{e1, e2, e3, e4} {
+			// Removing what is not there writes nothing, but is refused
+			// all the same: a lock bars the request, not only its writes.
+			_, e5 := s.RemoveMetadata(ctx, chanA, []string{"missing"}, o)
+			for i, err := range []error{e1, e2, e3, e4, e5} {
 				if !errors.Is(err, presence.ErrLocked) {
 					t.Fatalf("%s: op %d: %v, want ErrLocked", what, i, err)
 				}
@@ -289,6 +295,27 @@ func indexPTTL(t *testing.T, s *presence.Service) int64 {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestEnforcedLocksRefuseWatch: the watch strategy's enforcement failed the
+// linearizability check, so the combination is refused, not run.
+func TestEnforcedLocksRefuseWatch(t *testing.T) {
+	srv, err := embedded.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	for _, spec := range []string{"watch", "watch?retries=3"} {
+		_, err := presence.Open(ctxT(t), presence.Config{Addrs: []string{srv.Addr()}, Embedded: true, Metadata: spec, Locks: presence.LocksEnforced, Logger: quiet})
+		if !errors.Is(err, presence.ErrInvalidArgument) {
+			t.Fatalf("Open with %s and enforced locks: %v, want ErrInvalidArgument", spec, err)
+		}
+	}
+	s, err := presence.Open(ctxT(t), presence.Config{Addrs: []string{srv.Addr()}, Embedded: true, Metadata: "watch", Locks: presence.LocksAdvisory, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
 }
 
 func TestLocksConfig(t *testing.T) {

@@ -305,6 +305,9 @@ func (m *caser) locks() {
 // holder too; a released lock bars nobody. Follows locks(), on its
 // channel (majorRevision 3, no items, no lock held).
 func (m *caser) enforcedLocks() {
+	if !m.h.enforcedOK() {
+		return
+	}
 	ch := chanIDs[1]
 	svc, err := m.h.serviceLocks(m.c, m.svc.Config().KeyPrefix, m.clock.Now, presence.LocksEnforced)
 	if err != nil {

@@ -109,6 +109,11 @@ func (h *harness) serviceLocks(c backend.Client, prefix string, now func() time.
 	return h.serviceWith(c, prefix, now, func(cfg *presence.Config) { cfg.Locks = locks })
 }
 
+// enforcedOK reports whether the metadata strategy under test runs with
+// enforced locks (presence.EnforcedLocksSupported); the checks of
+// enforced locks are skipped for one that does not.
+func (h *harness) enforcedOK() bool { return presence.EnforcedLocksSupported(h.mdSpec) }
+
 // serviceWith is service with edit applied to its Config.
 func (h *harness) serviceWith(c backend.Client, prefix string, now func() time.Time, edit func(*presence.Config)) (*presence.Service, error) {
 	cfg := presence.Config{

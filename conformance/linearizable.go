@@ -285,6 +285,9 @@ func checkMetadataLinearizable(tb rapid.TB, h *harness) {
 	defer cleanup(advisory[0].Client().(faulty).Client, prefix)
 	enforced := make([]*presence.Service, len(advisory))
 	for i, a := range advisory {
+		if !h.enforcedOK() {
+			break
+		}
 		s, err := h.serviceLocks(a.Client(), prefix, now, presence.LocksEnforced)
 		if err != nil {
 			tb.Fatalf("presence.New: %v", err)
@@ -299,7 +302,7 @@ func checkMetadataLinearizable(tb rapid.TB, h *harness) {
 		go func() {
 			defer wg.Done()
 			c := &clientLog{id: i, counts: map[string]int{}}
-			node, enforce := i%len(advisory), (i/len(advisory))%2 == 1
+			node, enforce := i%len(advisory), h.enforcedOK() && (i/len(advisory))%2 == 1
 			svc := advisory[node]
 			if enforce {
 				svc = enforced[node]

@@ -27,7 +27,11 @@ func checkMetadataSequential(tb rapid.TB, h *harness) {
 	var cases, steps, enforcedCases atomic.Int64
 	start := time.Now()
 	rapid.Check(tb, func(t *rapid.T) {
-		locks := rapid.SampledFrom([]string{presence.LocksAdvisory, presence.LocksEnforced}).Draw(t, "locks")
+		modes := []string{presence.LocksAdvisory, presence.LocksEnforced}
+		if !h.enforcedOK() {
+			modes = modes[:1]
+		}
+		locks := rapid.SampledFrom(modes).Draw(t, "locks")
 		svc, clock, done := h.freshLocks(t, c, locks)
 		defer done()
 		if locks == presence.LocksEnforced {
