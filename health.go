@@ -22,22 +22,6 @@ type HealthCheck struct {
 	Error string `json:"error,omitempty"`
 }
 
-// masterRunner is implemented by adapters that can address each master:
-// both of this module's. Others are checked with one PING.
-type masterRunner interface {
-	Cluster() bool
-	EachMaster(ctx context.Context, cmds []backend.Cmd, fn func(addr string, replies []backend.Reply, err error)) error
-}
-
-// subscriptionState is implemented by the subscriptions of this module's
-// adapters.
-type subscriptionState interface {
-	Pattern() string
-	// Alive returns nil while the subscription is connected and subscribed,
-	// else why not.
-	Alive() error
-}
-
 // Health checks what a node needs to serve traffic: on a Redis Cluster
 // every master answers PING and reports cluster_state:ok (a cluster that
 // lost a master or the coverage of a slot refuses commands with
@@ -59,7 +43,7 @@ func (s *Service) Health(ctx context.Context) (checks []HealthCheck, ok bool) {
 }
 
 func (s *Service) redisHealth(ctx context.Context) []HealthCheck {
-	mr, ok := s.client.(masterRunner)
+	mr, ok := s.client.(backend.MasterRunner)
 	if !ok {
 		_, err := s.client.Do(ctx, backend.Cmd{Name: "PING"})
 		return []HealthCheck{check("redis", err)}
@@ -120,7 +104,7 @@ func (s *Service) subscriptionHealth() []HealthCheck {
 	s.mu.Unlock()
 	var out []HealthCheck
 	for _, bs := range subs {
-		st, ok := bs.(subscriptionState)
+		st, ok := bs.(backend.SubscriptionState)
 		if !ok {
 			continue // nothing to ask: a backend of its own
 		}

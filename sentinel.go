@@ -60,14 +60,6 @@ func (s *Service) sentinelKey(node string) string {
 	return s.keys.Prefix + ":node:{" + node + "}:alive"
 }
 
-// resubscriber is implemented by the subscriptions of this module's
-// adapters.
-type resubscriber interface {
-	// Resubscribed counts how often the subscription was confirmed again
-	// after losing its connection.
-	Resubscribed() uint64
-}
-
 // Resubscriptions returns how often sub, a subscription of this package,
 // reconnected and subscribed again: events published while it was down
 // were not delivered, so a caller that sees it grow resynchronises. 0 for
@@ -77,7 +69,7 @@ func Resubscriptions(sub Subscription) uint64 {
 	if !ok || s.sub == nil {
 		return 0
 	}
-	if r, ok := s.sub.(resubscriber); ok {
+	if r, ok := s.sub.(backend.Resubscriber); ok {
 		return r.Resubscribed()
 	}
 	return 0

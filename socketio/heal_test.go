@@ -11,27 +11,15 @@ import (
 	"time"
 
 	"github.com/realtime-message/presence"
-	"github.com/realtime-message/presence/backend"
 	"github.com/realtime-message/presence/internal/redistest"
 	"github.com/realtime-message/presence/socketio"
 )
 
-// redisDo runs one command on srv through a client of its own.
-func redisDo(t *testing.T, srv *redistest.Server, name string, args ...string) {
+// redisDo runs one command on srv and fails the test on an error reply.
+func redisDo(t *testing.T, srv *redistest.Server, args ...string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := presence.NewClient(ctx, presence.Config{Addrs: srv.Addrs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	r, err := c.Do(ctx, backend.Cmd{Name: name, Args: args})
-	if err == nil {
-		err = r[0].Error()
-	}
-	if err != nil {
-		t.Fatalf("%s: %v", name, err)
+	if err := srv.Do(t, args...).Error(); err != nil {
+		t.Fatalf("%v: %v", args, err)
 	}
 }
 

@@ -6,11 +6,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// resubscriber is what an adapter's subscription offers for callers that
-// resynchronise after a reconnect (presence.Resubscriptions).
-type resubscriber interface{ Resubscribed() uint64 }
+	"github.com/realtime-message/presence/backend"
+)
 
 // testResubscribed: a subscription whose connection the server killed
 // subscribes again by itself, counts it in Resubscribed, and delivers
@@ -23,7 +21,7 @@ func testResubscribed(t *testing.T, s *suite) {
 	p := tag(s.target.Name+t.Name(), "resub")
 	in := newInbox(t)
 	sub := subscribe(t, c, p+":*", in.handle)
-	r, ok := sub.(resubscriber)
+	r, ok := sub.(backend.Resubscriber)
 	if !ok {
 		// Optional: presence then never learns of a reconnect.
 		t.Skipf("%T has no Resubscribed() uint64", sub)

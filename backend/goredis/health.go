@@ -56,3 +56,9 @@ func (c *Client) EachMaster(ctx context.Context, cmds []backend.Cmd, fn func(add
 	}
 	return nil
 }
+
+var (
+	_ backend.MasterRunner      = (*Client)(nil)
+	_ backend.SubscriptionState = (*subscription)(nil)
+	_ backend.Resubscriber      = (*subscription)(nil)
+)

@@ -123,3 +123,9 @@ func mastersOfSlots(r backend.Reply, from string) ([]string, error) {
 	}
 	return out, nil
 }
+
+var (
+	_ backend.MasterRunner      = (*Client)(nil)
+	_ backend.SubscriptionState = (*subscription)(nil)
+	_ backend.Resubscriber      = (*subscription)(nil)
+)

@@ -34,20 +34,11 @@ type observedClient struct {
 	resubsClosed uint64
 }
 
-// The health check addresses each master through this interface, so the
-// wrapper must not hide it.
-type masterRunner interface {
-	Cluster() bool
-	EachMaster(ctx context.Context, cmds []backend.Cmd, fn func(addr string, replies []backend.Reply, err error)) error
-}
-
-// resubscriber is implemented by the subscriptions of the module's
-// adapters.
-type resubscriber interface{ Resubscribed() uint64 }
-
+// The health check addresses each master through backend.MasterRunner,
+// so the wrapper must not hide it.
 func observeClient(c backend.Client, failed func(kind string)) backend.Client {
 	o := &observedClient{Client: c, failed: failed, subs: map[backend.Subscription]struct{}{}}
-	if mr, ok := c.(masterRunner); ok {
+	if mr, ok := c.(backend.MasterRunner); ok {
 		return &observedMasters{o, mr}
 	}
 	return o
@@ -55,7 +46,7 @@ func observeClient(c backend.Client, failed func(kind string)) backend.Client {
 
 type observedMasters struct {
 	*observedClient
-	mr masterRunner
+	mr backend.MasterRunner
 }
 
 func (o *observedMasters) Cluster() bool { return o.mr.Cluster() }
@@ -148,7 +139,7 @@ func (o *observedClient) resubscribes() uint64 {
 	defer o.mu.Unlock()
 	n := o.resubsClosed
 	for s := range o.subs {
-		if r, ok := s.(resubscriber); ok {
+		if r, ok := s.(backend.Resubscriber); ok {
 			n += r.Resubscribed()
 		}
 	}
@@ -167,7 +158,7 @@ func (s *observedSub) Close() error {
 	s.o.mu.Lock()
 	if _, ok := s.o.subs[s.Subscription]; ok {
 		delete(s.o.subs, s.Subscription)
-		if r, ok := s.Subscription.(resubscriber); ok {
+		if r, ok := s.Subscription.(backend.Resubscriber); ok {
 			s.o.resubsClosed += r.Resubscribed()
 		}
 	}
@@ -176,21 +167,21 @@ func (s *observedSub) Close() error {
 }
 
 func (s *observedSub) Pattern() string {
-	if p, ok := s.Subscription.(interface{ Pattern() string }); ok {
+	if p, ok := s.Subscription.(backend.SubscriptionState); ok {
 		return p.Pattern()
 	}
 	return ""
 }
 
 func (s *observedSub) Alive() error {
-	if a, ok := s.Subscription.(interface{ Alive() error }); ok {
+	if a, ok := s.Subscription.(backend.SubscriptionState); ok {
 		return a.Alive()
 	}
 	return nil
 }
 
 func (s *observedSub) Resubscribed() uint64 {
-	if r, ok := s.Subscription.(resubscriber); ok {
+	if r, ok := s.Subscription.(backend.Resubscriber); ok {
 		return r.Resubscribed()
 	}
 	return 0

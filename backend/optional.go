@@ -1,0 +1,35 @@
+package backend
+
+import "context"
+
+// Optional capabilities of an adapter, beyond Client. Both of this
+// module's adapters implement them; the service and the server check for
+// them with a type assertion, so a third-party adapter without them still
+// works (with a single PING for health, and no reconnect counts).
+
+// MasterRunner is a client that can address each master of a cluster.
+type MasterRunner interface {
+	// Cluster reports whether the client talks to a Redis Cluster.
+	Cluster() bool
+	// EachMaster sends cmds as one pipeline to every master and calls fn
+	// with each one's replies or error.
+	EachMaster(ctx context.Context, cmds []Cmd, fn func(addr string, replies []Reply, err error)) error
+}
+
+// SubscriptionState is a subscription that can say whether it is
+// connected.
+type SubscriptionState interface {
+	Pattern() string
+	// Alive returns nil while the subscription is connected and subscribed,
+	// else why not.
+	Alive() error
+}
+
+// Resubscriber is a subscription that counts its reconnects: events
+// published while it was down are lost, so a caller resynchronises when
+// the count changes.
+type Resubscriber interface {
+	// Resubscribed counts how often the subscription was confirmed again
+	// after losing its connection.
+	Resubscribed() uint64
+}
