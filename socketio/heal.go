@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,16 +73,15 @@ func (c *conn) fold() {
 // would outgrow MaxStateBytes keeps what it was: a rejoin with it would be
 // refused, and presence with an older state beats no presence.
 func (c *conn) withPatch(patch json.RawMessage) map[string]json.RawMessage {
-	p := decodeState(patch)
-	if len(p) == 0 {
+	if len(patch) == 0 {
 		return c.state
 	}
-	m := make(map[string]json.RawMessage, len(c.state)+len(p))
-	for k, v := range c.state {
-		m[k] = v
+	m := maps.Clone(c.state)
+	if m == nil {
+		m = map[string]json.RawMessage{}
 	}
-	for k, v := range p {
-		m[k] = v
+	if patchInto(m, patch) != nil {
+		return c.state // unreachable: the service validated it
 	}
 	if c.b.maxState > 0 && encodedSize(m) > c.b.maxState {
 		return c.state

@@ -189,40 +189,40 @@ func (c *conn) runBatch(batch []*queued) {
 func (c *conn) runHeartbeats(qs []*queued) {
 	b := c.b
 	maxState := b.svc.Config().MaxStateBytes
-	for len(qs) > 0 {
-		req, err := parseHeartbeat(qs[0].payload)
+	type parsed struct {
+		q   *queued
+		req heartbeatReq
+	}
+	hbs := make([]parsed, 0, len(qs))
+	for _, q := range qs {
+		req, err := parseHeartbeat(q.payload)
 		if err != nil {
-			b.reply(c, qs[0], nil, err)
-			qs = qs[1:]
+			b.reply(c, q, nil, err)
 			continue
 		}
-		group := []*queued{qs[0]}
-		patches := []json.RawMessage{req.PatchState}
-		size := len(req.PatchState)
-		rest := qs[1:]
-		for len(rest) > 0 {
-			next, err := parseHeartbeat(rest[0].payload)
-			if err != nil {
-				b.reply(c, rest[0], nil, err)
-				rest = rest[1:]
-				continue
-			}
-			if !sameEpoch(next.Epoch, req.Epoch) || (maxState > 0 && size+len(next.PatchState) > maxState) {
-				break
-			}
-			group = append(group, rest[0])
-			patches = append(patches, next.PatchState)
-			size += len(next.PatchState)
-			rest = rest[1:]
+		hbs = append(hbs, parsed{q, req})
+	}
+	for len(hbs) > 0 {
+		req := hbs[0].req
+		n, size := 1, len(req.PatchState)
+		for n < len(hbs) && sameEpoch(hbs[n].req.Epoch, req.Epoch) &&
+			(maxState <= 0 || size+len(hbs[n].req.PatchState) <= maxState) {
+			size += len(hbs[n].req.PatchState)
+			n++
 		}
-		qs = rest
-		if len(group) > 1 {
+		group := hbs[:n]
+		hbs = hbs[n:]
+		if n > 1 {
+			patches := make([]json.RawMessage, n)
+			for i, h := range group {
+				patches[i] = h.req.PatchState
+			}
 			merged, err := mergePatches(patches)
 			if err != nil {
 				// Unreachable for parsed payloads; run them one by one.
-				for _, q := range group {
-					resp, err := b.run(c, q.event, func(ctx context.Context) (any, error) { return q.h(ctx, q.payload) })
-					b.reply(c, q, resp, err)
+				for _, h := range group {
+					resp, err := b.run(c, EventHeartbeat, func(ctx context.Context) (any, error) { return c.heartbeatReq(ctx, h.req) })
+					b.reply(c, h.q, resp, err)
 				}
 				continue
 			}
@@ -231,11 +231,11 @@ func (c *conn) runHeartbeats(qs []*queued) {
 		resp, err := b.run(c, EventHeartbeat, func(ctx context.Context) (any, error) {
 			return c.heartbeatReq(ctx, req)
 		})
-		if h := b.opts.Hooks.Coalesced; h != nil && len(group) > 1 {
-			h(len(group))
+		if h := b.opts.Hooks.Coalesced; h != nil && n > 1 {
+			h(n)
 		}
-		for _, q := range group {
-			b.reply(c, q, resp, err)
+		for _, h := range group {
+			b.reply(c, h.q, resp, err)
 		}
 	}
 }
@@ -250,27 +250,25 @@ func sameEpoch(a, b *int64) bool {
 // mergePatches merges JSON object patches in order; nil when none has
 // content.
 func mergePatches(patches []json.RawMessage) (json.RawMessage, error) {
-	var merged map[string]json.RawMessage
+	merged := map[string]json.RawMessage{}
 	for _, p := range patches {
-		if len(p) == 0 {
-			continue
-		}
-		var m map[string]json.RawMessage
-		if err := json.Unmarshal(p, &m); err != nil {
+		if err := patchInto(merged, p); err != nil {
 			return nil, err
 		}
-		if merged == nil {
-			merged = m
-			continue
-		}
-		for k, v := range m {
-			merged[k] = v
-		}
 	}
-	if merged == nil {
+	if len(merged) == 0 {
 		return nil, nil
 	}
 	return json.Marshal(merged)
+}
+
+// patchInto applies a JSON object patch to dst: each top-level key of the
+// patch replaces dst's (null is a value, as in the service's merge).
+func patchInto(dst map[string]json.RawMessage, patch json.RawMessage) error {
+	if len(patch) == 0 {
+		return nil
+	}
+	return json.Unmarshal(patch, &dst)
 }
 
 // run calls f with the event's deadline, turning a panic into an error.
