@@ -64,8 +64,8 @@ type Config struct {
 	// with ErrLocked unless its Actor holds every held lock of the channel
 	// and names one of them in LockName. The holder too must name the
 	// lock, so a write made without it is refused rather than taken as
-	// one made under it. Checked atomically with the write; needs the
-	// lua metadata strategy (see EnforcedLocksSupported).
+	// one made under it. Checked atomically with the write; New refuses
+	// a metadata strategy that cannot (strategy.LockEnforcer: watch).
 	Locks string
 	// MaxLockTTL bounds the TTL of a lock acquire or renew (default 10
 	// minutes), so a client cannot hold a channel's lock for years; a
@@ -133,11 +133,7 @@ func (c Config) withDefaults() (Config, error) {
 	switch c.Locks {
 	case "":
 		c.Locks = LocksAdvisory
-	case LocksAdvisory:
-	case LocksEnforced:
-		if !EnforcedLocksSupported(c.Metadata) {
-			return c, invalid("config: enforced locks need the lua metadata strategy, not %q", c.Metadata)
-		}
+	case LocksAdvisory, LocksEnforced:
 	default:
 		return c, invalid("config: Locks %q is neither %q nor %q", c.Locks, LocksAdvisory, LocksEnforced)
 	}
@@ -186,17 +182,6 @@ func ConfigFromEnv() (Config, error) {
 		*d.dst = v
 	}
 	return c, nil
-}
-
-// EnforcedLocksSupported reports whether a metadata strategy spec may run
-// with enforced locks. The watch strategy's enforcement (WATCH on the lock
-// index, the listed locks read before MULTI) produced histories the
-// conformance suite's linearizability check rejects (about 1 run in 5,
-// both adapters, embedded and real Redis), while the same check passes
-// for lua; until that is understood, enforced locks run on lua only.
-func EnforcedLocksSupported(metadataSpec string) bool {
-	name, _, _ := strings.Cut(metadataSpec, "?")
-	return name != "watch"
 }
 
 // ParseMillis reads a duration setting the way every _MS variable takes

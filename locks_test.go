@@ -4,12 +4,14 @@ import (
 	"cmp"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/realtime-message/presence"
 	"github.com/realtime-message/presence/backend"
 	"github.com/realtime-message/presence/embedded"
+	"github.com/realtime-message/presence/internal/redistest"
 )
 
 func TestLockAcquireRenewReleaseGet(t *testing.T) {
@@ -183,8 +185,12 @@ func TestLockGuardsMutations(t *testing.T) {
 func TestLockEnforced(t *testing.T) {
 	forEachMetaStrategy(t, func(t *testing.T, tg target, spec string) {
 		c := tg.connect(t)
-		if !presence.EnforcedLocksSupported(spec) {
-			t.Skipf("enforced locks need the lua strategy (TestEnforcedLocksRefuseWatch)")
+		if name, _, _ := strings.Cut(spec, "?"); name == "watch" {
+			// Refused: see WatchMetadata.EnforcesLocks.
+			if _, err := presence.New(c, presence.Config{Metadata: spec, Locks: presence.LocksEnforced, KeyPrefix: redistest.Prefix(t), Logger: quiet}); !errors.Is(err, presence.ErrInvalidArgument) {
+				t.Fatalf("New with %s and enforced locks: %v, want ErrInvalidArgument", spec, err)
+			}
+			return
 		}
 		s := newService(t, c, presence.Config{Metadata: spec, Locks: presence.LocksEnforced, Logger: quiet})
 		advisory := newService(t, c, presence.Config{Metadata: spec, KeyPrefix: s.Config().KeyPrefix, Logger: quiet})

@@ -80,6 +80,11 @@ func New(client backend.Client, cfg Config) (*Service, error) {
 		s.hb.Close()
 		return nil, fmt.Errorf("presence: metadata strategy: %w", err)
 	}
+	if e, ok := s.meta.(strategy.LockEnforcer); ok && cfg.Locks == LocksEnforced && !e.EnforcesLocks() {
+		s.hb.Close()
+		s.meta.Close()
+		return nil, invalid("config: the %q metadata strategy does not enforce locks; use lua with enforced locks", cfg.Metadata)
+	}
 	if cfg.ReaperInterval > 0 {
 		s.bg.Add(1)
 		go s.reapLoop()

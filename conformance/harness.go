@@ -48,6 +48,9 @@ const numKeys = 3 // len(stateKeys) == len(itemKeys)
 
 // harness holds what the properties of one strategy on one target share.
 type harness struct {
+	enforcedOnce sync.Once
+	enforced     bool // see enforcedOK
+
 	t      testing.TB // the real test: clients and cleanups hang off it
 	target Target
 	opts   Options
@@ -110,9 +113,22 @@ func (h *harness) serviceLocks(c backend.Client, prefix string, now func() time.
 }
 
 // enforcedOK reports whether the metadata strategy under test runs with
-// enforced locks (presence.EnforcedLocksSupported); the checks of
-// enforced locks are skipped for one that does not.
-func (h *harness) enforcedOK() bool { return presence.EnforcedLocksSupported(h.mdSpec) }
+// enforced locks: presence.New refuses a strategy that says it does not
+// (strategy.LockEnforcer), and the checks of enforced locks are skipped
+// for it, with a log line.
+func (h *harness) enforcedOK() bool {
+	h.enforcedOnce.Do(func() {
+		svc, err := h.serviceLocks(h.client(), h.prefix(), time.Now, presence.LocksEnforced)
+		if err == nil {
+			svc.Close()
+		}
+		h.enforced = !errors.Is(err, presence.ErrInvalidArgument)
+		if !h.enforced {
+			h.t.Logf("conformance: %s does not enforce locks (%v): enforced-lock checks skipped", h.mdSpec, err)
+		}
+	})
+	return h.enforced
+}
 
 // serviceWith is service with edit applied to its Config.
 func (h *harness) serviceWith(c backend.Client, prefix string, now func() time.Time, edit func(*presence.Config)) (*presence.Service, error) {

@@ -73,6 +73,15 @@ type Metadata interface {
 	Close() error
 }
 
+// LockEnforcer is implemented by a Metadata strategy that can say it must
+// not run with MetaRequest.EnforceLocks; a strategy without the method is
+// taken to enforce locks as its contract says.
+type LockEnforcer interface {
+	// EnforcesLocks reports whether the strategy applies EnforceLocks
+	// atomically with the write.
+	EnforcesLocks() bool
+}
+
 // MetadataFactory builds a metadata strategy from its spec parameters.
 type MetadataFactory func(env Env, p *Params) (Metadata, error)
 
