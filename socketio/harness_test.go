@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -104,15 +103,8 @@ func startNode(t testing.TB, srv *redistest.Server, nc nodeConfig) *node {
 		svc.Close()
 		t.Fatalf("Bind: %v", err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/socket.io/", io.ServeHandler(nil))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go hs.Serve(ln)
-	n := &node{t: t, svc: svc, io: io, binding: b, http: hs, url: "http://" + ln.Addr().String()}
+	url, hs := siotest.Listen(t, io)
+	n := &node{t: t, svc: svc, io: io, binding: b, http: hs, url: url}
 	t.Cleanup(func() { n.stop() })
 	return n
 }

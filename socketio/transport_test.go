@@ -3,8 +3,6 @@ package socketio_test
 import (
 	"context"
 	"encoding/json"
-	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -25,16 +23,9 @@ func startBareServer(t *testing.T, opts *socket.ServerOptions, onConnection func
 	t.Helper()
 	io := socket.NewServer(nil, opts)
 	io.On("connection", func(args ...any) { onConnection(args[0].(*socket.Socket)) })
-	mux := http.NewServeMux()
-	mux.Handle("/socket.io/", io.ServeHandler(nil))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go hs.Serve(ln)
+	url, hs := siotest.Listen(t, io)
 	t.Cleanup(func() { io.Close(nil); hs.Close() })
-	return "http://" + ln.Addr().String(), io
+	return url, io
 }
 
 // TestTransportFrames: messages of every WebSocket length encoding (7-bit,

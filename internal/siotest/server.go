@@ -39,14 +39,7 @@ func StartServer(t testing.TB, cfg presence.Config, opts socketio.Options) strin
 		svc.Close()
 		t.Fatal(err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/socket.io/", io.ServeHandler(nil))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go hs.Serve(ln)
+	url, hs := Listen(t, io)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -55,5 +48,20 @@ func StartServer(t testing.TB, cfg presence.Config, opts socketio.Options) strin
 		hs.Close()
 		svc.Close()
 	})
-	return "http://" + ln.Addr().String()
+	return url
+}
+
+// Listen serves io at /socket.io/ on a free loopback port and returns its
+// base URL and the HTTP server, which the caller closes.
+func Listen(t testing.TB, io *socket.Server) (string, *http.Server) {
+	t.Helper()
+	mux := http.NewServeMux()
+	mux.Handle("/socket.io/", io.ServeHandler(nil))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go hs.Serve(ln)
+	return "http://" + ln.Addr().String(), hs
 }
