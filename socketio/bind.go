@@ -469,29 +469,12 @@ func (b *Binding) Shutdown(ctx context.Context) error {
 
 func (b *Binding) shutdown(ctx context.Context) error {
 	b.closing.Store(true)
-	b.mu.Lock()
-	conns := make([]*conn, 0, len(b.conns))
-	for _, c := range b.conns {
-		conns = append(conns, c)
-	}
-	b.mu.Unlock()
-
-	// Leave in parallel, bounded: thousands of sockets must not take
-	// thousands of round trips in a row.
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 64)
 	var failed atomic.Int64
-	for _, c := range conns {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			if !c.close(ctx) {
-				failed.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
+	n := b.eachConn(64, func() bool { return false }, func(c *conn) {
+		if !c.close(ctx) {
+			failed.Add(1)
+		}
+	})
 
 	err := b.waitCleanups(ctx)
 	if b.node != "" {
@@ -504,10 +487,37 @@ func (b *Binding) shutdown(ctx context.Context) error {
 	b.closeSubs()
 	<-b.logDone
 	if n := failed.Load(); n > 0 {
-		err = errors.Join(err, fmt.Errorf("socketio: shutdown: %d of %d sockets could not leave presence (the reaper removes them after the TTL)", n, len(conns)))
+		err = errors.Join(err, fmt.Errorf("socketio: shutdown: %d of %d sockets could not leave presence (the reaper removes them after the TTL)", failed.Load(), n))
 	}
-	b.log.Info("socketio: presence shut down", "sockets", len(conns), "failed", failed.Load())
+	b.log.Info("socketio: presence shut down", "sockets", n, "failed", failed.Load())
 	return err
+}
+
+// eachConn runs fn for every local socket, at most parallel at a time
+// (thousands of sockets must not take thousands of round trips in a row),
+// until stop says so, and returns how many sockets there were.
+func (b *Binding) eachConn(parallel int, stop func() bool, fn func(c *conn)) int {
+	b.mu.Lock()
+	conns := make([]*conn, 0, len(b.conns))
+	for _, c := range b.conns {
+		conns = append(conns, c)
+	}
+	b.mu.Unlock()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, parallel)
+	for _, c := range conns {
+		if stop() {
+			break
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			fn(c)
+		}()
+	}
+	wg.Wait()
+	return len(conns)
 }
 
 // waitCleanups waits for the disconnect cleanups in flight, including

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"maps"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -237,38 +236,22 @@ func (b *Binding) resubscriptions() uint64 {
 // rejoinAll joins every joined local socket again, a few at a time, each
 // within CallTimeout, and logs one line for the whole recovery.
 func (b *Binding) rejoinAll(reason string) {
-	b.mu.Lock()
-	conns := make([]*conn, 0, len(b.conns))
-	for _, c := range b.conns {
-		conns = append(conns, c)
-	}
-	b.mu.Unlock()
-	var wg sync.WaitGroup
 	var joined, failed atomic.Int64
 	var lastErr atomic.Pointer[error]
-	sem := make(chan struct{}, healParallel)
-	for _, c := range conns {
-		if b.ctx.Err() != nil || b.closing.Load() {
-			break
+	stop := func() bool { return b.ctx.Err() != nil || b.closing.Load() }
+	b.eachConn(healParallel, stop, func(c *conn) {
+		ctx, cancel := context.WithTimeout(b.ctx, b.opts.CallTimeout)
+		defer cancel()
+		ok, err := c.rejoinIdle(ctx)
+		switch {
+		case err != nil:
+			failed.Add(1)
+			lastErr.Store(&err)
+		case ok:
+			joined.Add(1)
+			b.healed.Add(1)
 		}
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			ctx, cancel := context.WithTimeout(b.ctx, b.opts.CallTimeout)
-			defer cancel()
-			ok, err := c.rejoinIdle(ctx)
-			switch {
-			case err != nil:
-				failed.Add(1)
-				lastErr.Store(&err)
-			case ok:
-				joined.Add(1)
-				b.healed.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
+	})
 	attrs := []any{"reason", reason, "rejoined", joined.Load(), "failed", failed.Load()}
 	if p := lastErr.Load(); p != nil {
 		attrs = append(attrs, "err", *p)
