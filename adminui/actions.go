@@ -1,0 +1,89 @@
+package adminui
+
+import (
+	"github.com/zishang520/socket.io/servers/socket/v3"
+)
+
+// maxRoomName bounds a room name an admin may make sockets join.
+const maxRoomName = 1024
+
+// registerActions serves the UI's actions on one admin socket:
+//
+//	join(nsp, room, filter?)       the sockets of nsp (in room filter, or the socket of that id) join room
+//	leave(nsp, room, filter?)      they leave room
+//	_disconnect(nsp, close, filter?) they are disconnected (close: the whole connection)
+//
+// filter is a room; a socket id is a room of one. Unknown namespaces and
+// malformed arguments are ignored, as the UI expects no answer. The
+// Socket.IO rooms are the binding's view only: a socket made to leave its
+// presence room still receives that room's events and stays in presence;
+// disconnecting it makes it leave presence.
+func (a *Admin) registerActions(s *socket.Socket) {
+	by := s.Handshake().Address
+	_ = s.On("join", func(args ...any) {
+		n, room, filter, ok := a.roomAction(args)
+		if !ok {
+			return
+		}
+		a.log.Info("adminui: join", "nsp", n.Name(), "room", room, "filter", filter, "by", by)
+		if filter != "" {
+			n.In(socket.Room(filter)).SocketsJoin(socket.Room(room))
+		} else {
+			n.SocketsJoin(socket.Room(room))
+		}
+	})
+	_ = s.On("leave", func(args ...any) {
+		n, room, filter, ok := a.roomAction(args)
+		if !ok {
+			return
+		}
+		a.log.Info("adminui: leave", "nsp", n.Name(), "room", room, "filter", filter, "by", by)
+		if filter != "" {
+			n.In(socket.Room(filter)).SocketsLeave(socket.Room(room))
+		} else {
+			n.SocketsLeave(socket.Room(room))
+		}
+	})
+	_ = s.On("_disconnect", func(args ...any) {
+		args = withoutAck(args)
+		if len(args) < 2 {
+			return
+		}
+		name, _ := args[0].(string)
+		closeConn, ok := args[1].(bool)
+		n := a.namespace(name)
+		if n == nil || !ok {
+			return
+		}
+		filter := stringArg(args, 2)
+		a.log.Info("adminui: disconnect", "nsp", name, "close", closeConn, "filter", filter, "by", by)
+		if filter != "" {
+			n.In(socket.Room(filter)).DisconnectSockets(closeConn)
+		} else {
+			n.DisconnectSockets(closeConn)
+		}
+	})
+}
+
+// roomAction parses join and leave: (nsp, room, filter?).
+func (a *Admin) roomAction(args []any) (socket.Namespace, string, string, bool) {
+	args = withoutAck(args)
+	if len(args) < 2 {
+		return nil, "", "", false
+	}
+	name, _ := args[0].(string)
+	room, _ := args[1].(string)
+	n := a.namespace(name)
+	if n == nil || room == "" || len(room) > maxRoomName {
+		return nil, "", "", false
+	}
+	return n, room, stringArg(args, 2), true
+}
+
+func stringArg(args []any, i int) string {
+	if i < len(args) {
+		s, _ := args[i].(string)
+		return s
+	}
+	return ""
+}
