@@ -133,7 +133,7 @@ func Instrument(io *socket.Server, o Options) (*Admin, error) {
 	if io == nil {
 		return nil, errors.New("adminui: nil server")
 	}
-	if err := o.check(); err != nil {
+	if err := o.Validate(); err != nil {
 		return nil, err
 	}
 	if o.Namespace == "" {
@@ -141,9 +141,6 @@ func Instrument(io *socket.Server, o Options) (*Admin, error) {
 	}
 	if o.Namespace[0] != '/' {
 		o.Namespace = "/" + o.Namespace
-	}
-	if o.Namespace == "/" {
-		return nil, errors.New(`adminui: the admin namespace cannot be "/"`)
 	}
 	if o.Mode == "" {
 		o.Mode = Development
@@ -215,7 +212,12 @@ func Instrument(io *socket.Server, o Options) (*Admin, error) {
 	return a, nil
 }
 
-func (o Options) check() error {
+// Validate reports options Instrument would refuse: no login and no
+// explicit NoAuth, a password hash that is not bcrypt, an unknown mode.
+func (o Options) Validate() error {
+	if o.Namespace == "/" {
+		return errors.New(`adminui: the admin namespace cannot be "/"`)
+	}
 	switch o.Mode {
 	case "", Development, Production:
 	default:

@@ -15,6 +15,7 @@ import (
 	"github.com/zishang520/socket.io/v3/pkg/types"
 
 	"github.com/realtime-message/presence"
+	"github.com/realtime-message/presence/adminui"
 	"github.com/realtime-message/presence/embedded"
 	"github.com/realtime-message/presence/socketio"
 )
@@ -27,6 +28,7 @@ type App struct {
 	Service  *presence.Service
 	IO       *socket.Server
 	Binding  *socketio.Binding
+	AdminUI  *adminui.Admin // nil unless enabled
 	Metrics  *Metrics
 	HTTP     *http.Server
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/realtime-message/presence"
+	"github.com/realtime-message/presence/adminui"
 	"github.com/realtime-message/presence/socketio"
 )
 
@@ -63,6 +64,13 @@ type Settings struct {
 	// LogFormat (LOG_FORMAT: text or json; default text).
 	LogLevel  slog.Level
 	LogFormat string
+
+	// AdminUI serves the official Socket.IO Admin UI's namespace, /admin
+	// (PRESENCE_ADMIN_UI=1 or -admin-ui), with AdminUIOptions: the login
+	// PRESENCE_ADMIN_UI_USER and PRESENCE_ADMIN_UI_PASSWORD_HASH (bcrypt),
+	// or PRESENCE_ADMIN_UI_NO_AUTH=1; see adminui.go.
+	AdminUI        bool
+	AdminUIOptions adminui.Options
 
 	// SignToken, when set (-sign-token USER), makes the program print a
 	// token for USER signed with AuthSecret and exit; TokenTTL is its
@@ -129,6 +137,13 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	env("PRESENCE_EVENT_BUDGET_MS", msInto(&s.EventBudget))
 	env("PRESENCE_MAX_QUEUED_EVENTS", atoiInto(&s.MaxQueuedEvents))
 	env("PRESENCE_DISCONNECT_AFTER_REFUSED", atoiInto(&s.DisconnectAfterRefused))
+	env("PRESENCE_ADMIN_UI", boolInto(&s.AdminUI))
+	env("PRESENCE_ADMIN_UI_USER", func(v string) error { s.AdminUIOptions.Username = v; return nil })
+	env("PRESENCE_ADMIN_UI_PASSWORD_HASH", func(v string) error { s.AdminUIOptions.PasswordHash = v; return nil })
+	env("PRESENCE_ADMIN_UI_NO_AUTH", boolInto(&s.AdminUIOptions.NoAuth))
+	env("PRESENCE_ADMIN_UI_READONLY", boolInto(&s.AdminUIOptions.ReadOnly))
+	env("PRESENCE_ADMIN_UI_MODE", func(v string) error { s.AdminUIOptions.Mode = v; return nil })
+	env("PRESENCE_ADMIN_UI_MESSAGES", boolInto(&s.AdminUIOptions.Messages))
 	env("PRESENCE_KEY_PREFIX", func(v string) error { s.Presence.KeyPrefix = v; return nil })
 	env("PRESENCE_MAX_STATE_BYTES", atoiInto(&s.Presence.MaxStateBytes))
 	env("PRESENCE_MAX_METADATA_VALUE_BYTES", atoiInto(&s.Presence.MaxMetadataValueBytes))
@@ -162,6 +177,9 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 			"  PRESENCE_AUTH_SECRET   require HS256 tokens signed with this secret (auth.token, ?token=\n"+
 			"                         or Authorization: Bearer); the token's sub is the user. Not a flag\n"+
 			"                         on purpose: a command line is visible to every user through ps\n"+
+			"  PRESENCE_ADMIN_UI_PASSWORD_HASH\n"+
+			"                         with -admin-ui: the bcrypt hash of the Admin UI's password\n"+
+			"                         (htpasswd -nbBC 10 '' PASSWORD | cut -c2-)\n"+
 			"  GOGC, GOMEMLIMIT       the Go runtime's garbage-collector settings\n"+
 			"Flag only: -sign-token and -token-ttl, which print a token instead of serving.\n")
 	}
@@ -194,6 +212,12 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	fs.TextVar(&s.LogLevel, "log-level", s.LogLevel, "debug, info, warn or error (LOG_LEVEL)")
 	fs.StringVar(&s.AuthAudience, "auth-audience", s.AuthAudience, "with PRESENCE_AUTH_SECRET: a token's aud claim must include this (PRESENCE_AUTH_AUDIENCE)")
 	fs.StringVar(&s.AuthIssuer, "auth-issuer", s.AuthIssuer, "with PRESENCE_AUTH_SECRET: a token's iss claim must equal this (PRESENCE_AUTH_ISSUER)")
+	fs.BoolVar(&s.AdminUI, "admin-ui", s.AdminUI, "serve the official Socket.IO Admin UI's /admin namespace; needs -admin-ui-user and PRESENCE_ADMIN_UI_PASSWORD_HASH, or -admin-ui-no-auth (PRESENCE_ADMIN_UI=1)")
+	fs.StringVar(&s.AdminUIOptions.Username, "admin-ui-user", s.AdminUIOptions.Username, "the Admin UI's username (PRESENCE_ADMIN_UI_USER)")
+	fs.BoolVar(&s.AdminUIOptions.NoAuth, "admin-ui-no-auth", s.AdminUIOptions.NoAuth, "the Admin UI without a login: only where nobody else reaches the server (PRESENCE_ADMIN_UI_NO_AUTH=1)")
+	fs.BoolVar(&s.AdminUIOptions.ReadOnly, "admin-ui-readonly", s.AdminUIOptions.ReadOnly, "the Admin UI may look, not disconnect sockets or change their rooms (PRESENCE_ADMIN_UI_READONLY=1)")
+	fs.StringVar(&s.AdminUIOptions.Mode, "admin-ui-mode", s.AdminUIOptions.Mode, "development (sockets, rooms, events) or production (stats only) (PRESENCE_ADMIN_UI_MODE; default development)")
+	fs.BoolVar(&s.AdminUIOptions.Messages, "admin-ui-messages", s.AdminUIOptions.Messages, "the Admin UI's events page shows every message and its payload (PRESENCE_ADMIN_UI_MESSAGES=1)")
 	fs.StringVar(&s.SignToken, "sign-token", "", "print an HS256 token for this user, signed with PRESENCE_AUTH_SECRET (with -auth-audience and -auth-issuer as aud and iss), and exit")
 	fs.Var(durationFlag{&s.TokenTTL}, "token-ttl", "lifetime of the token -sign-token prints (0: no expiry)")
 	if err := fs.Parse(args); err != nil {
@@ -215,6 +239,11 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	if s.LogFormat != "text" && s.LogFormat != "json" {
 		return s, fmt.Errorf("log format %q: want text or json", s.LogFormat)
 	}
+	if s.AdminUI {
+		if err := s.AdminUIOptions.Validate(); err != nil {
+			return s, fmt.Errorf("admin UI: %w (PRESENCE_ADMIN_UI_USER and PRESENCE_ADMIN_UI_PASSWORD_HASH, or PRESENCE_ADMIN_UI_NO_AUTH=1)", err)
+		}
+	}
 	return s, nil
 }
 
@@ -224,6 +253,14 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 // database or TLS could not apply to every seed the same way.
 func splitRedisURL(v string) (string, []string, error) {
 	return presence.ParseRedisTarget(v)
+}
+
+func boolInto(dst *bool) func(string) error {
+	return func(v string) error {
+		b, err := strconv.ParseBool(v)
+		*dst = b
+		return err
+	}
 }
 
 func floatInto(dst *float64) func(string) error {

@@ -18,6 +18,7 @@ func initApp(ctx context.Context, s Settings, log *slog.Logger) (*App, func(), e
 		provideService,
 		provideSocketServer,
 		provideBinding,
+		provideAdminUI,
 		provideHTTP,
 		wire.Struct(new(App), "*"),
 	)
