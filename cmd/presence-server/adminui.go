@@ -1,9 +1,15 @@
 package main
 
 import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
 	"log/slog"
+	"strings"
 
 	"github.com/zishang520/socket.io/servers/socket/v3"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/realtime-message/presence/adminui"
 	"github.com/realtime-message/presence/socketio"
@@ -34,4 +40,26 @@ func provideAdminUI(io *socket.Server, _ *socketio.Binding, s Settings, log *slo
 			"mode", mode, "readonly", o.ReadOnly, "messages", o.Messages)
 	}
 	return a, a.Close, nil
+}
+
+// hashPassword reads a password (its first line) and prints its bcrypt
+// hash, for PRESENCE_ADMIN_UI_PASSWORD_HASH.
+func hashPassword(in io.Reader, stdout, stderr io.Writer) int {
+	line, err := bufio.NewReader(io.LimitReader(in, 1024)).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		fmt.Fprintln(stderr, "presence-server: read the password:", err)
+		return 2
+	}
+	pw := strings.TrimRight(line, "\r\n")
+	if pw == "" {
+		fmt.Fprintln(stderr, "presence-server: -hash-password reads the password from stdin; it was empty")
+		return 2
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.DefaultCost)
+	if err != nil {
+		fmt.Fprintln(stderr, "presence-server:", err)
+		return 2
+	}
+	fmt.Fprintln(stdout, string(h))
+	return 0
 }

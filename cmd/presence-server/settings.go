@@ -77,6 +77,10 @@ type Settings struct {
 	// lifetime (-token-ttl, default 24h).
 	SignToken string
 	TokenTTL  time.Duration
+	// HashPassword (-hash-password) makes the program read a password from
+	// stdin, print its bcrypt hash for PRESENCE_ADMIN_UI_PASSWORD_HASH and
+	// exit.
+	HashPassword bool
 }
 
 // authenticator is the token check the settings ask for, nil without a
@@ -179,9 +183,10 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 			"                         on purpose: a command line is visible to every user through ps\n"+
 			"  PRESENCE_ADMIN_UI_PASSWORD_HASH\n"+
 			"                         with -admin-ui: the bcrypt hash of the Admin UI's password\n"+
-			"                         (htpasswd -nbBC 10 '' PASSWORD | cut -c2-)\n"+
+			"                         (presence-server -hash-password < file-with-the-password)\n"+
 			"  GOGC, GOMEMLIMIT       the Go runtime's garbage-collector settings\n"+
-			"Flag only: -sign-token and -token-ttl, which print a token instead of serving.\n")
+			"Flag only: -sign-token and -token-ttl, which print a token instead of serving, and\n"+
+			"-hash-password, which prints a password's bcrypt hash.\n")
 	}
 	fs.StringVar(&host, "host", host, "listen host (HOST; default every interface)")
 	fs.StringVar(&port, "port", port, "listen port (PORT)")
@@ -218,6 +223,7 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	fs.BoolVar(&s.AdminUIOptions.ReadOnly, "admin-ui-readonly", s.AdminUIOptions.ReadOnly, "the Admin UI may look, not disconnect sockets or change their rooms (PRESENCE_ADMIN_UI_READONLY=1)")
 	fs.StringVar(&s.AdminUIOptions.Mode, "admin-ui-mode", s.AdminUIOptions.Mode, "development (sockets, rooms, events) or production (stats only) (PRESENCE_ADMIN_UI_MODE; default development)")
 	fs.BoolVar(&s.AdminUIOptions.Messages, "admin-ui-messages", s.AdminUIOptions.Messages, "the Admin UI's events page shows every message and its payload (PRESENCE_ADMIN_UI_MESSAGES=1)")
+	fs.BoolVar(&s.HashPassword, "hash-password", false, "read a password from stdin, print its bcrypt hash for PRESENCE_ADMIN_UI_PASSWORD_HASH, and exit")
 	fs.StringVar(&s.SignToken, "sign-token", "", "print an HS256 token for this user, signed with PRESENCE_AUTH_SECRET (with -auth-audience and -auth-issuer as aud and iss), and exit")
 	fs.Var(durationFlag{&s.TokenTTL}, "token-ttl", "lifetime of the token -sign-token prints (0: no expiry)")
 	if err := fs.Parse(args); err != nil {
