@@ -20,30 +20,18 @@ const maxRoomName = 1024
 // disconnecting it makes it leave presence.
 func (a *Admin) registerActions(s *socket.Socket) {
 	by := s.Handshake().Address
-	_ = s.On("join", func(args ...any) {
-		n, room, filter, ok := a.roomAction(args)
-		if !ok {
-			return
-		}
-		a.log.Info("adminui: join", "nsp", n.Name(), "room", room, "filter", filter, "by", by)
-		if filter != "" {
-			n.In(socket.Room(filter)).SocketsJoin(socket.Room(room))
-		} else {
-			n.SocketsJoin(socket.Room(room))
-		}
-	})
-	_ = s.On("leave", func(args ...any) {
-		n, room, filter, ok := a.roomAction(args)
-		if !ok {
-			return
-		}
-		a.log.Info("adminui: leave", "nsp", n.Name(), "room", room, "filter", filter, "by", by)
-		if filter != "" {
-			n.In(socket.Room(filter)).SocketsLeave(socket.Room(room))
-		} else {
-			n.SocketsLeave(socket.Room(room))
-		}
-	})
+	rooms := func(event string, apply func(*socket.BroadcastOperator, socket.Room)) {
+		_ = s.On(event, func(args ...any) {
+			n, room, filter, ok := a.roomAction(args)
+			if !ok {
+				return
+			}
+			a.log.Info("adminui: "+event, "nsp", n.Name(), "room", room, "filter", filter, "by", by)
+			apply(sockets(n, filter), socket.Room(room))
+		})
+	}
+	rooms("join", func(o *socket.BroadcastOperator, r socket.Room) { o.SocketsJoin(r) })
+	rooms("leave", func(o *socket.BroadcastOperator, r socket.Room) { o.SocketsLeave(r) })
 	_ = s.On("_disconnect", func(args ...any) {
 		args = withoutAck(args)
 		if len(args) < 2 {
@@ -57,12 +45,16 @@ func (a *Admin) registerActions(s *socket.Socket) {
 		}
 		filter := stringArg(args, 2)
 		a.log.Info("adminui: disconnect", "nsp", name, "close", closeConn, "filter", filter, "by", by)
-		if filter != "" {
-			n.In(socket.Room(filter)).DisconnectSockets(closeConn)
-		} else {
-			n.DisconnectSockets(closeConn)
-		}
+		sockets(n, filter).DisconnectSockets(closeConn)
 	})
+}
+
+// sockets selects the sockets of n in room filter, or all of them.
+func sockets(n socket.Namespace, filter string) *socket.BroadcastOperator {
+	if filter != "" {
+		return n.In(socket.Room(filter))
+	}
+	return n.In()
 }
 
 // roomAction parses join and leave: (nsp, room, filter?).

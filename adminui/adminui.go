@@ -386,8 +386,6 @@ func withoutAck(args []any) []any {
 	if n := len(args); n > 0 {
 		if _, ok := args[n-1].(socket.Ack); ok {
 			args = args[:n-1]
-		} else if _, ok := args[n-1].(func([]any, error)); ok {
-			args = args[:n-1]
 		}
 	}
 	out := make([]any, len(args))
