@@ -276,7 +276,8 @@ func now() string { return time.Now().UTC().Format("2006-01-02T15:04:05.000Z") }
 // onAdminConnection serves one logged-in admin socket.
 func (a *Admin) onAdminConnection(s *socket.Socket) {
 	a.watchers.Add(1)
-	_ = s.On("disconnect", func(...any) { a.watchers.Add(-1) })
+	var gone sync.Once // the library may fire "disconnect" twice
+	_ = s.On("disconnect", func(...any) { gone.Do(func() { a.watchers.Add(-1) }) })
 	if d, ok := s.Data().(*adminData); ok && d.newSession != "" {
 		_ = s.Emit("session", d.newSession)
 	}

@@ -157,7 +157,7 @@ func TestAdminUIInBrowser(t *testing.T) {
 	)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
+	bctx, cancelBrowser := chromedp.NewContext(actx)
 	defer cancelBrowser()
 	ctx, cancel := context.WithTimeout(bctx, 3*time.Minute)
 	defer cancel()
