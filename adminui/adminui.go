@@ -85,6 +85,13 @@ type Options struct {
 	// while no admin socket is connected.
 	Messages bool
 
+	// MaxListedSockets bounds the sockets sent to an admin when it
+	// connects (default 2000): with their handshakes they are one message,
+	// which must fit the admin connection's write buffer (the socketio
+	// WebSocket transport closes a connection over 4 MiB behind). Sockets
+	// past it appear as they connect.
+	MaxListedSockets int
+
 	// ServerID names this node in the UI (default the host name).
 	ServerID string
 	// StatsInterval is how often the stats are sent (default 2s, the UI's
@@ -147,6 +154,9 @@ func Instrument(io *socket.Server, o Options) (*Admin, error) {
 	}
 	if o.SessionTTL <= 0 {
 		o.SessionTTL = 24 * time.Hour
+	}
+	if o.MaxListedSockets <= 0 {
+		o.MaxListedSockets = 2000
 	}
 	if o.StatsInterval <= 0 {
 		o.StatsInterval = 2 * time.Second

@@ -425,3 +425,19 @@ func TestProductionMode(t *testing.T) {
 		}
 	}
 }
+
+func TestMaxListedSockets(t *testing.T) {
+	url := start(t, adminui.Options{NoAuth: true, MaxListedSockets: 2}, socketio.Options{})
+	for range 3 {
+		dial(t, url, siotest.Options{})
+	}
+	admin, err := login(t, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := waitArgs(t, admin, "all_sockets", func([]json.RawMessage) bool { return true })
+	var list []sock
+	if err := json.Unmarshal(all[0], &list); err != nil || len(list) != 2 {
+		t.Fatalf("all_sockets %s: want 2 sockets", all[0])
+	}
+}

@@ -154,15 +154,23 @@ func dataOf(s *socket.Socket) map[string]any {
 	return out
 }
 
-// allSockets lists every socket of every namespace of this node.
+// allSockets lists the sockets of every namespace of this node, at most
+// Options.MaxListedSockets of them.
 func (a *Admin) allSockets() []socketInfo {
 	out := []socketInfo{}
+	total := 0
 	for _, n := range a.namespaces() {
 		name := n.Name()
 		n.Sockets().Range(func(_ socket.SocketId, s *socket.Socket) bool {
-			out = append(out, serialize(s, name))
+			total++
+			if len(out) < a.opts.MaxListedSockets {
+				out = append(out, serialize(s, name))
+			}
 			return true
 		})
+	}
+	if total > len(out) {
+		a.log.Info("adminui: the admin's socket list is cut", "listed", len(out), "sockets", total)
 	}
 	return out
 }
