@@ -41,6 +41,12 @@ func hash(t *testing.T, pw string) string {
 // embedded Redis and returns its URL.
 func start(t *testing.T, o adminui.Options, so socketio.Options) string {
 	t.Helper()
+	return serve(t, &o, so)
+}
+
+// serve is start, without the admin namespace when o is nil.
+func serve(t testing.TB, o *adminui.Options, so socketio.Options) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -56,18 +62,22 @@ func start(t *testing.T, o adminui.Options, so socketio.Options) string {
 		svc.Close()
 		t.Fatal(err)
 	}
-	if o.Logger == nil {
-		o.Logger = log
-	}
-	a, err := adminui.Instrument(io, o)
-	if err != nil {
-		t.Fatal(err)
+	var a *adminui.Admin
+	if o != nil {
+		if o.Logger == nil {
+			o.Logger = log
+		}
+		if a, err = adminui.Instrument(io, *o); err != nil {
+			t.Fatal(err)
+		}
 	}
 	url, hs := siotest.Listen(t, io)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		a.Close()
+		if a != nil {
+			a.Close()
+		}
 		b.Shutdown(ctx)
 		io.Close(nil)
 		hs.Close()
