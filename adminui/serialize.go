@@ -81,7 +81,7 @@ func serialize(s *socket.Socket, nsp string) socketInfo {
 		}
 		for k, v := range h.Query {
 			info.Handshake.Query[k] = joinValues(v)
-			if secretQuery[k] {
+			if secretQuery[strings.ToLower(k)] {
 				info.Handshake.Query[k] = redacted
 			}
 		}
