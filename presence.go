@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/realtime-message/presence/core"
+
 	"github.com/realtime-message/presence/backend"
 	"github.com/realtime-message/presence/luasrc"
 	"github.com/realtime-message/presence/strategy"
@@ -113,7 +115,7 @@ func (s *Service) Join(ctx context.Context, room, conn, user string, state json.
 // ConnRef is invalid. Safe to share between goroutines.
 type ConnRef struct {
 	s    *Service
-	keys *strategy.ConnKeys
+	keys *core.ConnKeys
 }
 
 // Room returns the ref's room id.
@@ -168,20 +170,20 @@ func (s *Service) HeartbeatConn(ctx context.Context, ref ConnRef, p HeartbeatPar
 }
 
 func (s *Service) countHeartbeat(start time.Time, res HeartbeatResult, err error) (HeartbeatResult, error) {
-	outcome := 4
+	o := outcomeError
 	switch {
 	case err == nil && res.Changed:
-		outcome = 1
+		o = outcomeChanged
 	case err == nil:
-		outcome = 0
+		o = outcomeOK
 	case errors.Is(err, ErrStaleEpoch):
-		outcome = 2
+		o = outcomeStale
 	case errors.Is(err, ErrConnNotFound):
-		outcome = 3
+		o = outcomeNotFound
 	}
-	s.ctr.hb[outcome].Add(1)
+	s.ctr.hb[o].Add(1)
 	if h := s.cfg.Hooks.Heartbeat; h != nil {
-		h(outcomes[outcome], time.Since(start))
+		h(outcomeNames[o], time.Since(start))
 	}
 	return res, err
 }
@@ -275,7 +277,7 @@ func parseSnapshot(r backend.Reply) ([]Entry, error) {
 		if err1 != nil || err2 != nil {
 			return nil, fmt.Errorf("presence: snapshot: unexpected row %v", row)
 		}
-		e := Entry{ConnID: id, UserID: h["user"], State: strategy.StateFromHash(h)}
+		e := Entry{ConnID: id, UserID: h["user"], State: core.StateFromHash(h)}
 		e.LastSeenMs, _ = strconv.ParseInt(h["last_seen_ms"], 10, 64)
 		e.Epoch, _ = strconv.ParseInt(h["epoch"], 10, 64)
 		out = append(out, e)

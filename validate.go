@@ -141,10 +141,6 @@ func hex4(b []byte) (rune, bool) {
 	return r, true
 }
 
-// canonicalState parses a JSON object and returns its top-level fields,
-// sorted by key, each value re-encoded canonically (object keys sorted,
-// numbers as written, no HTML escaping), so "changed" can be decided by
-// comparing bytes. Empty input is an empty object when allowEmpty.
 // canonicalValue returns a JSON value (already validated) in the one
 // encoding the service stores, so equal values compare equal in Redis: no
 // whitespace, numbers as written, strings with encoding/json's escapes,
@@ -193,6 +189,11 @@ func isCanonicalScalar(v json.RawMessage) bool {
 	return false
 }
 
+// canonicalState parses a JSON object and returns its top-level fields,
+// sorted by key, each value re-encoded by canonicalValue, so "changed" can
+// be decided by comparing bytes. Empty input and null are no fields (join
+// and heartbeat accept both); anything else that is not an object, or
+// whose encoding exceeds maxBytes, is ErrInvalidArgument naming what.
 func canonicalState(what string, raw json.RawMessage, maxBytes int) ([]strategy.Field, error) {
 	if len(bytes.TrimSpace(raw)) == 0 || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
 		return nil, nil

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/realtime-message/presence/core"
+
 	"github.com/realtime-message/presence/backend"
 )
 
@@ -49,6 +51,11 @@ type Batcher struct {
 	inflight sync.WaitGroup
 }
 
+var (
+	_ Heartbeat   = (*Batcher)(nil)
+	_ BufferSizer = (*Batcher)(nil)
+)
+
 type pending struct {
 	ctx  context.Context
 	req  HeartbeatRequest
@@ -75,7 +82,7 @@ func (b *Batcher) Heartbeat(ctx context.Context, req HeartbeatRequest) (Heartbea
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
-		return HeartbeatResult{}, ErrClosed
+		return HeartbeatResult{}, core.ErrClosed
 	}
 	b.buf = append(b.buf, p)
 	b.size.Add(1)
@@ -188,7 +195,7 @@ func (b *Batcher) Close() error {
 	batch := b.take()
 	b.mu.Unlock()
 	for _, p := range batch {
-		p.done <- batchResult{err: ErrClosed}
+		p.done <- batchResult{err: core.ErrClosed}
 	}
 	b.inflight.Wait()
 	return nil

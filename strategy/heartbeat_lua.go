@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/realtime-message/presence/core"
+
 	"github.com/realtime-message/presence/backend"
 	"github.com/realtime-message/presence/luasrc"
 )
@@ -22,6 +24,8 @@ type luaHeartbeat struct {
 	evals *evalBuilder
 }
 
+var _ Heartbeat = (*luaHeartbeat)(nil)
+
 func (l *luaHeartbeat) Heartbeat(ctx context.Context, req HeartbeatRequest) (HeartbeatResult, error) {
 	f, err := l.env.Scripts.RunFlat(ctx, l.evals.eval(req))
 	if err != nil {
@@ -35,7 +39,7 @@ func (l *luaHeartbeat) Close() error { return nil }
 // HeartbeatEval is the heartbeat.lua call for req; the lua and batch
 // strategies (and the benchmarks' ceiling) send exactly this. When
 // req.ConnKeys fit req, its keys are used as they are: no key is built.
-func HeartbeatEval(k Keys, ttlMs int64, req HeartbeatRequest) backend.Eval {
+func HeartbeatEval(k core.Keys, ttlMs int64, req HeartbeatRequest) backend.Eval {
 	var epoch string
 	if req.HasEpoch {
 		epoch = strconv.FormatInt(req.Epoch, 10)
@@ -47,7 +51,7 @@ func HeartbeatEval(k Keys, ttlMs int64, req HeartbeatRequest) backend.Eval {
 // calls formatted once: the TTL always, the time while it stays in one
 // millisecond, a conn's epoch while it is unchanged.
 type evalBuilder struct {
-	keys Keys
+	keys core.Keys
 	ttl  string
 	now  intCache
 }
@@ -59,8 +63,8 @@ func newEvalBuilder(env Env) *evalBuilder {
 func (b *evalBuilder) eval(req HeartbeatRequest) backend.Eval {
 	var epoch string
 	if req.HasEpoch {
-		if ck := req.ConnKeys; ck.usableFor(b.keys, req.Room, req.Conn) {
-			epoch = ck.epoch.format(req.Epoch)
+		if ck := req.ConnKeys; ck.Fits(b.keys, req.Room, req.Conn) {
+			epoch = ck.FormatEpoch(req.Epoch)
 		} else {
 			epoch = strconv.FormatInt(req.Epoch, 10)
 		}
@@ -68,11 +72,11 @@ func (b *evalBuilder) eval(req HeartbeatRequest) backend.Eval {
 	return heartbeatEval(b.keys, b.ttl, b.now.format(req.NowMs), epoch, req)
 }
 
-func heartbeatEval(k Keys, ttl, now, epoch string, req HeartbeatRequest) backend.Eval {
+func heartbeatEval(k core.Keys, ttl, now, epoch string, req HeartbeatRequest) backend.Eval {
 	var keys []string
 	var events string
-	if ck := req.ConnKeys; ck.usableFor(k, req.Room, req.Conn) {
-		keys, events = ck.heartbeatKeys(), ck.events
+	if ck := req.ConnKeys; ck.Fits(k, req.Room, req.Conn) {
+		keys, events = []string{ck.ConnKey(), ck.LastSeen(), ck.ConnMeta()}, ck.RoomEvents()
 	} else {
 		keys, events = []string{k.Conn(req.Room, req.Conn), k.LastSeen(req.Room), k.ConnMeta(req.Room)}, k.RoomEvents(req.Room)
 	}
@@ -138,9 +142,9 @@ func parseHeartbeat(a []backend.Reply) (res HeartbeatResult, ok bool, err error)
 	}
 	switch code, _ := a[1].AsString(); code {
 	case "NOTFOUND":
-		return res, true, ErrConnNotFound
+		return res, true, core.ErrConnNotFound
 	case "STALE":
-		return res, true, ErrStaleEpoch
+		return res, true, core.ErrStaleEpoch
 	}
 	return res, false, nil
 }

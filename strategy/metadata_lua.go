@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/realtime-message/presence/core"
+
 	"github.com/realtime-message/presence/backend"
 	"github.com/realtime-message/presence/luasrc"
 )
@@ -32,19 +34,19 @@ func NewLuaMetadata(env Env) *LuaMetadata { return &LuaMetadata{env: env} }
 func (l *LuaMetadata) Close() error { return nil }
 
 // Mutate applies req (see Metadata).
-func (l *LuaMetadata) Mutate(ctx context.Context, req MetaRequest) (MetaRecord, error) {
+func (l *LuaMetadata) Mutate(ctx context.Context, req MetaRequest) (core.MetaRecord, error) {
 	if req.LockName != "" && req.Actor == "" {
-		return MetaRecord{}, errMetaLocked(req)
+		return core.MetaRecord{}, errMetaLocked(req)
 	}
 	if h := l.env.Hooks.MetadataAttempt; h != nil {
 		h()
 	}
 	r, err := l.env.Scripts.RunMany(ctx, MetaMutateEval(l.env.Keys, req))
 	if err != nil {
-		return MetaRecord{}, err
+		return core.MetaRecord{}, err
 	}
 	rec, err := ParseMetaMutateReply(req, r[0])
-	if errors.Is(err, ErrConflict) {
+	if errors.Is(err, core.ErrConflict) {
 		if h := l.env.Hooks.MetadataConflict; h != nil {
 			h()
 		}
@@ -53,7 +55,7 @@ func (l *LuaMetadata) Mutate(ctx context.Context, req MetaRequest) (MetaRecord, 
 }
 
 // MetaMutateEval is the meta_mutate.lua call for req.
-func MetaMutateEval(k Keys, req MetaRequest) backend.Eval {
+func MetaMutateEval(k core.Keys, req MetaRequest) backend.Eval {
 	keys := []string{k.Meta(req.Type, req.Name)}
 	named, enforced := "", ""
 	if req.LockName != "" {
@@ -69,7 +71,7 @@ func MetaMutateEval(k Keys, req MetaRequest) backend.Eval {
 		major = backend.Itoa(req.MajorRevision)
 	}
 	if req.AddTimestamp {
-		stamp = FormatMetaTime(req.NowMs)
+		stamp = core.FormatMetaTime(req.NowMs)
 	}
 	if req.AddUserID {
 		author = "1"
@@ -92,19 +94,19 @@ func MetaMutateEval(k Keys, req MetaRequest) backend.Eval {
 }
 
 // ParseMetaMutateReply decodes meta_mutate.lua's reply to req.
-func ParseMetaMutateReply(req MetaRequest, r backend.Reply) (MetaRecord, error) {
+func ParseMetaMutateReply(req MetaRequest, r backend.Reply) (core.MetaRecord, error) {
 	if err := r.Error(); err != nil {
-		return MetaRecord{}, err
+		return core.MetaRecord{}, err
 	}
 	a, err := r.AsArray()
 	if err != nil || len(a) < 2 {
-		return MetaRecord{}, fmt.Errorf("strategy: unexpected meta_mutate reply %v", r)
+		return core.MetaRecord{}, fmt.Errorf("strategy: unexpected meta_mutate reply %v", r)
 	}
 	if ok, _ := a[0].AsInt(); ok == 1 {
 		if len(a) != 3 {
-			return MetaRecord{}, fmt.Errorf("strategy: unexpected meta_mutate reply %v", r)
+			return core.MetaRecord{}, fmt.Errorf("strategy: unexpected meta_mutate reply %v", r)
 		}
-		return ParseMetaReply(a[2])
+		return core.ParseMetaReply(a[2])
 	}
 	code, _ := a[1].AsString()
 	arg := func(i int) string {
@@ -120,11 +122,11 @@ func ParseMetaMutateReply(req MetaRequest, r backend.Reply) (MetaRecord, error) 
 	}
 	switch code {
 	case "LOCKED":
-		return MetaRecord{}, errMetaLocked(req)
+		return core.MetaRecord{}, errMetaLocked(req)
 	case "HELD":
-		return MetaRecord{}, errMetaHeld(req, arg(2))
+		return core.MetaRecord{}, errMetaHeld(req, arg(2))
 	case "MAJOR":
-		return MetaRecord{}, errMetaMajor(req, num(2))
+		return core.MetaRecord{}, errMetaMajor(req, num(2))
 	case "REVISION":
 		key := arg(2)
 		want := int64(-1)
@@ -133,11 +135,11 @@ func ParseMetaMutateReply(req MetaRequest, r backend.Reply) (MetaRecord, error) 
 				want = it.Revision
 			}
 		}
-		return MetaRecord{}, errMetaRevision(key, num(3), want)
+		return core.MetaRecord{}, errMetaRevision(key, num(3), want)
 	case "UNKNOWN":
-		return MetaRecord{}, errMetaUnknown(arg(2))
+		return core.MetaRecord{}, errMetaUnknown(arg(2))
 	case "EMPTY":
-		return MetaRecord{}, errMetaEmpty(req)
+		return core.MetaRecord{}, errMetaEmpty(req)
 	}
-	return MetaRecord{}, fmt.Errorf("strategy: unexpected meta_mutate reply %v", r)
+	return core.MetaRecord{}, fmt.Errorf("strategy: unexpected meta_mutate reply %v", r)
 }

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/realtime-message/presence/core"
+
 	"github.com/realtime-message/presence/backend"
 )
 
@@ -12,7 +14,7 @@ import (
 type Env struct {
 	Client  backend.Client
 	Scripts *backend.Scripts // runs luasrc scripts over Client
-	Keys    Keys
+	Keys    core.Keys
 	TTL     time.Duration // presence TTL of a conn hash
 	Logger  *slog.Logger
 	Hooks   Hooks
@@ -24,7 +26,7 @@ type Hooks struct {
 	BatchFlushed     func(size int)         // a batch of heartbeats was sent
 	MetadataAttempt  func()                 // one transaction or script attempt of a mutation
 	MetadataRetry    func(attempt, max int) // an EXEC abort is being retried
-	MetadataConflict func()                 // a mutation failed with ErrConflict
+	MetadataConflict func()                 // a mutation failed with core.ErrConflict
 }
 
 // Field is one top-level key of a JSON state object and its value in
@@ -44,7 +46,7 @@ type HeartbeatRequest struct {
 	// ConnKeys, optional, are Keys.ConnKeys(Room, Conn) built beforehand,
 	// so the heartbeat concatenates no key. Keys of another room, conn or
 	// prefix are ignored (the keys are then built from Room and Conn).
-	ConnKeys *ConnKeys
+	ConnKeys *core.ConnKeys
 }
 
 // HeartbeatResult is the outcome of a heartbeat that was applied.
