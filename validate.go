@@ -11,7 +11,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/realtime-message/presence/strategy"
+	"github.com/realtime-message/presence/luacall"
 )
 
 // MaxEpoch is the largest epoch: 2^53-1, JavaScript's largest safe integer
@@ -194,7 +194,7 @@ func isCanonicalScalar(v json.RawMessage) bool {
 // be decided by comparing bytes. Empty input and null are no fields (join
 // and heartbeat accept both); anything else that is not an object, or
 // whose encoding exceeds maxBytes, is ErrInvalidArgument naming what.
-func canonicalState(what string, raw json.RawMessage, maxBytes int) ([]strategy.Field, error) {
+func canonicalState(what string, raw json.RawMessage, maxBytes int) ([]luacall.KeyValue, error) {
 	if len(bytes.TrimSpace(raw)) == 0 || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
 		return nil, nil
 	}
@@ -222,7 +222,7 @@ func canonicalState(what string, raw json.RawMessage, maxBytes int) ([]strategy.
 	if obj == nil {
 		return nil, invalid("%s must be a JSON object", what)
 	}
-	fields := make([]strategy.Field, 0, len(obj))
+	fields := make([]luacall.KeyValue, 0, len(obj))
 	total := 2
 	for k, v := range obj {
 		if err := checkKey(what+" key", k); err != nil {
@@ -232,12 +232,12 @@ func canonicalState(what string, raw json.RawMessage, maxBytes int) ([]strategy.
 		if err != nil {
 			return nil, invalid("%s key %q holds a value that cannot be encoded", what, k)
 		}
-		fields = append(fields, strategy.Field{Key: k, Value: val})
+		fields = append(fields, luacall.KeyValue{Key: k, Value: val})
 		total += len(k) + len(val) + 4
 	}
 	if total > maxBytes {
 		return nil, invalid("%s is %d bytes encoded, more than %d", what, total, maxBytes)
 	}
-	slices.SortFunc(fields, func(a, b strategy.Field) int { return strings.Compare(a.Key, b.Key) })
+	slices.SortFunc(fields, func(a, b luacall.KeyValue) int { return strings.Compare(a.Key, b.Key) })
 	return fields, nil
 }

@@ -3,7 +3,7 @@
 // which embeds each source with the SHA1 Redis will know it by.
 package luasrc
 
-//go:generate go run ../gen -dir . -out scripts_gen.go
+//go:generate go run ../gen -dir . -out scripts_gen.go -calls ../luacall/calls_gen.go
 
 // Script is one generated Lua script.
 type Script struct {

@@ -11,6 +11,7 @@ import (
 	"unsafe"
 
 	"github.com/realtime-message/presence/core"
+	"github.com/realtime-message/presence/luacall"
 
 	"github.com/realtime-message/presence"
 	"github.com/realtime-message/presence/backend"
@@ -43,7 +44,7 @@ func sameData(a, b string) bool { return unsafe.StringData(a) == unsafe.StringDa
 func TestHeartbeatEvalUsesConnKeys(t *testing.T) {
 	k := core.Keys{Prefix: "p"}
 	req := strategy.HeartbeatRequest{Room: "r:1", Conn: "c", HasEpoch: true, Epoch: 5, NowMs: 1000,
-		Patch: []strategy.Field{{Key: "a", Value: "1"}}}
+		Patch: []luacall.KeyValue{{Key: "a", Value: "1"}}}
 	plain := strategy.HeartbeatEval(k, 30000, req)
 	wantKeys := []string{k.Conn("r:1", "c"), k.LastSeen("r:1"), k.ConnMeta("r:1")}
 	wantArgs := []string{"c", "1000", "30000", "5", k.RoomEvents("r:1"), "r:1", "a", "1"}
@@ -182,7 +183,7 @@ func TestStrategiesWithConnKeys(t *testing.T) {
 				for n, ck := range []*core.ConnKeys{nil, keys.ConnKeys(room, "a"), keys.ConnKeys(room, "b"), keys.ConnKeys("r:2", "a")} {
 					req := strategy.HeartbeatRequest{Room: room, Conn: "a", HasEpoch: true, Epoch: epochs["a"],
 						NowMs: time.Now().UnixMilli() + int64(n+1)*1000,
-						Patch: []strategy.Field{{Key: "n", Value: fmt.Sprint(n + 1)}}, ConnKeys: ck}
+						Patch: []luacall.KeyValue{{Key: "n", Value: fmt.Sprint(n + 1)}}, ConnKeys: ck}
 					res, err := hb.Heartbeat(ctx, req)
 					if err != nil || !res.Changed || res.Epoch != epochs["a"] {
 						t.Fatalf("heartbeat %d: %+v %v", n, res, err)

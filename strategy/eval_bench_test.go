@@ -25,7 +25,7 @@ func BenchmarkHeartbeatEval(b *testing.B) {
 		r.ConnKeys = k.ConnKeys(r.Room, r.Conn)
 		b.ReportAllocs()
 		for b.Loop() {
-			_ = eb.eval(r)
+			_ = eb.call(r).Eval()
 		}
 	})
 }

@@ -145,7 +145,7 @@ func (b *Batcher) flush(batch []*pending) {
 	}
 	evals := make([]backend.Eval, len(live))
 	for i, p := range live {
-		evals[i] = b.evals.eval(p.req)
+		evals[i] = b.evals.call(p.req).Eval()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
 	replies, err := b.env.Scripts.RunMany(ctx, evals...)

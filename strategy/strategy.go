@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/realtime-message/presence/core"
+	"github.com/realtime-message/presence/luacall"
 
 	"github.com/realtime-message/presence/backend"
 )
@@ -29,20 +30,15 @@ type Hooks struct {
 	MetadataConflict func()                 // a mutation failed with core.ErrConflict
 }
 
-// Field is one top-level key of a JSON state object and its value in
-// canonical JSON encoding.
-type Field struct {
-	Key   string
-	Value string
-}
-
 // HeartbeatRequest is a validated heartbeat.
 type HeartbeatRequest struct {
 	Room, Conn string
 	HasEpoch   bool
 	Epoch      int64
-	Patch      []Field // sorted by Key, unique keys
-	NowMs      int64
+	// Patch holds top-level state keys and their canonical JSON
+	// values, sorted by Key, keys unique.
+	Patch []luacall.KeyValue
+	NowMs int64
 	// ConnKeys, optional, are Keys.ConnKeys(Room, Conn) built beforehand,
 	// so the heartbeat concatenates no key. Keys of another room, conn or
 	// prefix are ignored (the keys are then built from Room and Conn).
