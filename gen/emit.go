@@ -216,7 +216,7 @@ func emitReply(b *bytes.Buffer, s *Script) {
 	fmt.Fprintf(b, "\treturn %sReply{}, unexpected(%q, r)\n}\n\n", s.Ident, s.Base)
 
 	fmt.Fprintf(b, "// Decode%sFlat is Decode%s for a reply read by backend.Scripts.RunFlat;\n", s.Ident, s.Ident)
-	b.WriteString("// it allocates only for values that need it (strings aside) and to report\n// a malformed reply.\n")
+	b.WriteString("// it allocates nothing for a short reply of integers and strings, only to\n// build hash, idhashes and raw values and to report a malformed reply.\n")
 	fmt.Fprintf(b, "func Decode%sFlat(f *backend.FlatReply) (%sReply, error) {\n", s.Ident, s.Ident)
 	fmt.Fprintf(b, "\tif err := f.Error(); err != nil {\n\t\treturn %sReply{}, err\n\t}\n", s.Ident)
 	if bare {
@@ -251,14 +251,12 @@ func emitReply(b *bytes.Buffer, s *Script) {
 		if len(s.Cases) > 1 {
 			fmt.Fprintf(b, "\t\tv.Case = %s%s\n", s.Ident, goName(c.Name))
 		}
-		okVar := "ok"
 		for i, e := range c.Elems {
 			if e.Lit != "" {
 				continue
 			}
 			fmt.Fprintf(b, "\t\tif v.%s, ok = %s(a[%d]); !ok {\n\t\t\treturn %sReply{}, false\n\t\t}\n", goName(e.Name), decoderFunc(e.Type), i, s.Ident)
 		}
-		_ = okVar
 		b.WriteString("\t\treturn v, true\n\t}\n")
 	}
 	fmt.Fprintf(b, "\treturn %sReply{}, false\n}\n\n", s.Ident)

@@ -151,12 +151,8 @@ func parseScript(base string, src []byte) (*Script, error) {
 			if m == nil || s.Cases != nil {
 				return nil, fail(no, "bad or second Returns line %q", ln)
 			}
-			for _, alt := range strings.Split(m[1], " | ") {
-				c, err := parseCase(strings.TrimSpace(alt))
-				if err != nil {
-					return nil, fail(no, "%v", err)
-				}
-				s.Cases = append(s.Cases, c)
+			if err := s.addCases(m[1]); err != nil {
+				return nil, fail(no, "%v", err)
 			}
 			inReturns = true
 		case moreStart.MatchString(ln):
@@ -164,12 +160,8 @@ func parseScript(base string, src []byte) (*Script, error) {
 			if m == nil || !inReturns {
 				return nil, fail(no, "a \"|\" line must continue the Returns cases: %q", ln)
 			}
-			for _, alt := range strings.Split(m[1], " | ") {
-				c, err := parseCase(strings.TrimSpace(alt))
-				if err != nil {
-					return nil, fail(no, "%v", err)
-				}
-				s.Cases = append(s.Cases, c)
+			if err := s.addCases(m[1]); err != nil {
+				return nil, fail(no, "%v", err)
 			}
 		default:
 			inReturns = false
@@ -189,6 +181,18 @@ func parseScript(base string, src []byte) (*Script, error) {
 		return nil, fmt.Errorf("gen: %s.lua: %v", base, err)
 	}
 	return s, nil
+}
+
+// addCases parses "case | case ..." of a Returns line.
+func (s *Script) addCases(text string) error {
+	for _, alt := range strings.Split(text, " | ") {
+		c, err := parseCase(strings.TrimSpace(alt))
+		if err != nil {
+			return err
+		}
+		s.Cases = append(s.Cases, c)
+	}
+	return nil
 }
 
 func parseCase(text string) (Case, error) {

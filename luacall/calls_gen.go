@@ -90,8 +90,8 @@ func DecodeHeartbeat(r backend.Reply) (HeartbeatReply, error) {
 }
 
 // DecodeHeartbeatFlat is DecodeHeartbeat for a reply read by backend.Scripts.RunFlat;
-// it allocates only for values that need it (strings aside) and to report
-// a malformed reply.
+// it allocates nothing for a short reply of integers and strings, only to
+// build hash, idhashes and raw values and to report a malformed reply.
 func DecodeHeartbeatFlat(f *backend.FlatReply) (HeartbeatReply, error) {
 	if err := f.Error(); err != nil {
 		return HeartbeatReply{}, err
@@ -202,8 +202,8 @@ func DecodeJoin(r backend.Reply) (JoinReply, error) {
 }
 
 // DecodeJoinFlat is DecodeJoin for a reply read by backend.Scripts.RunFlat;
-// it allocates only for values that need it (strings aside) and to report
-// a malformed reply.
+// it allocates nothing for a short reply of integers and strings, only to
+// build hash, idhashes and raw values and to report a malformed reply.
 func DecodeJoinFlat(f *backend.FlatReply) (JoinReply, error) {
 	if err := f.Error(); err != nil {
 		return JoinReply{}, err
@@ -292,8 +292,8 @@ func DecodeLeave(r backend.Reply) (LeaveReply, error) {
 }
 
 // DecodeLeaveFlat is DecodeLeave for a reply read by backend.Scripts.RunFlat;
-// it allocates only for values that need it (strings aside) and to report
-// a malformed reply.
+// it allocates nothing for a short reply of integers and strings, only to
+// build hash, idhashes and raw values and to report a malformed reply.
 func DecodeLeaveFlat(f *backend.FlatReply) (LeaveReply, error) {
 	if err := f.Error(); err != nil {
 		return LeaveReply{}, err
@@ -387,8 +387,8 @@ func DecodeLockAcquire(r backend.Reply) (LockAcquireReply, error) {
 }
 
 // DecodeLockAcquireFlat is DecodeLockAcquire for a reply read by backend.Scripts.RunFlat;
-// it allocates only for values that need it (strings aside) and to report
-// a malformed reply.
+// it allocates nothing for a short reply of integers and strings, only to
+// build hash, idhashes and raw values and to report a malformed reply.
 func DecodeLockAcquireFlat(f *backend.FlatReply) (LockAcquireReply, error) {
 	if err := f.Error(); err != nil {
 		return LockAcquireReply{}, err
@@ -475,8 +475,8 @@ func DecodeLockRelease(r backend.Reply) (LockReleaseReply, error) {
 }
 
 // DecodeLockReleaseFlat is DecodeLockRelease for a reply read by backend.Scripts.RunFlat;
-// it allocates only for values that need it (strings aside) and to report
-// a malformed reply.
+// it allocates nothing for a short reply of integers and strings, only to
+// build hash, idhashes and raw values and to report a malformed reply.
 func DecodeLockReleaseFlat(f *backend.FlatReply) (LockReleaseReply, error) {
 	if err := f.Error(); err != nil {
 		return LockReleaseReply{}, err
@@ -541,8 +541,8 @@ func DecodeLockRenew(r backend.Reply) (LockRenewReply, error) {
 }
 
 // DecodeLockRenewFlat is DecodeLockRenew for a reply read by backend.Scripts.RunFlat;
-// it allocates only for values that need it (strings aside) and to report
-// a malformed reply.
+// it allocates nothing for a short reply of integers and strings, only to
+// build hash, idhashes and raw values and to report a malformed reply.
 func DecodeLockRenewFlat(f *backend.FlatReply) (LockRenewReply, error) {
 	if err := f.Error(); err != nil {
 		return LockRenewReply{}, err
@@ -652,8 +652,8 @@ func DecodeMetaMutate(r backend.Reply) (MetaMutateReply, error) {
 }
 
 // DecodeMetaMutateFlat is DecodeMetaMutate for a reply read by backend.Scripts.RunFlat;
-// it allocates only for values that need it (strings aside) and to report
-// a malformed reply.
+// it allocates nothing for a short reply of integers and strings, only to
+// build hash, idhashes and raw values and to report a malformed reply.
 func DecodeMetaMutateFlat(f *backend.FlatReply) (MetaMutateReply, error) {
 	if err := f.Error(); err != nil {
 		return MetaMutateReply{}, err
@@ -796,8 +796,8 @@ func DecodeReap(r backend.Reply) (ReapReply, error) {
 }
 
 // DecodeReapFlat is DecodeReap for a reply read by backend.Scripts.RunFlat;
-// it allocates only for values that need it (strings aside) and to report
-// a malformed reply.
+// it allocates nothing for a short reply of integers and strings, only to
+// build hash, idhashes and raw values and to report a malformed reply.
 func DecodeReapFlat(f *backend.FlatReply) (ReapReply, error) {
 	if err := f.Error(); err != nil {
 		return ReapReply{}, err
@@ -876,8 +876,8 @@ func DecodeSnapshot(r backend.Reply) (SnapshotReply, error) {
 }
 
 // DecodeSnapshotFlat is DecodeSnapshot for a reply read by backend.Scripts.RunFlat;
-// it allocates only for values that need it (strings aside) and to report
-// a malformed reply.
+// it allocates nothing for a short reply of integers and strings, only to
+// build hash, idhashes and raw values and to report a malformed reply.
 func DecodeSnapshotFlat(f *backend.FlatReply) (SnapshotReply, error) {
 	if err := f.Error(); err != nil {
 		return SnapshotReply{}, err
