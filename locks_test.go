@@ -312,12 +312,12 @@ func TestEnforcedLocksRefuseWatch(t *testing.T) {
 	}
 	defer srv.Close()
 	for _, spec := range []string{"watch", "watch?retries=3"} {
-		_, err := presence.Open(ctxT(t), presence.Config{Addrs: []string{srv.Addr()}, Embedded: true, Metadata: spec, Locks: presence.LocksEnforced, Logger: quiet})
+		_, err := presence.Open(ctxT(t), presence.Config{Addrs: []string{srv.Addr()}, Metadata: spec, Locks: presence.LocksEnforced, Logger: quiet})
 		if !errors.Is(err, presence.ErrInvalidArgument) {
 			t.Fatalf("Open with %s and enforced locks: %v, want ErrInvalidArgument", spec, err)
 		}
 	}
-	s, err := presence.Open(ctxT(t), presence.Config{Addrs: []string{srv.Addr()}, Embedded: true, Metadata: "watch", Locks: presence.LocksAdvisory, Logger: quiet})
+	s, err := presence.Open(ctxT(t), presence.Config{Addrs: []string{srv.Addr()}, Metadata: "watch", Locks: presence.LocksAdvisory, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,7 +336,7 @@ func TestLocksConfig(t *testing.T) {
 	}
 	defer srv.Close()
 	for _, locks := range []string{"", "advisory", "enforced", "Enforced", "strict"} {
-		s, err := presence.Open(ctxT(t), presence.Config{Addrs: []string{srv.Addr()}, Embedded: true, Locks: locks, Logger: quiet})
+		s, err := presence.Open(ctxT(t), presence.Config{Addrs: []string{srv.Addr()}, Locks: locks, Logger: quiet})
 		valid := locks == "" || locks == "advisory" || locks == "enforced"
 		switch {
 		case valid && err != nil:
