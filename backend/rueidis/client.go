@@ -166,7 +166,7 @@ func New(ctx context.Context, opt Options) (*Client, error) {
 	if scripts == nil {
 		scripts = luasrc.All
 	}
-	if err := c.ScriptPreload(ctx, scripts...); err != nil {
+	if err := c.LoadScripts(ctx, scripts...); err != nil {
 		rc.Close()
 		return nil, err
 	}
@@ -231,7 +231,7 @@ func dial(ctx context.Context, co rueidis.ClientOption) (rueidis.Client, error) 
 
 // NewFromClient wraps a rueidis client the caller already owns. Close of the
 // returned Client stops its subscriptions but leaves rc open: its owner
-// closes it. Scripts are not preloaded; call [Client.ScriptPreload] if
+// closes it. Scripts are not preloaded; call [Client.LoadScripts] if
 // wanted (EVALSHA falls back to EVAL without it). On miniredis, rc must have
 // been built with DisableCache and AlwaysRESP2.
 func NewFromClient(rc rueidis.Client) *Client {

@@ -520,7 +520,7 @@ func TestNewFromClient(t *testing.T) {
 	}
 	defer rc.Close()
 	c := rb.NewFromClient(rc)
-	if err := c.ScriptPreload(testCtx(t), luasrc.All...); err != nil {
+	if err := c.LoadScripts(testCtx(t), luasrc.All...); err != nil {
 		t.Fatal(err)
 	}
 	do(t, c, backend.K("SET", "nfc", "1"))
