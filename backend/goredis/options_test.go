@@ -160,7 +160,8 @@ func TestNewUnreachable(t *testing.T) {
 			cancel()
 			if err == nil {
 				c.Close()
-				t.Fatalf("%v: New succeeded against a closed port", mode)
+				t.Errorf("%v: New succeeded against a closed port", mode)
+				continue
 			}
 			t.Logf("%v, %v deadline: failed after %v: %v", mode, timeout, d, err)
 			if d > timeout+100*time.Millisecond {
