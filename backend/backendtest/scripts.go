@@ -60,7 +60,7 @@ func testScriptFallback(t *testing.T, s *suite) {
 		t.Errorf("Reloads after a cached Run: %d, want 1", n)
 	}
 
-	redistest.FlushScripts(t, s.target)
+	redistest.FlushScripts(t, s.srv)
 	r, err = run("1")
 	if err != nil {
 		t.Fatalf("Run after SCRIPT FLUSH: %v", err)
@@ -89,7 +89,7 @@ func testScriptReal(t *testing.T, s *suite) {
 	}
 	for _, sc := range luasrc.All {
 		for i := range s.target.Addrs {
-			if r := s.target.DoNode(t, i, "SCRIPT", "LOAD", sc.Source); r.Str != sc.SHA1 {
+			if r := s.srv.DoNode(t, i, "SCRIPT", "LOAD", sc.Source); r.Str != sc.SHA1 {
 				t.Errorf("%s: SCRIPT LOAD on node %d returned %v, generated SHA1 is %s", sc.Name, i, r, sc.SHA1)
 			}
 		}
@@ -117,7 +117,7 @@ func testScriptReal(t *testing.T, s *suite) {
 	}
 	check("before SCRIPT FLUSH")
 	before := sc.Reloads()
-	redistest.FlushScripts(t, s.target)
+	redistest.FlushScripts(t, s.srv)
 	check("after SCRIPT FLUSH")
 	if n := sc.Reloads(); n != before+1 {
 		t.Errorf("Reloads went from %d to %d over SCRIPT FLUSH, want +1", before, n)
