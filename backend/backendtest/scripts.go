@@ -9,6 +9,7 @@ import (
 
 	"github.com/realtime-message/presence/backend"
 	"github.com/realtime-message/presence/internal/redistest"
+	"github.com/realtime-message/presence/luacall"
 	"github.com/realtime-message/presence/luasrc"
 )
 
@@ -104,7 +105,7 @@ func testScriptReal(t *testing.T, s *suite) {
 	sc := backend.NewScripts(c)
 	check := func(when string) {
 		t.Helper()
-		r, err := sc.Run(ctx(t), backend.Eval{Script: luasrc.Snapshot, Keys: []string{set}, Args: []string{hashPrefix}})
+		r, err := sc.Run(ctx(t), luacall.Snapshot{Conns: set, ConnPrefix: hashPrefix}.Eval())
 		if err != nil {
 			t.Fatalf("snapshot %s: %v", when, err)
 		}
