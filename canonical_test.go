@@ -35,7 +35,8 @@ func TestCanonicalValueMatchesDecodeEncode(t *testing.T) {
 	} {
 		got, err := canonicalValue(json.RawMessage(v))
 		if err != nil {
-			t.Fatalf("%s: %v", v, err)
+			t.Errorf("%s: %v", v, err)
+			continue
 		}
 		if want := slowCanonical(t, v); got != want {
 			t.Errorf("canonicalValue(%s) = %s, want %s", v, got, want)

@@ -14,18 +14,18 @@ import (
 // Config configures a Service. The zero value of every field means its
 // documented default, applied by New and Open.
 type Config struct {
-	// Backend names the Redis client adapter for Open: "rueidis" (default:
-	// auto-pipelining gives one round trip per call at the lowest cost) or
-	// "goredis". Ignored by New, which is given a client.
+	// Backend names the Redis client adapter for Open in the backend
+	// registry: "rueidis" (default: auto-pipelining gives one round trip
+	// per call at the lowest cost), "goredis", or one registered with
+	// backend.Register. The built-ins are registered by importing
+	// backend/builtin (or backend/rueidis, backend/goredis); this package
+	// imports no adapter. Ignored by New, which is given a client.
 	Backend string
 	// RedisURL is a redis:// or rediss:// URL; cluster seeds may be added as
 	// ?addr=host:port. Used by Open when Addrs is empty.
 	RedisURL string
 	// Addrs are host:port seeds; several mean a Redis Cluster.
 	Addrs []string
-	// Embedded tells Open the server is the embedded miniredis, which lacks
-	// client-side caching and RESP3 pub/sub, so adapters turn both off.
-	Embedded bool
 
 	// Heartbeat is the heartbeat strategy spec (default "lua"): "pipeline",
 	// "batch?window=50ms&max=100", "lua", or a registered one.
@@ -84,9 +84,12 @@ const (
 	LocksEnforced = "enforced"
 )
 
+// DefaultBackend is the adapter Open uses when Config.Backend is empty.
+const DefaultBackend = "rueidis"
+
 func (c Config) withDefaults() (Config, error) {
 	if c.Backend == "" {
-		c.Backend = "rueidis"
+		c.Backend = DefaultBackend
 	}
 	if c.Heartbeat == "" {
 		c.Heartbeat = "lua"

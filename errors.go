@@ -1,22 +1,23 @@
 package presence
 
-import "github.com/realtime-message/presence/strategy"
+import "github.com/realtime-message/presence/core"
 
 // Sentinel errors, usable with errors.Is. Backend failures are returned
-// wrapped, never as one of these.
+// wrapped, never as one of these. Each is the very value package core
+// declares for the strategies, so a strategy's error matches too.
 var (
 	// ErrConnNotFound: the connection is unknown or expired; join again.
-	ErrConnNotFound = strategy.ErrConnNotFound
+	ErrConnNotFound = core.ErrConnNotFound
 	// ErrStaleEpoch: the heartbeat's epoch is below the stored one; a newer
 	// connection owns the id, and nothing was written.
-	ErrStaleEpoch = strategy.ErrStaleEpoch
+	ErrStaleEpoch = core.ErrStaleEpoch
 	// ErrConflict: a metadata revision check failed (or retries ran out).
-	ErrConflict = strategy.ErrConflict
+	ErrConflict = core.ErrConflict
 	// ErrLocked: the named lock is missing, held by another user, or no
 	// acting user was given.
-	ErrLocked = strategy.ErrLocked
+	ErrLocked = core.ErrLocked
 	// ErrInvalidArgument: bad input; nothing was written.
-	ErrInvalidArgument = strategy.ErrInvalidArgument
+	ErrInvalidArgument = core.ErrInvalidArgument
 	// ErrClosed: the Service (or its backend) was closed.
-	ErrClosed = strategy.ErrClosed
+	ErrClosed = core.ErrClosed
 )

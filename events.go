@@ -9,11 +9,20 @@ import (
 	"sync"
 
 	"github.com/realtime-message/presence/backend"
-	"github.com/realtime-message/presence/strategy"
 )
 
-// Event is a presence event (docs/PROTOCOL.md's presence:event payload).
-type Event = strategy.PresenceEvent
+// Event is a presence event (docs/PROTOCOL.md's presence:event payload),
+// as Subscribe decodes it. Scripts and strategies publish the same JSON
+// (core.PresenceEvent); a test keeps the two field for field.
+type Event struct {
+	Type   string          `json:"type"` // join, leave, update
+	RoomID string          `json:"roomId"`
+	UserID string          `json:"userId"`
+	ConnID string          `json:"connId"`
+	State  json.RawMessage `json:"state"` // object, or null
+	TS     int64           `json:"ts"`    // ms, the server's time of the change
+	Epoch  int64           `json:"epoch"` // the conn's epoch
+}
 
 // Subscription is an active event subscription.
 type Subscription interface {

@@ -3,16 +3,16 @@ package presence
 import (
 	"testing"
 
-	"github.com/realtime-message/presence/strategy"
+	"github.com/realtime-message/presence/core"
 )
 
 // The target of a raw event is read back from the channel name exactly as
-// strategy.Keys builds it, for every id validate.go lets through; channels
+// core.Keys builds it, for every id validate.go lets through; channels
 // of other prefixes (which a pattern with glob characters in the prefix
 // can match) and names no id produces give none.
 func TestRawEventTargets(t *testing.T) {
 	for _, prefix := range []string{"prs", "a:b", "x*y?[z]"} {
-		s := &Service{keys: strategy.Keys{Prefix: prefix}}
+		s := &Service{keys: core.Keys{Prefix: prefix}}
 		k := s.keys
 		for _, room := range []string{"r", "a:b:c", ":", "room:x}:events", "é €"} {
 			got, ok := s.roomTarget(k.RoomEvents(room))

@@ -10,13 +10,15 @@ import (
 	"testing"
 
 	"github.com/realtime-message/presence"
+	_ "github.com/realtime-message/presence/backend/builtin"
 	"github.com/realtime-message/presence/embedded"
 )
 
 // The README's library snippet: open a Service, join a room, heartbeat
 // with a state patch. It runs on the embedded Redis; against a real one,
-// set RedisURL (e.g. "redis://127.0.0.1:6379/0") instead of Addrs and
-// Embedded.
+// set RedisURL to its URL (e.g. "redis://127.0.0.1:6379/0"). Open finds the
+// adapter named by Backend in the backend registry, which the blank import
+// of backend/builtin fills.
 func ExampleOpen() {
 	ctx := context.Background()
 	srv, err := embedded.Start() // an in-process Redis, for development
@@ -26,10 +28,10 @@ func ExampleOpen() {
 	defer srv.Close()
 
 	svc, err := presence.Open(ctx, presence.Config{
-		Addrs:     []string{srv.Addr()}, // or RedisURL: "redis://127.0.0.1:6379/0"
-		Embedded:  true,
-		Heartbeat: "lua", // or "pipeline", "batch?window=50ms&max=100"
-		Metadata:  "lua", // or "watch?retries=5"
+		RedisURL:  srv.URL(), // or "redis://127.0.0.1:6379/0"
+		Backend:   "rueidis", // or "goredis": registered by the import of backend/builtin
+		Heartbeat: "lua",     // or "pipeline", "batch?window=50ms&max=100"
+		Metadata:  "lua",     // or "watch?retries=5"
 	})
 	if err != nil {
 		log.Fatal(err)

@@ -21,7 +21,7 @@ func connectTo(t testing.TB, srv *redistest.Server) backend.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := rueidis.New(ctx, rueidis.Options{Addrs: srv.Addrs, Embedded: srv.Embedded})
+	c, err := rueidis.New(ctx, rueidis.Options{Addrs: srv.Addrs})
 	if err != nil {
 		t.Fatal(err)
 	}

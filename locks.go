@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/realtime-message/presence/backend"
-	"github.com/realtime-message/presence/luasrc"
+	"github.com/realtime-message/presence/luacall"
 )
 
 // Lock is the state of a named channel lock. A lock always has a TTL, so
@@ -34,23 +34,15 @@ func (s *Service) AcquireLock(ctx context.Context, ch Channel, name, owner strin
 		return Lock{}, err
 	}
 	now := s.cfg.Now()
-	r, err := s.scripts.Run(ctx, backend.Eval{Script: luasrc.LockAcquire,
-		Keys: s.lockKeys(ch, name), Args: []string{owner, ms, name, s.keys.LockPrefix(ch.Type, ch.Name)}})
+	rep, err := luacall.LockAcquire{Lock: s.keys.Lock(ch.Type, ch.Name, name), Index: s.keys.LockIndex(ch.Type, ch.Name),
+		Owner: owner, TTLMs: ms, Name: name, LockPrefix: s.keys.LockPrefix(ch.Type, ch.Name)}.Run(ctx, s.scripts)
 	if err != nil {
 		return Lock{}, fmt.Errorf("presence: acquire lock: %w", err)
 	}
-	a, err := r.AsArray()
-	if err != nil || len(a) < 2 {
-		return Lock{}, fmt.Errorf("presence: acquire lock: unexpected reply %v", r)
+	if rep.Case == luacall.LockAcquireTaken {
+		return Lock{}, fmt.Errorf("%w: lock %q of channel %s:%s is held by %q", ErrLocked, name, ch.Type, ch.Name, rep.Owner)
 	}
-	if ok, _ := a[0].AsInt(); ok != 1 {
-		other, _ := a[1].AsString()
-		return Lock{}, fmt.Errorf("%w: lock %q of channel %s:%s is held by %q", ErrLocked, name, ch.Type, ch.Name, other)
-	}
-	left, err := a[1].AsInt()
-	if err != nil {
-		return Lock{}, fmt.Errorf("presence: acquire lock: unexpected reply %v", r)
-	}
+	left := rep.TTLMs
 	return Lock{Name: name, Owner: owner, ExpiresAt: now.Add(time.Duration(left) * time.Millisecond)}, nil
 }
 
@@ -62,15 +54,12 @@ func (s *Service) RenewLock(ctx context.Context, ch Channel, name, owner string,
 		return Lock{}, err
 	}
 	now := s.cfg.Now()
-	r, err := s.scripts.Run(ctx, backend.Eval{Script: luasrc.LockRenew,
-		Keys: s.lockKeys(ch, name), Args: []string{owner, ms, name}})
+	rep, err := luacall.LockRenew{Lock: s.keys.Lock(ch.Type, ch.Name, name), Index: s.keys.LockIndex(ch.Type, ch.Name),
+		Owner: owner, TTLMs: ms, Name: name}.Run(ctx, s.scripts)
 	if err != nil {
 		return Lock{}, fmt.Errorf("presence: renew lock: %w", err)
 	}
-	if ok, err := r.AsInt(); err != nil || ok != 1 {
-		if err != nil {
-			return Lock{}, fmt.Errorf("presence: renew lock: unexpected reply %v", r)
-		}
+	if !rep.Renewed {
 		return Lock{}, fmt.Errorf("%w: lock %q of channel %s:%s is not held by %q", ErrLocked, name, ch.Type, ch.Name, owner)
 	}
 	return Lock{Name: name, Owner: owner, ExpiresAt: now.Add(ttl.Truncate(time.Millisecond))}, nil
@@ -82,15 +71,12 @@ func (s *Service) ReleaseLock(ctx context.Context, ch Channel, name, owner strin
 	if _, err := s.checkLock(ch, name, owner, time.Millisecond); err != nil {
 		return err
 	}
-	r, err := s.scripts.Run(ctx, backend.Eval{Script: luasrc.LockRelease,
-		Keys: s.lockKeys(ch, name), Args: []string{owner, name}})
+	rep, err := luacall.LockRelease{Lock: s.keys.Lock(ch.Type, ch.Name, name), Index: s.keys.LockIndex(ch.Type, ch.Name),
+		Owner: owner, Name: name}.Run(ctx, s.scripts)
 	if err != nil {
 		return fmt.Errorf("presence: release lock: %w", err)
 	}
-	if ok, err := r.AsInt(); err != nil || ok != 1 {
-		if err != nil {
-			return fmt.Errorf("presence: release lock: unexpected reply %v", r)
-		}
+	if !rep.Released {
 		return fmt.Errorf("%w: lock %q of channel %s:%s is not held by %q", ErrLocked, name, ch.Type, ch.Name, owner)
 	}
 	return nil
@@ -134,13 +120,6 @@ func (s *Service) GetLock(ctx context.Context, ch Channel, name string) (Lock, e
 	}
 	l.Owner = owner
 	return l, nil
-}
-
-// lockKeys are the KEYS of the lock scripts: the lock and the channel's
-// lock index, which the scripts keep whatever Config.Locks is, so that
-// enforcement, once turned on, sees the locks already held.
-func (s *Service) lockKeys(ch Channel, name string) []string {
-	return []string{s.keys.Lock(ch.Type, ch.Name, name), s.keys.LockIndex(ch.Type, ch.Name)}
 }
 
 // checkLock validates a lock call and returns ttl in milliseconds.

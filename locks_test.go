@@ -214,7 +214,7 @@ func TestLockEnforced(t *testing.T) {
 			_, e5 := s.RemoveMetadata(ctx, chanA, []string{"missing"}, o)
 			for i, err := range []error{e1, e2, e3, e4, e5} {
 				if !errors.Is(err, presence.ErrLocked) {
-					t.Fatalf("%s: op %d: %v, want ErrLocked", what, i, err)
+					t.Errorf("%s: op %d: %v, want ErrLocked", what, i, err)
 				}
 			}
 		}
@@ -312,12 +312,12 @@ func TestEnforcedLocksRefuseWatch(t *testing.T) {
 	}
 	defer srv.Close()
 	for _, spec := range []string{"watch", "watch?retries=3"} {
-		_, err := presence.Open(ctxT(t), presence.Config{Addrs: []string{srv.Addr()}, Embedded: true, Metadata: spec, Locks: presence.LocksEnforced, Logger: quiet})
+		_, err := presence.Open(ctxT(t), presence.Config{Addrs: []string{srv.Addr()}, Metadata: spec, Locks: presence.LocksEnforced, Logger: quiet})
 		if !errors.Is(err, presence.ErrInvalidArgument) {
-			t.Fatalf("Open with %s and enforced locks: %v, want ErrInvalidArgument", spec, err)
+			t.Errorf("Open with %s and enforced locks: %v, want ErrInvalidArgument", spec, err)
 		}
 	}
-	s, err := presence.Open(ctxT(t), presence.Config{Addrs: []string{srv.Addr()}, Embedded: true, Metadata: "watch", Locks: presence.LocksAdvisory, Logger: quiet})
+	s, err := presence.Open(ctxT(t), presence.Config{Addrs: []string{srv.Addr()}, Metadata: "watch", Locks: presence.LocksAdvisory, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,16 +336,19 @@ func TestLocksConfig(t *testing.T) {
 	}
 	defer srv.Close()
 	for _, locks := range []string{"", "advisory", "enforced", "Enforced", "strict"} {
-		s, err := presence.Open(ctxT(t), presence.Config{Addrs: []string{srv.Addr()}, Embedded: true, Locks: locks, Logger: quiet})
+		s, err := presence.Open(ctxT(t), presence.Config{Addrs: []string{srv.Addr()}, Locks: locks, Logger: quiet})
 		valid := locks == "" || locks == "advisory" || locks == "enforced"
 		switch {
 		case valid && err != nil:
-			t.Fatalf("Open with Locks %q: %v", locks, err)
+			t.Errorf("Open with Locks %q: %v", locks, err)
 		case !valid && !errors.Is(err, presence.ErrInvalidArgument):
-			t.Fatalf("Open with Locks %q = %v, want ErrInvalidArgument", locks, err)
+			t.Errorf("Open with Locks %q = %v, want ErrInvalidArgument", locks, err)
+			if s != nil {
+				s.Close()
+			}
 		case valid:
 			if want := cmp.Or(locks, "advisory"); s.Config().Locks != want {
-				t.Fatalf("Locks %q became %q", locks, s.Config().Locks)
+				t.Errorf("Locks %q became %q", locks, s.Config().Locks)
 			}
 			s.Close()
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/realtime-message/presence"
 	"github.com/realtime-message/presence/backend"
+	_ "github.com/realtime-message/presence/backend/builtin" // presence.Open selects adapters by name
 	"github.com/realtime-message/presence/backend/goredis"
 	"github.com/realtime-message/presence/backend/rueidis"
 	"github.com/realtime-message/presence/internal/redistest"
@@ -36,7 +37,7 @@ func forEachTarget(t *testing.T, fn func(t *testing.T, tg target)) {
 				var c backend.Client
 				var err error
 				if b == "rueidis" {
-					c, err = rueidis.New(ctx, rueidis.Options{Addrs: srv.Addrs, Embedded: srv.Embedded})
+					c, err = rueidis.New(ctx, rueidis.Options{Addrs: srv.Addrs})
 				} else {
 					c, err = goredis.New(ctx, goredis.Options{Addrs: srv.Addrs})
 				}

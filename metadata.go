@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"unicode/utf8"
 
+	"github.com/realtime-message/presence/core"
+
 	"github.com/realtime-message/presence/backend"
 	"github.com/realtime-message/presence/strategy"
 )
@@ -38,7 +40,8 @@ func Rev(n int64) *int64 { return &n }
 
 // MaxRevision bounds the revisions and majorRevisions a caller may pass:
 // 2^52 keeps every revision exact in Lua's doubles and JavaScript numbers.
-const MaxRevision = strategy.MaxMetaRevision
+// It also keeps their increments exact.
+const MaxRevision int64 = 1 << 52
 
 // MetadataOptions are a mutation's options (docs/PROTOCOL.md's Opts) and the
 // acting user.
@@ -81,11 +84,27 @@ type MetadataResponse struct {
 	Metadata      map[string]MetadataEntry `json:"metadata"` // never nil
 }
 
-// MetadataEvent is a metadata event (docs/PROTOCOL.md's metadata:event payload).
-type MetadataEvent = strategy.MetadataEvent
+// MetadataEvent is a metadata event (docs/PROTOCOL.md's metadata:event
+// payload), as SubscribeMetadata decodes it. Exactly one is published per
+// successful mutation. Scripts and strategies publish the same JSON
+// (core.MetadataEvent); a test keeps the two field for field.
+type MetadataEvent struct {
+	ChannelName   string              `json:"channelName"`
+	ChannelType   string              `json:"channelType"`
+	Operation     string              `json:"operation"` // set, update, remove
+	Items         []MetadataEventItem `json:"items"`     // never null
+	MajorRevision int64               `json:"majorRevision"`
+	Timestamp     int64               `json:"timestamp"` // ms
+	AuthorUID     string              `json:"authorUid,omitempty"`
+}
 
-// MetadataEventItem is one item of a MetadataEvent.
-type MetadataEventItem = strategy.MetadataEventItem
+// MetadataEventItem is one item of a MetadataEvent: for set and update the
+// item as written, for remove the item as it was before removal.
+type MetadataEventItem struct {
+	Key      string `json:"key"`
+	Value    string `json:"value"`
+	Revision int64  `json:"revision"`
+}
 
 // SetMetadata replaces the channel's whole record with items (none
 // clears it). Each item's revision is its Revision when > 0, else 1.
@@ -131,7 +150,7 @@ func (s *Service) GetMetadata(ctx context.Context, ch Channel) (*MetadataRespons
 	if err != nil {
 		return nil, fmt.Errorf("presence: get metadata: %w", err)
 	}
-	rec, err := strategy.ParseMetaReply(r[0])
+	rec, err := core.ParseMetaReply(r[0])
 	if err != nil {
 		return nil, fmt.Errorf("presence: get metadata: %w", err)
 	}
@@ -257,7 +276,7 @@ func (s *Service) metaRequest(op strategy.MetaOp, ch Channel, items []Item, opts
 	return req, nil
 }
 
-func metadataResponse(ch Channel, rec strategy.MetaRecord, now int64) *MetadataResponse {
+func metadataResponse(ch Channel, rec core.MetaRecord, now int64) *MetadataResponse {
 	m := make(map[string]MetadataEntry, len(rec.Items))
 	for k, e := range rec.Items {
 		m[k] = MetadataEntry{Value: e.Value, Revision: e.Revision, Updated: e.Updated, AuthorUID: e.Author}

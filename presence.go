@@ -10,8 +10,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/realtime-message/presence/core"
+	"github.com/realtime-message/presence/luacall"
+
 	"github.com/realtime-message/presence/backend"
-	"github.com/realtime-message/presence/luasrc"
 	"github.com/realtime-message/presence/strategy"
 )
 
@@ -66,45 +68,34 @@ func (s *Service) Join(ctx context.Context, room, conn, user string, state json.
 	}
 	now := s.nowMs()
 	k := s.keys
-	args := []string{conn, user, room, strconv.FormatInt(now, 10), strconv.FormatInt(s.cfg.TTL.Milliseconds(), 10),
-		k.RoomEvents(room), k.ConnPrefix(room)}
-	for _, f := range fields {
-		args = append(args, f.Key, f.Value)
-	}
 	// The room enters the reaper's work list before the script runs (in the
 	// same round trip) and again after it: the first SADD keeps the conn
 	// reapable if the second is lost; the second closes the race with a
 	// reaper dropping the room (see dropIfEmpty). active_rooms is in
 	// another slot than the room, so no script can do both.
 	addRoom := backend.K("SADD", k.ActiveRooms(), room)
-	join := backend.Eval{Script: luasrc.Join, Keys: append(k.RoomKeys(room), k.Conn(room, conn)), Args: args}
-	_, replies, err := s.scripts.DoWith(ctx, []backend.Cmd{addRoom}, join)
+	join := luacall.Join{
+		Conns: k.Conns(room), Members: k.Members(room), LastSeen: k.LastSeen(room), ConnMeta: k.ConnMeta(room),
+		UserConns: k.UserConns(room), Gone: k.Gone(room), ConnHash: k.Conn(room, conn),
+		Conn: conn, User: user, Room: room, NowMs: strconv.FormatInt(now, 10), TTLMs: strconv.FormatInt(s.cfg.TTL.Milliseconds(), 10),
+		Events: k.RoomEvents(room), ConnPrefix: k.ConnPrefix(room), State: fields,
+	}
+	_, replies, err := s.scripts.DoWith(ctx, []backend.Cmd{addRoom}, join.Eval())
 	if err != nil {
 		return JoinResult{}, fmt.Errorf("presence: join: %w", err)
 	}
-	r := replies[0]
-	if err := r.Error(); err != nil {
+	rep, err := luacall.DecodeJoin(replies[0])
+	if err != nil {
 		if backend.IsRedisError(err, "EPOCH_EXHAUSTED") {
 			return JoinResult{}, invalid("conn %q holds the largest epoch; join with a new conn id", conn)
 		}
 		return JoinResult{}, fmt.Errorf("presence: join: %w", err)
 	}
-	a, err := r.AsArray()
-	if err != nil || len(a) != 2 {
-		return JoinResult{}, fmt.Errorf("presence: join: unexpected reply %v", r)
-	}
-	epoch, err := a[0].AsInt()
-	if err != nil {
-		return JoinResult{}, fmt.Errorf("presence: join: unexpected reply %v", r)
-	}
-	snap, err := parseSnapshot(a[1])
-	if err != nil {
-		return JoinResult{}, err
-	}
+	snap := snapshotEntries(rep.Snapshot)
 	if _, err := s.client.Do(ctx, addRoom); err != nil {
 		return JoinResult{}, fmt.Errorf("presence: join: %w", err)
 	}
-	return JoinResult{Epoch: epoch, Snapshot: snap}, nil
+	return JoinResult{Epoch: rep.Epoch, Snapshot: snap}, nil
 }
 
 // ConnRef is a validated room and conn with their Redis keys built once,
@@ -113,7 +104,7 @@ func (s *Service) Join(ctx context.Context, room, conn, user string, state json.
 // ConnRef is invalid. Safe to share between goroutines.
 type ConnRef struct {
 	s    *Service
-	keys *strategy.ConnKeys
+	keys *core.ConnKeys
 }
 
 // Room returns the ref's room id.
@@ -168,20 +159,20 @@ func (s *Service) HeartbeatConn(ctx context.Context, ref ConnRef, p HeartbeatPar
 }
 
 func (s *Service) countHeartbeat(start time.Time, res HeartbeatResult, err error) (HeartbeatResult, error) {
-	outcome := 4
+	o := outcomeError
 	switch {
 	case err == nil && res.Changed:
-		outcome = 1
+		o = outcomeChanged
 	case err == nil:
-		outcome = 0
+		o = outcomeOK
 	case errors.Is(err, ErrStaleEpoch):
-		outcome = 2
+		o = outcomeStale
 	case errors.Is(err, ErrConnNotFound):
-		outcome = 3
+		o = outcomeNotFound
 	}
-	s.ctr.hb[outcome].Add(1)
+	s.ctr.hb[o].Add(1)
 	if h := s.cfg.Hooks.Heartbeat; h != nil {
-		h(outcomes[outcome], time.Since(start))
+		h(outcomeNames[o], time.Since(start))
 	}
 	return res, err
 }
@@ -226,19 +217,17 @@ func (s *Service) Leave(ctx context.Context, room, conn string) error {
 		return err
 	}
 	k := s.keys
-	r, err := s.scripts.Run(ctx, backend.Eval{Script: luasrc.Leave, Keys: append(k.RoomKeys(room), k.Conn(room, conn)),
-		Args: []string{conn, room, strconv.FormatInt(s.nowMs(), 10), k.RoomEvents(room), strconv.FormatInt(s.cfg.ReaperLookback.Milliseconds(), 10)}})
+	rep, err := luacall.Leave{
+		Conns: k.Conns(room), Members: k.Members(room), LastSeen: k.LastSeen(room), ConnMeta: k.ConnMeta(room),
+		UserConns: k.UserConns(room), Gone: k.Gone(room), ConnHash: k.Conn(room, conn),
+		Conn: conn, Room: room, NowMs: strconv.FormatInt(s.nowMs(), 10), Events: k.RoomEvents(room),
+		LookbackMs: strconv.FormatInt(s.cfg.ReaperLookback.Milliseconds(), 10),
+	}.Run(ctx, s.scripts)
 	if err != nil {
 		return fmt.Errorf("presence: leave: %w", err)
 	}
-	a, err := r.AsArray()
-	if err != nil || len(a) != 2 {
-		return fmt.Errorf("presence: leave: unexpected reply %v", r)
-	}
-	if left, _ := a[0].AsInt(); left == 1 {
-		if remaining, _ := a[1].AsInt(); remaining == 0 {
-			return s.dropIfEmpty(ctx, room)
-		}
+	if rep.Left && rep.Remaining == 0 {
+		return s.dropIfEmpty(ctx, room)
 	}
 	return nil
 }
@@ -251,35 +240,24 @@ func (s *Service) Snapshot(ctx context.Context, room string) ([]Entry, error) {
 	if err := checkID("roomId", room, s.cfg.MaxIDBytes, ""); err != nil {
 		return nil, err
 	}
-	r, err := s.scripts.Run(ctx, backend.Eval{Script: luasrc.Snapshot, Keys: []string{s.keys.Conns(room)},
-		Args: []string{s.keys.ConnPrefix(room)}})
+	rep, err := luacall.Snapshot{Conns: s.keys.Conns(room), ConnPrefix: s.keys.ConnPrefix(room)}.Run(ctx, s.scripts)
 	if err != nil {
 		return nil, fmt.Errorf("presence: snapshot: %w", err)
 	}
-	return parseSnapshot(r)
+	return snapshotEntries(rep.Conns), nil
 }
 
-func parseSnapshot(r backend.Reply) ([]Entry, error) {
-	rows, err := r.AsArray()
-	if err != nil {
-		return nil, fmt.Errorf("presence: snapshot: unexpected reply %v", r)
-	}
-	out := make([]Entry, 0, len(rows))
-	for _, row := range rows {
-		pair, err := row.AsArray()
-		if err != nil || len(pair) != 2 {
-			return nil, fmt.Errorf("presence: snapshot: unexpected row %v", row)
-		}
-		id, err1 := pair[0].AsString()
-		h, err2 := pair[1].AsStringMap()
-		if err1 != nil || err2 != nil {
-			return nil, fmt.Errorf("presence: snapshot: unexpected row %v", row)
-		}
-		e := Entry{ConnID: id, UserID: h["user"], State: strategy.StateFromHash(h)}
+// snapshotEntries turns the conns a script returned into entries, sorted
+// by conn id.
+func snapshotEntries(conns []luacall.IDHash) []Entry {
+	out := make([]Entry, 0, len(conns))
+	for _, c := range conns {
+		h := c.Hash
+		e := Entry{ConnID: c.ID, UserID: h["user"], State: core.StateFromHash(h)}
 		e.LastSeenMs, _ = strconv.ParseInt(h["last_seen_ms"], 10, 64)
 		e.Epoch, _ = strconv.ParseInt(h["epoch"], 10, 64)
 		out = append(out, e)
 	}
 	slices.SortFunc(out, func(a, b Entry) int { return strings.Compare(a.ConnID, b.ConnID) })
-	return out, nil
+	return out
 }

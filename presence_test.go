@@ -486,34 +486,34 @@ func TestBadInputWritesNothing(t *testing.T) {
 		big := `{"x":"` + strings.Repeat("y", 2000) + `"}`
 		for _, room := range []string{"", "a{b", "a}b", "a\nb", "a\x00b", strings.Repeat("r", 257), "\xff"} {
 			if _, err := s.Join(ctx, room, "c", "u", nil); !errors.Is(err, presence.ErrInvalidArgument) {
-				t.Fatalf("join room %q: %v", room, err)
+				t.Errorf("join room %q: %v", room, err)
 			}
 			if _, err := s.Heartbeat(ctx, room, "c", presence.HeartbeatParams{}); !errors.Is(err, presence.ErrInvalidArgument) {
-				t.Fatalf("heartbeat room %q: %v", room, err)
+				t.Errorf("heartbeat room %q: %v", room, err)
 			}
 			if err := s.Leave(ctx, room, "c"); !errors.Is(err, presence.ErrInvalidArgument) {
-				t.Fatalf("leave room %q: %v", room, err)
+				t.Errorf("leave room %q: %v", room, err)
 			}
 		}
 		for _, bad := range []string{"", "{x}", "}"} {
 			if _, err := s.Join(ctx, "r", bad, "u", nil); !errors.Is(err, presence.ErrInvalidArgument) {
-				t.Fatalf("conn %q: %v", bad, err)
+				t.Errorf("conn %q: %v", bad, err)
 			}
 			if _, err := s.Join(ctx, "r", "c2", bad, nil); !errors.Is(err, presence.ErrInvalidArgument) {
-				t.Fatalf("user %q: %v", bad, err)
+				t.Errorf("user %q: %v", bad, err)
 			}
 		}
 		for _, st := range []string{`[1]`, `1`, `"x"`, `{`, `{"a":1} {"b":2}`, big} {
 			if _, err := s.Join(ctx, "r", "c2", "u", json.RawMessage(st)); !errors.Is(err, presence.ErrInvalidArgument) {
-				t.Fatalf("join state %.20q: %v", st, err)
+				t.Errorf("join state %.20q: %v", st, err)
 			}
 			if _, err := s.Heartbeat(ctx, "r", "c", presence.HeartbeatParams{PatchState: json.RawMessage(st)}); !errors.Is(err, presence.ErrInvalidArgument) {
-				t.Fatalf("patch %.20q: %v", st, err)
+				t.Errorf("patch %.20q: %v", st, err)
 			}
 		}
 		for _, e := range []int64{-1, presence.MaxEpoch + 1} {
 			if _, err := s.Heartbeat(ctx, "r", "c", presence.HeartbeatParams{Epoch: &e, PatchState: json.RawMessage(`{"a":2}`)}); !errors.Is(err, presence.ErrInvalidArgument) {
-				t.Fatalf("epoch %d: %v", e, err)
+				t.Errorf("epoch %d: %v", e, err)
 			}
 		}
 		if connHashExists(t, s, "r", "c2") {
@@ -568,11 +568,11 @@ func TestRegistryErrorsListAccepted(t *testing.T) {
 	} {
 		_, err := strategy.NewHeartbeat(spec, strategy.Env{})
 		if !errors.Is(err, presence.ErrInvalidArgument) || !strings.Contains(err.Error(), want) {
-			t.Fatalf("%q: %v, want mention of %q", spec, err, want)
+			t.Errorf("%q: %v, want mention of %q", spec, err, want)
 		}
 	}
 	if got := strategy.Heartbeats.Names(); !slices.Equal(got, []string{"batch", "lua", "pipeline"}) {
-		t.Fatalf("names %v", got)
+		t.Errorf("names %v", got)
 	}
 }
 
@@ -590,7 +590,7 @@ func TestOptimizationsMapping(t *testing.T) {
 	} {
 		hb, md := c.o.Specs()
 		if hb != c.hb || md != c.md {
-			t.Fatalf("%+v → %q %q, want %q %q", c.o, hb, md, c.hb, c.md)
+			t.Errorf("%+v → %q %q, want %q %q", c.o, hb, md, c.hb, c.md)
 		}
 	}
 }
@@ -628,7 +628,7 @@ func TestConfigFromEnv(t *testing.T) {
 	for _, bad := range []string{"redis://a:1,redis://b:2", "127.0.0.1", "127.0.0.1:7000,localhost"} {
 		t.Setenv("REDIS_URL", bad)
 		if _, err := presence.ConfigFromEnv(); !errors.Is(err, presence.ErrInvalidArgument) {
-			t.Fatalf("REDIS_URL=%q: %v", bad, err)
+			t.Errorf("REDIS_URL=%q: %v", bad, err)
 		}
 	}
 }

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/realtime-message/presence/backend"
-	"github.com/realtime-message/presence/luasrc"
+	"github.com/realtime-message/presence/luacall"
 )
 
 // reapBatch is how many rooms one pipeline of reap scripts covers, and
@@ -107,8 +107,12 @@ func (s *Service) reapRooms(ctx context.Context, rooms []string) (int, error) {
 	for round := 0; len(rooms) > 0 && round < 64; round++ {
 		evals := make([]backend.Eval, len(rooms))
 		for i, room := range rooms {
-			evals[i] = backend.Eval{Script: luasrc.Reap, Keys: k.RoomKeys(room),
-				Args: []string{room, nowS, cutoff, k.RoomEvents(room), k.ConnPrefix(room), strconv.Itoa(reapPerRoom)}}
+			evals[i] = luacall.Reap{
+				Conns: k.Conns(room), Members: k.Members(room), LastSeen: k.LastSeen(room), ConnMeta: k.ConnMeta(room),
+				UserConns: k.UserConns(room), Gone: k.Gone(room),
+				Room: room, NowMs: nowS, CutoffMs: cutoff, Events: k.RoomEvents(room), ConnPrefix: k.ConnPrefix(room),
+				Limit: strconv.Itoa(reapPerRoom),
+			}.Eval()
 		}
 		replies, err := s.scripts.RunMany(ctx, evals...)
 		if err != nil {
@@ -116,18 +120,15 @@ func (s *Service) reapRooms(ctx context.Context, rooms []string) (int, error) {
 		}
 		var more []string
 		for i, r := range replies {
-			a, err := r.AsArray()
-			if err != nil || len(a) != 3 {
-				return total, fmt.Errorf("presence: reaper: room %q: unexpected reply %v", rooms[i], r)
+			rep, err := luacall.DecodeReap(r)
+			if err != nil {
+				return total, fmt.Errorf("presence: reaper: room %q: %w", rooms[i], err)
 			}
-			removed, _ := a[0].AsInt()
-			remaining, _ := a[1].AsInt()
-			again, _ := a[2].AsInt()
-			total += int(removed)
+			total += int(rep.Removed)
 			switch {
-			case again == 1 && removed > 0:
+			case rep.More && rep.Removed > 0:
 				more = append(more, rooms[i])
-			case remaining == 0:
+			case rep.Remaining == 0:
 				if err := s.dropIfEmpty(ctx, rooms[i]); err != nil {
 					return total, err
 				}

@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/realtime-message/presence/core"
+
 	"github.com/realtime-message/presence/backend"
 	"github.com/realtime-message/presence/strategy"
 )
@@ -30,19 +32,18 @@ type Service struct {
 	cfg     Config
 	client  backend.Client
 	scripts *backend.Scripts
-	keys    strategy.Keys
+	keys    core.Keys
 	hb      strategy.Heartbeat
 	meta    strategy.Metadata
 	log     *slog.Logger
 	ctr     counters
 
-	closed   atomic.Bool
-	stop     chan struct{}
-	bg       sync.WaitGroup
-	mu       sync.Mutex
-	subs     map[*subscription]struct{}
-	onClose  []func()
-	closeErr error
+	closed  atomic.Bool
+	stop    chan struct{}
+	bg      sync.WaitGroup
+	mu      sync.Mutex
+	subs    map[*subscription]struct{}
+	onClose []func()
 }
 
 // New builds a Service on client with cfg's strategies and limits
@@ -60,7 +61,7 @@ func New(client backend.Client, cfg Config) (*Service, error) {
 		cfg:     cfg,
 		client:  client,
 		scripts: backend.NewScripts(client),
-		keys:    strategy.Keys{Prefix: cfg.KeyPrefix},
+		keys:    core.Keys{Prefix: cfg.KeyPrefix},
 		log:     cfg.Logger,
 		stop:    make(chan struct{}),
 		subs:    map[*subscription]struct{}{},
@@ -99,7 +100,7 @@ func (s *Service) Config() Config { return s.cfg }
 func (s *Service) Client() backend.Client { return s.client }
 
 // Keys returns the key builder in effect.
-func (s *Service) Keys() strategy.Keys { return s.keys }
+func (s *Service) Keys() core.Keys { return s.keys }
 
 // Flush sends heartbeats a batching strategy holds and waits for them; a
 // graceful shutdown calls it before Close. Other strategies hold nothing.

@@ -55,13 +55,31 @@ type Stats struct {
 }
 
 type counters struct {
-	hb                                       [5]atomic.Uint64 // by outcomeIndex
+	hb                                       [numOutcomes]atomic.Uint64
 	flushes, batched                         atomic.Uint64
 	reaped                                   atomic.Uint64
 	metaAttempts, metaRetries, metaConflicts atomic.Uint64
 }
 
-var outcomes = [5]string{OutcomeOK, OutcomeChanged, OutcomeStale, OutcomeNotFound, OutcomeError}
+// outcome indexes counters.hb and names its Outcome* string.
+type outcome uint8
+
+const (
+	outcomeOK outcome = iota
+	outcomeChanged
+	outcomeStale
+	outcomeNotFound
+	outcomeError
+	numOutcomes
+)
+
+var outcomeNames = [numOutcomes]string{
+	outcomeOK:       OutcomeOK,
+	outcomeChanged:  OutcomeChanged,
+	outcomeStale:    OutcomeStale,
+	outcomeNotFound: OutcomeNotFound,
+	outcomeError:    OutcomeError,
+}
 
 // strategyHooks chains the service's counters in front of the user's hooks.
 func (c *counters) strategyHooks(user strategy.Hooks) strategy.Hooks {
@@ -99,11 +117,11 @@ func (s *Service) Stats() Stats {
 	st := Stats{
 		HeartbeatStrategy:  s.cfg.Heartbeat,
 		MetadataStrategy:   s.cfg.Metadata,
-		HeartbeatsOK:       s.ctr.hb[0].Load(),
-		HeartbeatsChanged:  s.ctr.hb[1].Load(),
-		HeartbeatsStale:    s.ctr.hb[2].Load(),
-		HeartbeatsNotFound: s.ctr.hb[3].Load(),
-		HeartbeatsError:    s.ctr.hb[4].Load(),
+		HeartbeatsOK:       s.ctr.hb[outcomeOK].Load(),
+		HeartbeatsChanged:  s.ctr.hb[outcomeChanged].Load(),
+		HeartbeatsStale:    s.ctr.hb[outcomeStale].Load(),
+		HeartbeatsNotFound: s.ctr.hb[outcomeNotFound].Load(),
+		HeartbeatsError:    s.ctr.hb[outcomeError].Load(),
 		BatchFlushes:       s.ctr.flushes.Load(),
 		BatchedHeartbeats:  s.ctr.batched.Load(),
 		ScriptReloads:      s.scripts.Reloads(),

@@ -11,7 +11,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/realtime-message/presence/strategy"
+	"github.com/realtime-message/presence/luacall"
 )
 
 // MaxEpoch is the largest epoch: 2^53-1, JavaScript's largest safe integer
@@ -141,10 +141,6 @@ func hex4(b []byte) (rune, bool) {
 	return r, true
 }
 
-// canonicalState parses a JSON object and returns its top-level fields,
-// sorted by key, each value re-encoded canonically (object keys sorted,
-// numbers as written, no HTML escaping), so "changed" can be decided by
-// comparing bytes. Empty input is an empty object when allowEmpty.
 // canonicalValue returns a JSON value (already validated) in the one
 // encoding the service stores, so equal values compare equal in Redis: no
 // whitespace, numbers as written, strings with encoding/json's escapes,
@@ -193,7 +189,12 @@ func isCanonicalScalar(v json.RawMessage) bool {
 	return false
 }
 
-func canonicalState(what string, raw json.RawMessage, maxBytes int) ([]strategy.Field, error) {
+// canonicalState parses a JSON object and returns its top-level fields,
+// sorted by key, each value re-encoded by canonicalValue, so "changed" can
+// be decided by comparing bytes. Empty input and null are no fields (join
+// and heartbeat accept both); anything else that is not an object, or
+// whose encoding exceeds maxBytes, is ErrInvalidArgument naming what.
+func canonicalState(what string, raw json.RawMessage, maxBytes int) ([]luacall.KeyValue, error) {
 	if len(bytes.TrimSpace(raw)) == 0 || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
 		return nil, nil
 	}
@@ -221,7 +222,7 @@ func canonicalState(what string, raw json.RawMessage, maxBytes int) ([]strategy.
 	if obj == nil {
 		return nil, invalid("%s must be a JSON object", what)
 	}
-	fields := make([]strategy.Field, 0, len(obj))
+	fields := make([]luacall.KeyValue, 0, len(obj))
 	total := 2
 	for k, v := range obj {
 		if err := checkKey(what+" key", k); err != nil {
@@ -231,12 +232,12 @@ func canonicalState(what string, raw json.RawMessage, maxBytes int) ([]strategy.
 		if err != nil {
 			return nil, invalid("%s key %q holds a value that cannot be encoded", what, k)
 		}
-		fields = append(fields, strategy.Field{Key: k, Value: val})
+		fields = append(fields, luacall.KeyValue{Key: k, Value: val})
 		total += len(k) + len(val) + 4
 	}
 	if total > maxBytes {
 		return nil, invalid("%s is %d bytes encoded, more than %d", what, total, maxBytes)
 	}
-	slices.SortFunc(fields, func(a, b strategy.Field) int { return strings.Compare(a.Key, b.Key) })
+	slices.SortFunc(fields, func(a, b luacall.KeyValue) int { return strings.Compare(a.Key, b.Key) })
 	return fields, nil
 }

@@ -51,7 +51,7 @@ func serve(t testing.TB, o *adminui.Options, so socketio.Options) string {
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	srv := redistest.Embedded(t)
-	svc, err := presence.Open(ctx, presence.Config{Addrs: srv.Addrs, Embedded: srv.Embedded, KeyPrefix: redistest.Prefix(t), Logger: log})
+	svc, err := presence.Open(ctx, presence.Config{Addrs: srv.Addrs, KeyPrefix: redistest.Prefix(t), Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/realtime-message/presence/core"
+
 	rr "github.com/redis/rueidis"
 
 	"github.com/realtime-message/presence"
@@ -33,7 +35,7 @@ type CeilingScenario struct {
 type ceilRig struct {
 	svc   *presence.Service
 	rc    rr.Client
-	keys  strategy.Keys
+	keys  core.Keys
 	conns []conn
 }
 
@@ -45,7 +47,7 @@ func newCeilRig(ctx context.Context, t Target, n int) (*ceilRig, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &ceilRig{svc: svc, keys: strategy.Keys{Prefix: prefix}}
+	r := &ceilRig{svc: svc, keys: core.Keys{Prefix: prefix}}
 	if r.conns, err = joinConns(ctx, svc, n); err != nil {
 		r.close()
 		return nil, err

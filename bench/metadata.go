@@ -10,10 +10,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/realtime-message/presence/core"
+
 	"github.com/realtime-message/presence"
 	"github.com/realtime-message/presence/backend"
 	"github.com/realtime-message/presence/backend/counting"
-	"github.com/realtime-message/presence/strategy"
 )
 
 // counterKey is the metadata item the writers increment.
@@ -40,7 +41,7 @@ type MetadataScenario struct {
 // what the transactional strategies fix; it is not a registered strategy.
 type appCAS struct {
 	c    backend.Client
-	keys strategy.Keys
+	keys core.Keys
 }
 
 func (a appCAS) update(ctx context.Context, ch presence.Channel, key, value string, major int64) error {
@@ -49,7 +50,7 @@ func (a appCAS) update(ctx context.Context, ch presence.Channel, key, value stri
 	if err != nil {
 		return err
 	}
-	cur, err := strategy.ParseMetaReply(r[0])
+	cur, err := core.ParseMetaReply(r[0])
 	if err != nil {
 		return err
 	}
@@ -61,14 +62,14 @@ func (a appCAS) update(ctx context.Context, ch presence.Channel, key, value stri
 		return fmt.Errorf("%w: no item %q", presence.ErrInvalidArgument, key)
 	}
 	// The window: another writer may write here, and is overwritten.
-	ev, _ := json.Marshal(strategy.MetadataEvent{
+	ev, _ := json.Marshal(core.MetadataEvent{
 		ChannelName: ch.Name, ChannelType: ch.Type, Operation: "update",
-		Items:         []strategy.MetadataEventItem{{Key: key, Value: value, Revision: e.Revision + 1}},
+		Items:         []core.MetadataEventItem{{Key: key, Value: value, Revision: e.Revision + 1}},
 		MajorRevision: major + 1, Timestamp: time.Now().UnixMilli(),
 	})
 	w, err := a.c.Do(ctx,
-		backend.K("HSET", metaKey, strategy.MetaFieldMajor, backend.Itoa(major+1),
-			strategy.MetaPrefixValue+key, value, strategy.MetaPrefixRev+key, backend.Itoa(e.Revision+1)),
+		backend.K("HSET", metaKey, core.MetaFieldMajor, backend.Itoa(major+1),
+			core.MetaPrefixValue+key, value, core.MetaPrefixRev+key, backend.Itoa(e.Revision+1)),
 		backend.C("PUBLISH", nil, a.keys.MetaEvents(ch.Type, ch.Name), string(ev)))
 	if err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 
 	"github.com/realtime-message/presence"
 	"github.com/realtime-message/presence/backend"
+	_ "github.com/realtime-message/presence/backend/builtin" // presence.Open selects rueidis or goredis by name
 )
 
 // Target is the Redis the scenarios run against: a standalone server given

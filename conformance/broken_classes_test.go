@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strconv"
 
+	"github.com/realtime-message/presence/core"
+
 	"github.com/realtime-message/presence/backend"
 	"github.com/realtime-message/presence/luasrc"
 	"github.com/realtime-message/presence/strategy"
@@ -55,10 +57,10 @@ func init() {
 
 type retryConflict struct{ *strategy.LuaMetadata }
 
-func (r retryConflict) Mutate(ctx context.Context, req strategy.MetaRequest) (strategy.MetaRecord, error) {
+func (r retryConflict) Mutate(ctx context.Context, req strategy.MetaRequest) (core.MetaRecord, error) {
 	for attempt := 0; ; attempt++ {
 		rec, err := r.LuaMetadata.Mutate(ctx, req)
-		if !errors.Is(err, strategy.ErrConflict) || attempt == 2 {
+		if !errors.Is(err, core.ErrConflict) || attempt == 2 {
 			return rec, err
 		}
 	}

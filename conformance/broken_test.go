@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/realtime-message/presence/core"
+
 	"github.com/realtime-message/presence/backend"
 	"github.com/realtime-message/presence/strategy"
 )
@@ -57,7 +59,7 @@ func init() {
 
 type locksIgnored struct{ *strategy.LuaMetadata }
 
-func (l locksIgnored) Mutate(ctx context.Context, req strategy.MetaRequest) (strategy.MetaRecord, error) {
+func (l locksIgnored) Mutate(ctx context.Context, req strategy.MetaRequest) (core.MetaRecord, error) {
 	req.EnforceLocks = false
 	return l.LuaMetadata.Mutate(ctx, req)
 }
@@ -67,24 +69,24 @@ type locksSplit struct {
 	*strategy.LuaMetadata
 }
 
-func (l locksSplit) Mutate(ctx context.Context, req strategy.MetaRequest) (strategy.MetaRecord, error) {
+func (l locksSplit) Mutate(ctx context.Context, req strategy.MetaRequest) (core.MetaRecord, error) {
 	if req.EnforceLocks {
 		k := l.env.Keys
 		r, err := l.env.Client.Do(ctx, backend.K("HKEYS", k.LockIndex(req.Type, req.Name)))
 		if err != nil {
-			return strategy.MetaRecord{}, err
+			return core.MetaRecord{}, err
 		}
 		names, err := r[0].AsStrings()
 		if err != nil {
-			return strategy.MetaRecord{}, err
+			return core.MetaRecord{}, err
 		}
 		for _, n := range names {
 			r, err := l.env.Client.Do(ctx, backend.K("GET", k.Lock(req.Type, req.Name, n)))
 			if err != nil {
-				return strategy.MetaRecord{}, err
+				return core.MetaRecord{}, err
 			}
 			if !r[0].IsNil() && (req.LockName == "" || r[0].Str != req.Actor) {
-				return strategy.MetaRecord{}, fmt.Errorf("%w: lock %q is held", strategy.ErrLocked, n)
+				return core.MetaRecord{}, fmt.Errorf("%w: lock %q is held", core.ErrLocked, n)
 			}
 		}
 		req.EnforceLocks = false
@@ -98,14 +100,14 @@ func (l locksSplit) Mutate(ctx context.Context, req strategy.MetaRequest) (strat
 func hbWrites(env strategy.Env, req strategy.HeartbeatRequest, h map[string]string, fence func(req, stored int64) bool) (strategy.HeartbeatResult, []backend.Cmd, error) {
 	k := env.Keys
 	if h["epoch"] == "" {
-		return strategy.HeartbeatResult{}, nil, strategy.ErrConnNotFound
+		return strategy.HeartbeatResult{}, nil, core.ErrConnNotFound
 	}
 	stored, err := strconv.ParseInt(h["epoch"], 10, 64)
 	if err != nil {
 		return strategy.HeartbeatResult{}, nil, err
 	}
 	if req.HasEpoch && fence(req.Epoch, stored) {
-		return strategy.HeartbeatResult{}, nil, strategy.ErrStaleEpoch
+		return strategy.HeartbeatResult{}, nil, core.ErrStaleEpoch
 	}
 	var res strategy.HeartbeatResult
 	now := strconv.FormatInt(req.NowMs, 10)
@@ -118,10 +120,10 @@ func hbWrites(env strategy.Env, req strategy.HeartbeatRequest, h map[string]stri
 		cmds = append(cmds, backend.K("HSET", k.ConnMeta(req.Room), req.Conn, e+":"+h["user"]))
 	}
 	for _, f := range req.Patch {
-		if old, ok := h[strategy.StatePrefix+f.Key]; !ok || old != f.Value {
+		if old, ok := h[core.StatePrefix+f.Key]; !ok || old != f.Value {
 			res.Changed = true
-			set = append(set, strategy.StatePrefix+f.Key, f.Value)
-			h[strategy.StatePrefix+f.Key] = f.Value
+			set = append(set, core.StatePrefix+f.Key, f.Value)
+			h[core.StatePrefix+f.Key] = f.Value
 		}
 	}
 	res.Epoch = stored
@@ -131,8 +133,8 @@ func hbWrites(env strategy.Env, req strategy.HeartbeatRequest, h map[string]stri
 		backend.K("PEXPIRE", key, strconv.FormatInt(env.TTL.Milliseconds(), 10)),
 		backend.K("ZADD", k.LastSeen(req.Room), now, req.Conn))
 	if res.Changed {
-		ev, _ := json.Marshal(strategy.PresenceEvent{Type: "update", RoomID: req.Room, UserID: h["user"], ConnID: req.Conn,
-			State: strategy.StateFromHash(h), TS: req.NowMs, Epoch: stored})
+		ev, _ := json.Marshal(core.PresenceEvent{Type: "update", RoomID: req.Room, UserID: h["user"], ConnID: req.Conn,
+			State: core.StateFromHash(h), TS: req.NowMs, Epoch: stored})
 		cmds = append(cmds, backend.C("PUBLISH", nil, k.RoomEvents(req.Room), string(ev)))
 	}
 	return res, cmds, nil
@@ -202,7 +204,7 @@ type appCAS struct{ env strategy.Env }
 
 func (a appCAS) Close() error { return nil }
 
-func (a appCAS) Mutate(ctx context.Context, req strategy.MetaRequest) (strategy.MetaRecord, error) {
+func (a appCAS) Mutate(ctx context.Context, req strategy.MetaRequest) (core.MetaRecord, error) {
 	k := a.env.Keys
 	meta := k.Meta(req.Type, req.Name)
 	reads := []backend.Cmd{backend.K("HGETALL", meta)}
@@ -211,43 +213,43 @@ func (a appCAS) Mutate(ctx context.Context, req strategy.MetaRequest) (strategy.
 	}
 	r, err := a.env.Client.Do(ctx, reads...)
 	if err != nil {
-		return strategy.MetaRecord{}, err
+		return core.MetaRecord{}, err
 	}
-	cur, err := strategy.ParseMetaReply(r[0])
+	cur, err := core.ParseMetaReply(r[0])
 	if err != nil {
-		return strategy.MetaRecord{}, err
+		return core.MetaRecord{}, err
 	}
 	if req.LockName != "" {
 		owner, _ := r[1].AsString()
 		if r[1].IsNil() || req.Actor == "" || owner != req.Actor {
-			return strategy.MetaRecord{}, fmt.Errorf("%w: lock %q", strategy.ErrLocked, req.LockName)
+			return core.MetaRecord{}, fmt.Errorf("%w: lock %q", core.ErrLocked, req.LockName)
 		}
 	}
 	if req.MajorRevision >= 0 && req.MajorRevision != cur.MajorRevision {
-		return strategy.MetaRecord{}, fmt.Errorf("%w: majorRevision is %d", strategy.ErrConflict, cur.MajorRevision)
+		return core.MetaRecord{}, fmt.Errorf("%w: majorRevision is %d", core.ErrConflict, cur.MajorRevision)
 	}
-	next := strategy.MetaRecord{MajorRevision: cur.MajorRevision + 1, Items: map[string]strategy.MetaEntry{}}
+	next := core.MetaRecord{MajorRevision: cur.MajorRevision + 1, Items: map[string]core.MetaEntry{}}
 	var cmds []backend.Cmd
 	var written []string
-	var evItems []strategy.MetadataEventItem
+	var evItems []core.MetadataEventItem
 	switch req.Op {
 	case strategy.OpSet:
 		cmds = append(cmds, backend.K("DEL", meta))
 		for _, it := range req.Items {
-			next.Items[it.Key] = strategy.MetaEntry{Value: it.Value, Revision: max(1, it.Revision)}
+			next.Items[it.Key] = core.MetaEntry{Value: it.Value, Revision: max(1, it.Revision)}
 			written = append(written, it.Key)
 		}
 	case strategy.OpUpdate:
 		if len(cur.Items) == 0 {
-			return strategy.MetaRecord{}, fmt.Errorf("%w: no metadata", strategy.ErrInvalidArgument)
+			return core.MetaRecord{}, fmt.Errorf("%w: no metadata", core.ErrInvalidArgument)
 		}
 		for _, it := range req.Items {
 			e, ok := cur.Items[it.Key]
 			if !ok {
-				return strategy.MetaRecord{}, fmt.Errorf("%w: unknown item %q", strategy.ErrInvalidArgument, it.Key)
+				return core.MetaRecord{}, fmt.Errorf("%w: unknown item %q", core.ErrInvalidArgument, it.Key)
 			}
 			if it.Revision >= 0 && it.Revision != e.Revision {
-				return strategy.MetaRecord{}, fmt.Errorf("%w: item %q has revision %d", strategy.ErrConflict, it.Key, e.Revision)
+				return core.MetaRecord{}, fmt.Errorf("%w: item %q has revision %d", core.ErrConflict, it.Key, e.Revision)
 			}
 		}
 		for key, e := range cur.Items {
@@ -267,9 +269,9 @@ func (a appCAS) Mutate(ctx context.Context, req strategy.MetaRequest) (strategy.
 		for key := range cur.Items {
 			if len(req.Items) == 0 || containsKey(req.Items, key) {
 				e := next.Items[key]
-				evItems = append(evItems, strategy.MetadataEventItem{Key: key, Value: e.Value, Revision: e.Revision})
+				evItems = append(evItems, core.MetadataEventItem{Key: key, Value: e.Value, Revision: e.Revision})
 				delete(next.Items, key)
-				fields = append(fields, strategy.MetaPrefixValue+key, strategy.MetaPrefixRev+key, strategy.MetaPrefixUpdated+key, strategy.MetaPrefixAuthor+key)
+				fields = append(fields, core.MetaPrefixValue+key, core.MetaPrefixRev+key, core.MetaPrefixUpdated+key, core.MetaPrefixAuthor+key)
 			}
 		}
 		if len(fields) == 0 {
@@ -277,27 +279,27 @@ func (a appCAS) Mutate(ctx context.Context, req strategy.MetaRequest) (strategy.
 		}
 		cmds = append(cmds, backend.K("HDEL", meta, fields...))
 	}
-	set := []string{strategy.MetaFieldMajor, strconv.FormatInt(next.MajorRevision, 10)}
+	set := []string{core.MetaFieldMajor, strconv.FormatInt(next.MajorRevision, 10)}
 	for _, key := range written {
 		e := next.Items[key]
 		if req.AddTimestamp {
-			e.Updated = strategy.FormatMetaTime(req.NowMs)
+			e.Updated = core.FormatMetaTime(req.NowMs)
 		}
 		if req.AddUserID {
 			e.Author = req.Actor
 		}
 		next.Items[key] = e
-		evItems = append(evItems, strategy.MetadataEventItem{Key: key, Value: e.Value, Revision: e.Revision})
-		set = append(set, strategy.MetaPrefixValue+key, e.Value, strategy.MetaPrefixRev+key, strconv.FormatInt(e.Revision, 10))
+		evItems = append(evItems, core.MetadataEventItem{Key: key, Value: e.Value, Revision: e.Revision})
+		set = append(set, core.MetaPrefixValue+key, e.Value, core.MetaPrefixRev+key, strconv.FormatInt(e.Revision, 10))
 		if e.Updated != "" {
-			set = append(set, strategy.MetaPrefixUpdated+key, e.Updated)
+			set = append(set, core.MetaPrefixUpdated+key, e.Updated)
 		}
 		if e.Author != "" {
-			set = append(set, strategy.MetaPrefixAuthor+key, e.Author)
+			set = append(set, core.MetaPrefixAuthor+key, e.Author)
 		}
 	}
-	ev, _ := json.Marshal(strategy.MetadataEvent{ChannelName: req.Name, ChannelType: req.Type, Operation: req.Op.String(),
-		Items: append([]strategy.MetadataEventItem{}, evItems...), MajorRevision: next.MajorRevision, Timestamp: req.NowMs})
+	ev, _ := json.Marshal(core.MetadataEvent{ChannelName: req.Name, ChannelType: req.Type, Operation: req.Op.String(),
+		Items: append([]core.MetadataEventItem{}, evItems...), MajorRevision: next.MajorRevision, Timestamp: req.NowMs})
 	cmds = append(cmds, backend.K("HSET", meta, set...), backend.C("PUBLISH", nil, k.MetaEvents(req.Type, req.Name), string(ev)))
 	r, err = a.env.Client.Do(ctx, cmds...)
 	if err == nil {

@@ -12,11 +12,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/realtime-message/presence/core"
+
 	"pgregory.net/rapid"
 
 	"github.com/realtime-message/presence"
 	"github.com/realtime-message/presence/backend"
-	"github.com/realtime-message/presence/strategy"
 )
 
 // caser runs the cas property: the metadata compare-and-set rules of
@@ -28,7 +29,7 @@ type caser struct {
 	c     backend.Client
 	svc   *presence.Service
 	clock *fakeClock
-	keys  strategy.Keys
+	keys  core.Keys
 	ops   int
 }
 
@@ -221,14 +222,14 @@ func (m *caser) sequence() {
 
 	// Stamps: a set stamps fresh items; an update keeps the stamps
 	// unless it stamps again.
-	now1 := strategy.FormatMetaTime(m.clock.Ms())
+	now1 := core.FormatMetaTime(m.clock.Ms())
 	stamped := presence.MetadataOptions{AddTimestamp: true, AddUserID: true, Actor: "u0"}
 	want := rec{major: 9, items: map[string]it{"a": {val: "x", rev: 1, updated: now1, author: "u0"}, "b": {val: "y", rev: 1, updated: now1, author: "u0"}}}
 	m.ok(ch, "Set(a, b) stamped", m.set(ch, []presence.Item{item("a", "x", -1), item("b", "y", -1)}, stamped), want)
 	want = rec{major: 10, items: map[string]it{"a": {val: "x2", rev: 2, updated: now1, author: "u0"}, "b": want.items["b"]}}
 	m.ok(ch, "Update(a) unstamped", m.update(ch, []presence.Item{item("a", "x2", 1)}, none), want)
 	m.clock.Advance(1234 * time.Millisecond)
-	now2 := strategy.FormatMetaTime(m.clock.Ms())
+	now2 := core.FormatMetaTime(m.clock.Ms())
 	want = rec{major: 11, items: map[string]it{"a": want.items["a"], "b": {val: "y2", rev: 2, updated: now2, author: "u1"}}}
 	m.ok(ch, "Update(b) stamped by u1", m.update(ch, []presence.Item{item("b", "y2", -1)},
 		presence.MetadataOptions{AddTimestamp: true, AddUserID: true, Actor: "u1"}), want)

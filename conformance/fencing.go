@@ -13,11 +13,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/realtime-message/presence/core"
+
 	"pgregory.net/rapid"
 
 	"github.com/realtime-message/presence"
 	"github.com/realtime-message/presence/backend"
-	"github.com/realtime-message/presence/strategy"
 )
 
 // fencer runs the fencing property: docs/DESIGN.md §4's invariants 1–3 asserted
@@ -28,7 +29,7 @@ type fencer struct {
 	c     backend.Client
 	svc   *presence.Service
 	clock *fakeClock
-	keys  strategy.Keys
+	keys  core.Keys
 	ops   int
 	// written is the clock when the last successful join or heartbeat
 	// ran: the last_seen the store must show.
@@ -166,7 +167,7 @@ func (f *fencer) raw(room, conn string) rawConn {
 }
 
 // readRaw reads everything of one conn in one round trip.
-func readRaw(ctx context.Context, c backend.Client, k strategy.Keys, room, conn string) (rawConn, error) {
+func readRaw(ctx context.Context, c backend.Client, k core.Keys, room, conn string) (rawConn, error) {
 	r, err := c.Do(ctx,
 		backend.K("HGETALL", k.Conn(room, conn)),
 		backend.K("HGET", k.ConnMeta(room), conn),

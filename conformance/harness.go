@@ -1,6 +1,7 @@
 package conformance
 
 import (
+	"github.com/realtime-message/presence/core"
 	"pgregory.net/rapid"
 
 	"context"
@@ -18,7 +19,6 @@ import (
 
 	"github.com/realtime-message/presence"
 	"github.com/realtime-message/presence/backend"
-	"github.com/realtime-message/presence/strategy"
 )
 
 // The ids every property draws from: few, so that operations collide.
@@ -199,7 +199,7 @@ func (h *harness) ctx() (context.Context, context.CancelFunc) {
 // cleanup deletes every key the suite's ids can have created under
 // prefix: one DEL per key, in one pipeline (keys of different slots).
 func cleanup(c backend.Client, prefix string) error {
-	k := strategy.Keys{Prefix: prefix}
+	k := core.Keys{Prefix: prefix}
 	var cmds []backend.Cmd
 	del := func(key string) { cmds = append(cmds, backend.K("DEL", key)) }
 	del(k.ActiveRooms())

@@ -224,7 +224,7 @@ func TestOptionsPrecedence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.Clients != DefaultClients || o.Nodes != DefaultNodes || o.Duration != DefaultDuration || o.MaxOps != DefaultMaxOps {
+	if o.Clients != DefaultClients || o.Nodes != DefaultNodes || o.Duration != defaultDuration() || o.MaxOps != DefaultMaxOps {
 		t.Errorf("defaults: %+v", o)
 	}
 	o, _ = Options{Clients: 3, Duration: 2 * time.Second}.resolve()

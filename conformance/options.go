@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"testing"
 	"time"
 )
 
@@ -49,7 +50,9 @@ type Options struct {
 	// Default 1s: enough for thousands of operations on a loopback Redis,
 	// and to catch every broken strategy of the suite's self-test, while
 	// 2 adapters × 3 servers × 5 built-in strategies stay around a minute
-	// per adapter on 2 CPUs. -conformance.duration, CONFORMANCE_DURATION.
+	// per adapter on 2 CPUs. Under go test -short the default is
+	// ShortDuration (rapid, for its part, runs a fifth of its checks).
+	// -conformance.duration, CONFORMANCE_DURATION.
 	Duration time.Duration
 
 	// MaxOps bounds the operations of one linearizability history, so a
@@ -86,6 +89,7 @@ const (
 	DefaultClients      = 8
 	DefaultNodes        = 2
 	DefaultDuration     = time.Second
+	ShortDuration       = 250 * time.Millisecond // Duration's default under -short
 	DefaultMaxOps       = 20000
 	DefaultOpTimeout    = 5 * time.Second
 	DefaultCheckTimeout = 2 * time.Minute
@@ -105,7 +109,7 @@ func (o Options) resolve() (Options, error) {
 		pickInt(&o.Clients, *flagClients, "CONFORMANCE_CLIENTS", DefaultClients),
 		pickInt(&o.Nodes, *flagNodes, "CONFORMANCE_NODES", DefaultNodes),
 		pickInt(&o.MaxOps, *flagMaxOps, "CONFORMANCE_MAXOPS", DefaultMaxOps),
-		pickDuration(&o.Duration, *flagDuration, "CONFORMANCE_DURATION", DefaultDuration),
+		pickDuration(&o.Duration, *flagDuration, "CONFORMANCE_DURATION", defaultDuration()),
 		pickDuration(&o.OpTimeout, 0, "CONFORMANCE_OP_TIMEOUT", DefaultOpTimeout),
 		pickDuration(&o.CheckTimeout, 0, "CONFORMANCE_CHECK_TIMEOUT", DefaultCheckTimeout),
 	)
@@ -154,6 +158,16 @@ func pickInt(dst *int, fromFlag int, env string, def int) error {
 		*dst = def
 	}
 	return nil
+}
+
+// defaultDuration is Duration's default: shorter in the fast mode, which
+// trades the depth of each history for a run of the whole module in about
+// a minute; the full run keeps the budget the self-test calibrated.
+func defaultDuration() time.Duration {
+	if testing.Short() {
+		return ShortDuration
+	}
+	return DefaultDuration
 }
 
 func pickDuration(dst *time.Duration, fromFlag time.Duration, env string, def time.Duration) error {

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -60,7 +61,9 @@ func (r *recorder) Failed() bool {
 // runProperty runs one property of spec on target with the suite's
 // default budget and returns what it reported.
 func runProperty(t *testing.T, target Target, kind string, p property, spec string) *recorder {
-	opts, err := Options{ArtifactDir: t.TempDir()}.resolve()
+	// The full budget under -short too: the fast mode must still catch
+	// every broken strategy.
+	opts, err := Options{ArtifactDir: t.TempDir(), Duration: DefaultDuration}.resolve()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,11 +83,11 @@ func runProperty(t *testing.T, target Target, kind string, p property, spec stri
 }
 
 // selfTestTarget is the server the self-test uses: the standalone Redis,
-// or the embedded one without redis-server; each client reads slowly
-// (slowReads) to widen race windows.
+// or the embedded one under -short or without redis-server; each client
+// reads slowly (slowReads) to widen race windows.
 func selfTestTarget(t *testing.T, delay time.Duration) Target {
 	var s *redistest.Server
-	if redistest.Available() {
+	if redistest.Available() && !testing.Short() {
 		s = redistest.Standalone(t)
 	} else {
 		s = redistest.Embedded(t)
@@ -94,7 +97,7 @@ func selfTestTarget(t *testing.T, delay time.Duration) Target {
 		NewClient: func(t testing.TB) backend.Client {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			c, err := rb.New(ctx, rb.Options{Addrs: s.Addrs, Embedded: s.Embedded})
+			c, err := rb.New(ctx, rb.Options{Addrs: s.Addrs})
 			if err != nil {
 				t.Fatalf("rueidis.New: %v", err)
 			}
@@ -110,8 +113,20 @@ func selfTestTarget(t *testing.T, delay time.Duration) Target {
 
 // quietRapid stops rapid from writing fail files into testdata and
 // bounds its shrinking while the self-test runs a property that fails.
+// Under -short, where rapid runs a fifth of its checks, it multiplies
+// rapid.checks by five, so the self-test keeps the budget it is
+// calibrated for: a broken strategy caught in the full run is caught in
+// the fast one too.
 func quietRapid(t *testing.T) {
-	for name, v := range map[string]string{"rapid.nofailfile": "true", "rapid.shrinktime": "2s"} {
+	set := map[string]string{"rapid.nofailfile": "true", "rapid.shrinktime": "2s"}
+	if testing.Short() {
+		checks, err := strconv.Atoi(flag.Lookup("rapid.checks").Value.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		set["rapid.checks"] = strconv.Itoa(checks * 5)
+	}
+	for name, v := range set {
 		f := flag.Lookup(name)
 		old := f.Value.String()
 		if err := f.Value.Set(v); err != nil {
@@ -169,6 +184,9 @@ func TestBrokenStrategiesAreCaught(t *testing.T) {
 			}
 			var caught []string
 			for _, p := range props {
+				if testing.Short() && !contains(c.mustCatch, p.name) {
+					continue // -short runs only the properties that must report
+				}
 				target := slow
 				if p.name == PropSequential {
 					target = fast

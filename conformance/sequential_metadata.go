@@ -8,11 +8,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/realtime-message/presence/core"
+
 	"pgregory.net/rapid"
 
 	"github.com/realtime-message/presence"
 	"github.com/realtime-message/presence/backend"
-	"github.com/realtime-message/presence/strategy"
 )
 
 // checkMetadataSequential runs the metadata state machine: random sets,
@@ -125,7 +126,7 @@ func (m *metadataMachine) drawOpts(t *rapid.T, mc *mChan) (presence.MetadataOpti
 
 func (m *metadataMachine) stamp(e it, o presence.MetadataOptions) it {
 	if o.AddTimestamp {
-		e.updated = strategy.FormatMetaTime(m.clock.Ms())
+		e.updated = core.FormatMetaTime(m.clock.Ms())
 	}
 	if o.AddUserID {
 		e.author = o.Actor
@@ -307,7 +308,7 @@ func (m *metadataMachine) check(t *rapid.T) {
 		t.Fatalf("reading the channels: %v", err)
 	}
 	for i, ch := range chanIDs {
-		rc, err := strategy.ParseMetaReply(r[per*i])
+		rc, err := core.ParseMetaReply(r[per*i])
 		if err != nil {
 			t.Fatalf("channel %s: %v", ch.Name, err)
 		}

@@ -11,11 +11,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/realtime-message/presence/core"
+
 	"pgregory.net/rapid"
 
 	"github.com/realtime-message/presence"
 	"github.com/realtime-message/presence/backend"
-	"github.com/realtime-message/presence/strategy"
 )
 
 // checkPresenceSequential runs the presence state machine: random joins,
@@ -89,7 +90,7 @@ type presenceMachine struct {
 	svcs    []*presence.Service
 	nodes   []*skewed // svcs[i] runs on nodes[i]
 	clock   *fakeClock
-	keys    strategy.Keys
+	keys    core.Keys
 	conns   map[roomConn]*mConn
 	seen    map[roomConn]int64 // highest epoch seen stored (invariant 1)
 	prev    roomConn           // the conn of the previous action, if hasPrev
@@ -419,7 +420,7 @@ func (m *presenceMachine) check(t *rapid.T) {
 
 // entryFromHash reads a conn hash as Snapshot does.
 func entryFromHash(conn string, h map[string]string) presence.Entry {
-	e := presence.Entry{ConnID: conn, UserID: h["user"], State: strategy.StateFromHash(h)}
+	e := presence.Entry{ConnID: conn, UserID: h["user"], State: core.StateFromHash(h)}
 	e.Epoch, _ = strconv.ParseInt(h["epoch"], 10, 64)
 	e.LastSeenMs, _ = strconv.ParseInt(h["last_seen_ms"], 10, 64)
 	return e

@@ -55,6 +55,12 @@ func StartAddr(addr string) (*Server, error) {
 // Addr returns the host:port the server listens on.
 func (s *Server) Addr() string { return s.addr }
 
+// URL returns the server's redis:// URL, for presence.Config.RedisURL or
+// REDIS_URL. The adapters recognise the embedded server by what it
+// answers (it lacks client-side caching and cluster support), so it needs
+// no setting of its own.
+func (s *Server) URL() string { return "redis://" + s.addr }
+
 // Close stops the server: it closes the listener and every client
 // connection and waits for their goroutines. Data is lost. Close is
 // idempotent.

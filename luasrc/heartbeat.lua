@@ -1,11 +1,18 @@
 -- heartbeat: fencing check, state patch, last_seen, TTL, reaper index,
 -- conn_meta and the update event, atomically: one round trip.
--- KEYS[1] the conn hash   KEYS[2] last_seen zset   KEYS[3] conn_meta hash
--- ARGV[1] conn id   ARGV[2] now ms   ARGV[3] ttl ms
--- ARGV[4] the caller's epoch, or '' when it sent none
--- ARGV[5] room events channel   ARGV[6] room id
--- ARGV[7..] patch: top-level key, canonical JSON value, pairs
--- Returns {1, changed (0/1), epoch} | {0, 'NOTFOUND'} | {0, 'STALE', stored}.
+-- KEYS[1] connHash: the conn hash
+-- KEYS[2] lastSeen: the room's last_seen zset
+-- KEYS[3] connMeta: the room's conn_meta hash
+-- ARGV[1] conn: conn id
+-- ARGV[2] nowMs: the server's time, ms
+-- ARGV[3] ttlMs: the conn hash's TTL, ms
+-- ARGV[4] epoch: the caller's epoch, or '' when it sent none
+-- ARGV[5] events: the room's event channel
+-- ARGV[6] room: room id
+-- ARGV[7..] patch {key, value}: top-level state keys and their canonical JSON
+-- Returns ok {1, changed:bool, epoch:int}
+--       | notFound {0, 'NOTFOUND'}
+--       | stale {0, 'STALE', stored:int}
 -- State values are compared as the bytes Go encoded; nothing is re-encoded
 -- here, since cjson would reorder keys and round numbers.
 local function fmt(n) return string.format('%.0f', n) end

@@ -1,14 +1,24 @@
 -- join: add a connection to a room, or rejoin it, with a fresh epoch, and
 -- return the room's snapshot, atomically in the room's slot.
--- KEYS[1] conns set        KEYS[2] members set     KEYS[3] last_seen zset
--- KEYS[4] conn_meta hash   KEYS[5] user_conns hash KEYS[6] gone zset
--- KEYS[7] the conn hash
--- ARGV[1] conn id   ARGV[2] user id   ARGV[3] room id   ARGV[4] now ms
--- ARGV[5] ttl ms    ARGV[6] room events channel   ARGV[7] conn key prefix
--- ARGV[8..] state: top-level key, canonical JSON value, pairs
--- Returns {epoch, {{connId, {field, value, ...}}, ...}}.
+-- KEYS[1] conns: the room's conns set
+-- KEYS[2] members: the room's members set
+-- KEYS[3] lastSeen: the room's last_seen zset
+-- KEYS[4] connMeta: the room's conn_meta hash
+-- KEYS[5] userConns: the room's user_conns hash
+-- KEYS[6] gone: the room's gone zset
+-- KEYS[7] connHash: the conn hash
+-- ARGV[1] conn: conn id
+-- ARGV[2] user: user id
+-- ARGV[3] room: room id
+-- ARGV[4] nowMs: the server's time, ms
+-- ARGV[5] ttlMs: the conn hash's TTL, ms
+-- ARGV[6] events: the room's event channel
+-- ARGV[7] connPrefix: the room's conn key prefix (core.Keys.ConnPrefix)
+-- ARGV[8..] state {key, value}: top-level state keys and their canonical JSON
+-- Returns {epoch:int, snapshot:idhashes}
 -- The new epoch is max(previous + 1, now): previous is the largest epoch
 -- the conn hash, conn_meta or the gone index remember, so it strictly grows.
+-- The snapshot is every live conn of the room with its hash, this one too.
 local conn, user, room = ARGV[1], ARGV[2], ARGV[3]
 local now = tonumber(ARGV[4])
 

@@ -1,12 +1,20 @@
 -- leave: remove a connection from every index of its room and publish
 -- leave, atomically. Idempotent: a conn that is not there changes nothing
 -- and publishes nothing.
--- KEYS[1] conns set        KEYS[2] members set     KEYS[3] last_seen zset
--- KEYS[4] conn_meta hash   KEYS[5] user_conns hash KEYS[6] gone zset
--- KEYS[7] the conn hash
--- ARGV[1] conn id   ARGV[2] room id   ARGV[3] now ms
--- ARGV[4] room events channel   ARGV[5] reaper lookback ms
--- Returns {left (0/1), conns remaining in the room}.
+-- KEYS[1] conns: the room's conns set
+-- KEYS[2] members: the room's members set
+-- KEYS[3] lastSeen: the room's last_seen zset
+-- KEYS[4] connMeta: the room's conn_meta hash
+-- KEYS[5] userConns: the room's user_conns hash
+-- KEYS[6] gone: the room's gone zset
+-- KEYS[7] connHash: the conn hash
+-- ARGV[1] conn: conn id
+-- ARGV[2] room: room id
+-- ARGV[3] nowMs: the server's time, ms
+-- ARGV[4] events: the room's event channel
+-- ARGV[5] lookbackMs: the reaper's lookback, ms
+-- Returns {left:bool, remaining:int}
+-- remaining counts the conns left in the room.
 local conn = ARGV[1]
 local function fmt(n) return string.format('%.0f', n) end
 

@@ -1,12 +1,16 @@
 -- lock_acquire: take a channel lock, or extend it when the owner already
 -- holds it, atomically. A lock always has a TTL, so a crashed owner cannot
 -- hold a channel forever.
--- KEYS[1] the lock key (in its channel's slot)
--- KEYS[2] the channel's lock index (strategy.Keys.LockIndex, same slot)
--- ARGV[1] owner   ARGV[2] ttl ms (> 0)   ARGV[3] lock name
--- ARGV[4] the prefix of the channel's lock keys (strategy.Keys.LockPrefix)
--- Returns {1, ttl ms} when ARGV[1] now holds the lock,
---       | {0, current owner, its remaining ttl ms}.
+-- KEYS[1] lock: the lock key (in its channel's slot)
+-- KEYS[2] index: the channel's lock index (core.Keys.LockIndex, same slot)
+-- ARGV[1] owner: who takes the lock
+-- ARGV[2] ttlMs: the lock's TTL, ms (> 0)
+-- ARGV[3] name: the lock's name
+-- ARGV[4] lockPrefix: the prefix of the channel's lock keys (core.Keys.LockPrefix)
+-- Returns held {1, ttlMs:int}
+--       | taken {0, owner:str, ttlMs:int}
+-- held: the owner now holds the lock for ttlMs; taken: owner holds it, for
+-- ttlMs more.
 -- The index is kept in advisory mode too, so that switching a deployment
 -- to enforced locks covers the locks already held. Its HSET always
 -- counts as a write for WATCH (even with the same value), which is what

@@ -1,7 +1,11 @@
 -- lock_renew: reset the TTL of a lock, only by its owner, atomically.
--- KEYS[1] the lock key   KEYS[2] the channel's lock index
--- ARGV[1] owner   ARGV[2] ttl ms (> 0)   ARGV[3] lock name
--- Returns 1 when renewed, 0 when the lock is missing or held by another.
+-- KEYS[1] lock: the lock key
+-- KEYS[2] index: the channel's lock index
+-- ARGV[1] owner: who renews the lock
+-- ARGV[2] ttlMs: the lock's new TTL, ms (> 0)
+-- ARGV[3] name: the lock's name
+-- Returns renewed:bool
+-- renewed is 0 when the lock is missing or held by another.
 -- The index is stretched with the lock (see lock_acquire.lua); the HSET
 -- also lists a lock taken before the index existed.
 if redis.call('GET', KEYS[1]) == ARGV[1] then

@@ -1,32 +1,42 @@
 -- meta_mutate: one metadata mutation (set, update or remove) of a channel:
 -- lock check, majorRevision and item revision checks, the write,
 -- majorRevision + 1 and the metadata event, atomically: one round trip.
--- KEYS[1] the channel's meta hash
--- KEYS[2] the named lock's key, only when ARGV[10] is '1'
--- KEYS[#KEYS] the channel's lock index, only when ARGV[11] is not ''
+-- KEYS[1] meta: the channel's meta hash
+-- KEYS[2] lock: the named lock's key; read only when ARGV[10] is '1'
+-- KEYS[3] index: the channel's lock index; read only when ARGV[11] is not ''
 -- ARGV[1] op: 'set' | 'update' | 'remove'
--- ARGV[2] expected majorRevision, or '' for unchecked
--- ARGV[3] acting user ('' = none): must own KEYS[2] when it is given
--- ARGV[4] ISO-8601 time to stamp as each written item's updated, or ''
--- ARGV[5] '1' to stamp each written item's author with ARGV[3], else ''
--- ARGV[6] meta events channel   ARGV[7] channel type   ARGV[8] channel name
--- ARGV[9] now ms (the event's timestamp)
--- ARGV[10] '1' when the mutation names a lock (KEYS[2]), else ''
--- ARGV[11] enforced locks: the prefix of the channel's lock keys; '' when
---   locks are advisory
--- ARGV[12..] items as triples: key, value, revision ('' = unchecked/default);
---   remove uses only the keys, and no items means remove all.
--- Meta hash fields (see strategy/metadata_record.go):
+-- ARGV[2] major: expected majorRevision, or '' for unchecked
+-- ARGV[3] actor: acting user ('' = none): must own KEYS[2] when it is given
+-- ARGV[4] stamp: ISO-8601 time to stamp as each written item's updated, or ''
+-- ARGV[5] author: '1' to stamp each written item's author with ARGV[3], else ''
+-- ARGV[6] events: the channel's meta events channel
+-- ARGV[7] chanType: channel type
+-- ARGV[8] chanName: channel name
+-- ARGV[9] nowMs: the server's time, ms (the event's timestamp)
+-- ARGV[10] named: '1' when the mutation names a lock (KEYS[2]), else ''
+-- ARGV[11] enforced: the prefix of the channel's lock keys when locks are enforced, else ''
+-- ARGV[12..] items {key, value, revision}: revision '' = unchecked/default
+-- Remove uses only the items' keys, and no items means remove all. With
+-- no lock named, KEYS[2] is any key of the channel's slot (the lock
+-- prefix), and KEYS[3] is given even when locks are advisory: a script's
+-- keys are fixed.
+-- Meta hash fields (see core/metahash.go):
 --   major  majorRevision
 --   v:<key> value   r:<key> revision   u:<key> updated   a:<key> author
 -- An item exists iff its r: field does; major is the only other field.
--- Returns {1, 1 if written else 0, HGETALL of the hash after}
---       | {0, 'LOCKED'} | {0, 'HELD', name of a lock that bars the actor}
---       | {0, 'MAJOR', current majorRevision}
---       | {0, 'REVISION', key, stored revision} | {0, 'UNKNOWN', key}
---       | {0, 'EMPTY'} (update of a channel without items).
+-- Returns done {1, written:bool, hash:hash}
+--       | locked {0, 'LOCKED'}
+--       | held {0, 'HELD', lock:str}
+--       | major {0, 'MAJOR', major:int}
+--       | revision {0, 'REVISION', key:str, revision:int}
+--       | unknown {0, 'UNKNOWN', key:str}
+--       | empty {0, 'EMPTY'}
+-- done: hash is the meta hash after (HGETALL), written 0 when a remove
+-- found nothing; held: lock is a live lock that bars the actor; major:
+-- the current majorRevision; revision: key's stored revision; empty: an
+-- update of a channel without items.
 -- Numbers leave as string.format('%.0f'); strings go through cjson.encode
--- only, so the event has exactly the fields of strategy.MetadataEvent.
+-- only, so the event has exactly the fields of core.MetadataEvent.
 local function fmt(n) return string.format('%.0f', n) end
 local meta, op, actor = KEYS[1], ARGV[1], ARGV[3]
 
@@ -42,7 +52,7 @@ end
 -- taking a second lock must not get round the first one's holder. The
 -- index lists the names; the lock keys (same slot) say which are live.
 if ARGV[11] ~= '' then
-  for _, n in ipairs(redis.call('HKEYS', KEYS[#KEYS])) do
+  for _, n in ipairs(redis.call('HKEYS', KEYS[3])) do
     local owner = redis.call('GET', ARGV[11] .. n)
     if owner and (not named or owner ~= actor) then return {0, 'HELD', n} end
   end

@@ -2,12 +2,21 @@
 -- atomically in the room's slot, so reapers on many nodes racing on one room
 -- remove each conn exactly once, and a conn that heartbeated (its hash
 -- exists again) is never removed.
--- KEYS[1] conns set        KEYS[2] members set     KEYS[3] last_seen zset
--- KEYS[4] conn_meta hash   KEYS[5] user_conns hash KEYS[6] gone zset
--- ARGV[1] room id   ARGV[2] now ms   ARGV[3] cutoff ms (now - lookback)
--- ARGV[4] room events channel   ARGV[5] conn key prefix
--- ARGV[6] most conns to examine in this call
--- Returns {removed, conns remaining, 1 if more candidates may remain else 0}.
+-- KEYS[1] conns: the room's conns set
+-- KEYS[2] members: the room's members set
+-- KEYS[3] lastSeen: the room's last_seen zset
+-- KEYS[4] connMeta: the room's conn_meta hash
+-- KEYS[5] userConns: the room's user_conns hash
+-- KEYS[6] gone: the room's gone zset
+-- ARGV[1] room: room id
+-- ARGV[2] nowMs: the server's time, ms
+-- ARGV[3] cutoffMs: now - the reaper's lookback, ms
+-- ARGV[4] events: the room's event channel
+-- ARGV[5] connPrefix: the room's conn key prefix (core.Keys.ConnPrefix)
+-- ARGV[6] limit: most conns to examine in this call
+-- Returns {removed:int, remaining:int, more:bool}
+-- remaining counts the conns left in the room; more is 1 when more
+-- candidates may remain.
 local function fmt(n) return string.format('%.0f', n) end
 
 local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[6]))

@@ -2,68 +2,77 @@
 
 package luasrc
 
-// Heartbeat is heartbeat.lua.
-var Heartbeat = &Script{
-	Name:   "heartbeat",
-	SHA1:   "0442325c0704de934dece4bd5d289f91ef18dfa0",
-	Source: "-- heartbeat: fencing check, state patch, last_seen, TTL, reaper index,\n-- conn_meta and the update event, atomically: one round trip.\n-- KEYS[1] the conn hash   KEYS[2] last_seen zset   KEYS[3] conn_meta hash\n-- ARGV[1] conn id   ARGV[2] now ms   ARGV[3] ttl ms\n-- ARGV[4] the caller's epoch, or '' when it sent none\n-- ARGV[5] room events channel   ARGV[6] room id\n-- ARGV[7..] patch: top-level key, canonical JSON value, pairs\n-- Returns {1, changed (0/1), epoch} | {0, 'NOTFOUND'} | {0, 'STALE', stored}.\n-- State values are compared as the bytes Go encoded; nothing is re-encoded\n-- here, since cjson would reorder keys and round numbers.\nlocal function fmt(n) return string.format('%.0f', n) end\n\nlocal cur = redis.call('HMGET', KEYS[1], 'epoch', 'user')\nif not cur[1] then return {0, 'NOTFOUND'} end\nlocal stored = tonumber(cur[1])\nif ARGV[4] ~= '' then\n  local e = tonumber(ARGV[4])\n  if e < stored then return {0, 'STALE', stored} end\n  if e > stored then\n    stored = e\n    redis.call('HSET', KEYS[1], 'epoch', fmt(e))\n    redis.call('HSET', KEYS[3], ARGV[1], fmt(e) .. ':' .. cur[2])\n  end\nend\n\nlocal changed = 0\nfor i = 7, #ARGV, 2 do\n  local f = 's:' .. ARGV[i]\n  if redis.call('HGET', KEYS[1], f) ~= ARGV[i + 1] then\n    redis.call('HSET', KEYS[1], f, ARGV[i + 1])\n    changed = 1\n  end\nend\nredis.call('HSET', KEYS[1], 'last_seen_ms', ARGV[2])\nredis.call('PEXPIRE', KEYS[1], ARGV[3])\nredis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])\n\nif changed == 1 then\n  local h = redis.call('HGETALL', KEYS[1])\n  local keys, vals = {}, {}\n  for i = 1, #h, 2 do\n    if string.sub(h[i], 1, 2) == 's:' then\n      local k = string.sub(h[i], 3)\n      keys[#keys + 1] = k\n      vals[k] = h[i + 1]\n    end\n  end\n  table.sort(keys)\n  local parts = {}\n  for _, k in ipairs(keys) do parts[#parts + 1] = cjson.encode(k) .. ':' .. vals[k] end\n  redis.call('PUBLISH', ARGV[5], '{\"type\":\"update\",\"roomId\":' .. cjson.encode(ARGV[6]) ..\n    ',\"userId\":' .. cjson.encode(cur[2]) .. ',\"connId\":' .. cjson.encode(ARGV[1]) ..\n    ',\"state\":{' .. table.concat(parts, ',') .. '},\"ts\":' .. ARGV[2] .. ',\"epoch\":' .. fmt(stored) .. '}')\nend\nreturn {1, changed, stored}\n",
-}
+import _ "embed"
 
-// Join is join.lua.
-var Join = &Script{
-	Name:   "join",
-	SHA1:   "d7160b3e2efb702b216b7019ef12320ee902105f",
-	Source: "-- join: add a connection to a room, or rejoin it, with a fresh epoch, and\n-- return the room's snapshot, atomically in the room's slot.\n-- KEYS[1] conns set        KEYS[2] members set     KEYS[3] last_seen zset\n-- KEYS[4] conn_meta hash   KEYS[5] user_conns hash KEYS[6] gone zset\n-- KEYS[7] the conn hash\n-- ARGV[1] conn id   ARGV[2] user id   ARGV[3] room id   ARGV[4] now ms\n-- ARGV[5] ttl ms    ARGV[6] room events channel   ARGV[7] conn key prefix\n-- ARGV[8..] state: top-level key, canonical JSON value, pairs\n-- Returns {epoch, {{connId, {field, value, ...}}, ...}}.\n-- The new epoch is max(previous + 1, now): previous is the largest epoch\n-- the conn hash, conn_meta or the gone index remember, so it strictly grows.\nlocal conn, user, room = ARGV[1], ARGV[2], ARGV[3]\nlocal now = tonumber(ARGV[4])\n\nlocal function fmt(n) return string.format('%.0f', n) end\n\nlocal prev = -1\nlocal cur = redis.call('HMGET', KEYS[7], 'epoch', 'user')\nif cur[1] then prev = tonumber(cur[1]) end\nlocal olduser = cur[2]\nlocal meta = redis.call('HGET', KEYS[4], conn)\nif meta then\n  local sep = string.find(meta, ':', 1, true)\n  local e = tonumber(string.sub(meta, 1, sep - 1))\n  if e > prev then prev = e end\n  if not olduser then olduser = string.sub(meta, sep + 1) end\nend\nlocal g = redis.call('ZSCORE', KEYS[6], conn)\nif g and tonumber(g) > prev then prev = tonumber(g) end\n-- 2^53-1 is the last integer a double (and JavaScript) holds exactly.\nif prev >= 9007199254740991 then\n  return redis.error_reply('EPOCH_EXHAUSTED conn ' .. conn .. ' holds the largest epoch; join with a new conn id')\nend\nlocal epoch = prev + 1\nif now > epoch then epoch = now end\n\nlocal inroom = redis.call('SISMEMBER', KEYS[1], conn) == 1\nif not (inroom and olduser == user) then\n  if inroom and olduser then\n    if redis.call('HINCRBY', KEYS[5], olduser, -1) <= 0 then\n      redis.call('HDEL', KEYS[5], olduser)\n      redis.call('SREM', KEYS[2], olduser)\n    end\n  end\n  redis.call('SADD', KEYS[1], conn)\n  redis.call('HINCRBY', KEYS[5], user, 1)\n  redis.call('SADD', KEYS[2], user)\nend\n\nredis.call('DEL', KEYS[7])\nlocal fields = {'user', user, 'room', room, 'epoch', fmt(epoch), 'last_seen_ms', ARGV[4]}\nlocal keys, vals = {}, {}\nfor i = 8, #ARGV, 2 do\n  fields[#fields + 1] = 's:' .. ARGV[i]\n  fields[#fields + 1] = ARGV[i + 1]\n  keys[#keys + 1] = ARGV[i]\n  vals[ARGV[i]] = ARGV[i + 1]\nend\nredis.call('HSET', KEYS[7], unpack(fields))\nredis.call('PEXPIRE', KEYS[7], ARGV[5])\nredis.call('ZADD', KEYS[3], ARGV[4], conn)\nredis.call('HSET', KEYS[4], conn, fmt(epoch) .. ':' .. user)\nredis.call('ZREM', KEYS[6], conn)\n\ntable.sort(keys)\nlocal parts = {}\nfor _, k in ipairs(keys) do parts[#parts + 1] = cjson.encode(k) .. ':' .. vals[k] end\nredis.call('PUBLISH', ARGV[6], '{\"type\":\"join\",\"roomId\":' .. cjson.encode(room) ..\n  ',\"userId\":' .. cjson.encode(user) .. ',\"connId\":' .. cjson.encode(conn) ..\n  ',\"state\":{' .. table.concat(parts, ',') .. '},\"ts\":' .. ARGV[4] .. ',\"epoch\":' .. fmt(epoch) .. '}')\n\nlocal snap = {}\nfor _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do\n  local h = redis.call('HGETALL', ARGV[7] .. id)\n  if #h > 0 then snap[#snap + 1] = {id, h} end\nend\nreturn {epoch, snap}\n",
-}
+//go:embed heartbeat.lua
+var heartbeatSource string
 
-// Leave is leave.lua.
-var Leave = &Script{
-	Name:   "leave",
-	SHA1:   "9caffc16c36576b95977de0d2499014877ed21ba",
-	Source: "-- leave: remove a connection from every index of its room and publish\n-- leave, atomically. Idempotent: a conn that is not there changes nothing\n-- and publishes nothing.\n-- KEYS[1] conns set        KEYS[2] members set     KEYS[3] last_seen zset\n-- KEYS[4] conn_meta hash   KEYS[5] user_conns hash KEYS[6] gone zset\n-- KEYS[7] the conn hash\n-- ARGV[1] conn id   ARGV[2] room id   ARGV[3] now ms\n-- ARGV[4] room events channel   ARGV[5] reaper lookback ms\n-- Returns {left (0/1), conns remaining in the room}.\nlocal conn = ARGV[1]\nlocal function fmt(n) return string.format('%.0f', n) end\n\n-- The gone index matters only until the clock is past its largest epoch by\n-- the lookback (see reap.lua): it expires then, so a room that emptied\n-- leaves nothing behind, and what the clock has passed is pruned now.\nlocal function tidyGone(key, now, lookback)\n  redis.call('ZREMRANGEBYSCORE', key, '-inf', fmt(now - lookback))\n  local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')\n  if #top == 2 then redis.call('PEXPIRE', key, fmt(tonumber(top[2]) - now + lookback)) end\nend\n\nlocal h = redis.call('HGETALL', KEYS[7])\nlocal inroom = redis.call('SISMEMBER', KEYS[1], conn) == 1\nif not inroom and #h == 0 then\n  return {0, redis.call('SCARD', KEYS[1])}\nend\n\nlocal f, keys = {}, {}\nfor i = 1, #h, 2 do\n  f[h[i]] = h[i + 1]\n  if string.sub(h[i], 1, 2) == 's:' then keys[#keys + 1] = string.sub(h[i], 3) end\nend\nlocal user, epoch = f['user'], tonumber(f['epoch'] or '-1')\nlocal meta = redis.call('HGET', KEYS[4], conn)\nif meta then\n  local sep = string.find(meta, ':', 1, true)\n  local e = tonumber(string.sub(meta, 1, sep - 1))\n  if e > epoch then epoch = e end\n  if not user then user = string.sub(meta, sep + 1) end\nend\n\nredis.call('DEL', KEYS[7])\nif redis.call('SREM', KEYS[1], conn) == 1 and user then\n  if redis.call('HINCRBY', KEYS[5], user, -1) <= 0 then\n    redis.call('HDEL', KEYS[5], user)\n    redis.call('SREM', KEYS[2], user)\n  end\nend\nredis.call('ZREM', KEYS[3], conn)\nredis.call('HDEL', KEYS[4], conn)\nif epoch >= 0 then redis.call('ZADD', KEYS[6], fmt(epoch), conn) end\ntidyGone(KEYS[6], tonumber(ARGV[3]), tonumber(ARGV[5]))\n\nlocal state = 'null'\nif #h > 0 then\n  table.sort(keys)\n  local parts = {}\n  for _, k in ipairs(keys) do parts[#parts + 1] = cjson.encode(k) .. ':' .. f['s:' .. k] end\n  state = '{' .. table.concat(parts, ',') .. '}'\nend\nredis.call('PUBLISH', ARGV[4], '{\"type\":\"leave\",\"roomId\":' .. cjson.encode(ARGV[2]) ..\n  ',\"userId\":' .. cjson.encode(user or '') .. ',\"connId\":' .. cjson.encode(conn) ..\n  ',\"state\":' .. state .. ',\"ts\":' .. ARGV[3] .. ',\"epoch\":' .. fmt(epoch) .. '}')\nreturn {1, redis.call('SCARD', KEYS[1])}\n",
-}
+// Heartbeat is heartbeat.lua: fencing check, state patch, last_seen, TTL,
+// reaper index, conn_meta and the update event, atomically: one round trip.
+var Heartbeat = &Script{Name: "heartbeat", SHA1: "b67778c836d118b3f5cba78101f87fc2adc330cf", Source: heartbeatSource}
 
-// LockAcquire is lock_acquire.lua.
-var LockAcquire = &Script{
-	Name:   "lock_acquire",
-	SHA1:   "7bb14985fad5f404b949c3042dde2a7c94bd33cd",
-	Source: "-- lock_acquire: take a channel lock, or extend it when the owner already\n-- holds it, atomically. A lock always has a TTL, so a crashed owner cannot\n-- hold a channel forever.\n-- KEYS[1] the lock key (in its channel's slot)\n-- KEYS[2] the channel's lock index (strategy.Keys.LockIndex, same slot)\n-- ARGV[1] owner   ARGV[2] ttl ms (> 0)   ARGV[3] lock name\n-- ARGV[4] the prefix of the channel's lock keys (strategy.Keys.LockPrefix)\n-- Returns {1, ttl ms} when ARGV[1] now holds the lock,\n--       | {0, current owner, its remaining ttl ms}.\n-- The index is kept in advisory mode too, so that switching a deployment\n-- to enforced locks covers the locks already held. Its HSET always\n-- counts as a write for WATCH (even with the same value), which is what\n-- lets the watch metadata strategy see any acquire by watching the index\n-- alone. Its TTL is never below a lock's, so it outlives every lock it\n-- lists and dies with the last one.\nlocal cur = redis.call('GET', KEYS[1])\nif cur and cur ~= ARGV[1] then\n  return {0, cur, redis.call('PTTL', KEYS[1])}\nend\nredis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n-- Fields of expired locks are dropped here, so the index holds the live\n-- locks plus those expired since the channel's last acquire.\nlocal names = redis.call('HKEYS', KEYS[2])\nfor _, n in ipairs(names) do\n  if n ~= ARGV[3] and redis.call('EXISTS', ARGV[4] .. n) == 0 then redis.call('HDEL', KEYS[2], n) end\nend\nredis.call('HSET', KEYS[2], ARGV[3], ARGV[1])\nif redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end\nreturn {1, tonumber(ARGV[2])}\n",
-}
+//go:embed join.lua
+var joinSource string
 
-// LockRelease is lock_release.lua.
-var LockRelease = &Script{
-	Name:   "lock_release",
-	SHA1:   "a3f4ba903b81b409b755dd3270da98c5eac61183",
-	Source: "-- lock_release: delete a lock, only by its owner (compare and delete),\n-- atomically.\n-- KEYS[1] the lock key   KEYS[2] the channel's lock index\n-- ARGV[1] owner   ARGV[2] lock name\n-- Returns 1 when released, 0 when the lock is missing or held by another.\n-- The last lock's release leaves an empty index, which Redis deletes.\nif redis.call('GET', KEYS[1]) == ARGV[1] then\n  redis.call('DEL', KEYS[1])\n  redis.call('HDEL', KEYS[2], ARGV[2])\n  return 1\nend\nreturn 0\n",
-}
+// Join is join.lua: add a connection to a room, or rejoin it, with a fresh
+// epoch, and return the room's snapshot, atomically in the room's slot.
+var Join = &Script{Name: "join", SHA1: "fc630089af9a1fd4749f3da5d80a84710c3f7213", Source: joinSource}
 
-// LockRenew is lock_renew.lua.
-var LockRenew = &Script{
-	Name:   "lock_renew",
-	SHA1:   "cf2124fa81d59ced373fb918ac5ea21f83df0678",
-	Source: "-- lock_renew: reset the TTL of a lock, only by its owner, atomically.\n-- KEYS[1] the lock key   KEYS[2] the channel's lock index\n-- ARGV[1] owner   ARGV[2] ttl ms (> 0)   ARGV[3] lock name\n-- Returns 1 when renewed, 0 when the lock is missing or held by another.\n-- The index is stretched with the lock (see lock_acquire.lua); the HSET\n-- also lists a lock taken before the index existed.\nif redis.call('GET', KEYS[1]) == ARGV[1] then\n  redis.call('PEXPIRE', KEYS[1], ARGV[2])\n  redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])\n  if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end\n  return 1\nend\nreturn 0\n",
-}
+//go:embed leave.lua
+var leaveSource string
 
-// MetaMutate is meta_mutate.lua.
-var MetaMutate = &Script{
-	Name:   "meta_mutate",
-	SHA1:   "1ab90dfc4d6dc6aefbbec438d80cad8c8d07c8ad",
-	Source: "-- meta_mutate: one metadata mutation (set, update or remove) of a channel:\n-- lock check, majorRevision and item revision checks, the write,\n-- majorRevision + 1 and the metadata event, atomically: one round trip.\n-- KEYS[1] the channel's meta hash\n-- KEYS[2] the named lock's key, only when ARGV[10] is '1'\n-- KEYS[#KEYS] the channel's lock index, only when ARGV[11] is not ''\n-- ARGV[1] op: 'set' | 'update' | 'remove'\n-- ARGV[2] expected majorRevision, or '' for unchecked\n-- ARGV[3] acting user ('' = none): must own KEYS[2] when it is given\n-- ARGV[4] ISO-8601 time to stamp as each written item's updated, or ''\n-- ARGV[5] '1' to stamp each written item's author with ARGV[3], else ''\n-- ARGV[6] meta events channel   ARGV[7] channel type   ARGV[8] channel name\n-- ARGV[9] now ms (the event's timestamp)\n-- ARGV[10] '1' when the mutation names a lock (KEYS[2]), else ''\n-- ARGV[11] enforced locks: the prefix of the channel's lock keys; '' when\n--   locks are advisory\n-- ARGV[12..] items as triples: key, value, revision ('' = unchecked/default);\n--   remove uses only the keys, and no items means remove all.\n-- Meta hash fields (see strategy/metadata_record.go):\n--   major  majorRevision\n--   v:<key> value   r:<key> revision   u:<key> updated   a:<key> author\n-- An item exists iff its r: field does; major is the only other field.\n-- Returns {1, 1 if written else 0, HGETALL of the hash after}\n--       | {0, 'LOCKED'} | {0, 'HELD', name of a lock that bars the actor}\n--       | {0, 'MAJOR', current majorRevision}\n--       | {0, 'REVISION', key, stored revision} | {0, 'UNKNOWN', key}\n--       | {0, 'EMPTY'} (update of a channel without items).\n-- Numbers leave as string.format('%.0f'); strings go through cjson.encode\n-- only, so the event has exactly the fields of strategy.MetadataEvent.\nlocal function fmt(n) return string.format('%.0f', n) end\nlocal meta, op, actor = KEYS[1], ARGV[1], ARGV[3]\n\nlocal named = ARGV[10] == '1'\nif named then\n  local owner = redis.call('GET', KEYS[2])\n  if actor == '' or not owner or owner ~= actor then return {0, 'LOCKED'} end\nend\n\n-- Enforced: every live lock of the channel bars everyone but its holder,\n-- and the holder must name a lock, so a write without lockName is never\n-- mistaken for one made under the lock. Not only the named lock counts:\n-- taking a second lock must not get round the first one's holder. The\n-- index lists the names; the lock keys (same slot) say which are live.\nif ARGV[11] ~= '' then\n  for _, n in ipairs(redis.call('HKEYS', KEYS[#KEYS])) do\n    local owner = redis.call('GET', ARGV[11] .. n)\n    if owner and (not named or owner ~= actor) then return {0, 'HELD', n} end\n  end\nend\n\nlocal major = tonumber(redis.call('HGET', meta, 'major') or '0')\nif ARGV[2] ~= '' and tonumber(ARGV[2]) ~= major then return {0, 'MAJOR', fmt(major)} end\n\n-- Byte-wise order, whatever the server's collation locale is.\nlocal function less(a, b)\n  local n = math.min(#a, #b)\n  for i = 1, n do\n    local x, y = string.byte(a, i), string.byte(b, i)\n    if x ~= y then return x < y end\n  end\n  return #a < #b\nend\n\nlocal stamp, author = ARGV[4], ''\nif ARGV[5] == '1' then author = actor end\nlocal out = {} -- event items: {key, value, revision}\n\nlocal function write(k, v, rev)\n  redis.call('HSET', meta, 'v:' .. k, v, 'r:' .. k, fmt(rev))\n  if stamp ~= '' then redis.call('HSET', meta, 'u:' .. k, stamp) end\n  if author ~= '' then redis.call('HSET', meta, 'a:' .. k, author) end\n  out[#out + 1] = {k, v, rev}\nend\n\nif op == 'set' then\n  redis.call('DEL', meta)\n  for i = 12, #ARGV, 3 do\n    local rev = 1\n    if ARGV[i + 2] ~= '' and tonumber(ARGV[i + 2]) > 0 then rev = tonumber(ARGV[i + 2]) end\n    write(ARGV[i], ARGV[i + 1], rev)\n  end\nelseif op == 'update' then\n  local revs = {}\n  for i = 12, #ARGV, 3 do\n    local cur = redis.call('HGET', meta, 'r:' .. ARGV[i])\n    if not cur then\n      if redis.call('HLEN', meta) <= 1 then return {0, 'EMPTY'} end\n      return {0, 'UNKNOWN', ARGV[i]}\n    end\n    cur = tonumber(cur)\n    if ARGV[i + 2] ~= '' and tonumber(ARGV[i + 2]) ~= cur then return {0, 'REVISION', ARGV[i], fmt(cur)} end\n    revs[i] = cur\n  end\n  for i = 12, #ARGV, 3 do write(ARGV[i], ARGV[i + 1], revs[i] + 1) end\nelseif op == 'remove' then\n  local keys = {}\n  if #ARGV < 12 then\n    local h = redis.call('HGETALL', meta)\n    for i = 1, #h, 2 do\n      if string.sub(h[i], 1, 2) == 'r:' then keys[#keys + 1] = string.sub(h[i], 3) end\n    end\n    table.sort(keys, less)\n  else\n    for i = 12, #ARGV, 3 do keys[#keys + 1] = ARGV[i] end\n  end\n  for _, k in ipairs(keys) do\n    local e = redis.call('HMGET', meta, 'v:' .. k, 'r:' .. k)\n    if e[2] then\n      redis.call('HDEL', meta, 'v:' .. k, 'r:' .. k, 'u:' .. k, 'a:' .. k)\n      out[#out + 1] = {k, e[1] or '', tonumber(e[2])}\n    end\n  end\n  if #out == 0 then return {1, 0, redis.call('HGETALL', meta)} end\nelse\n  return redis.error_reply('ERR meta_mutate: unknown op ' .. op)\nend\n\nmajor = major + 1\nredis.call('HSET', meta, 'major', fmt(major))\n\nlocal parts = {}\nfor i, it in ipairs(out) do\n  parts[i] = '{\"key\":' .. cjson.encode(it[1]) .. ',\"value\":' .. cjson.encode(it[2]) ..\n    ',\"revision\":' .. fmt(it[3]) .. '}'\nend\nlocal ev = '{\"channelName\":' .. cjson.encode(ARGV[8]) .. ',\"channelType\":' .. cjson.encode(ARGV[7]) ..\n  ',\"operation\":' .. cjson.encode(op) .. ',\"items\":[' .. table.concat(parts, ',') ..\n  '],\"majorRevision\":' .. fmt(major) .. ',\"timestamp\":' .. ARGV[9]\nif author ~= '' then ev = ev .. ',\"authorUid\":' .. cjson.encode(author) end\nredis.call('PUBLISH', ARGV[6], ev .. '}')\nreturn {1, 1, redis.call('HGETALL', meta)}\n",
-}
+// Leave is leave.lua: remove a connection from every index of its room and
+// publish leave, atomically. Idempotent: a conn that is not there changes
+// nothing and publishes nothing.
+var Leave = &Script{Name: "leave", SHA1: "93e1d2fadd3de8d96373e8f961eaffe0d3cf5dcd", Source: leaveSource}
 
-// Reap is reap.lua.
-var Reap = &Script{
-	Name:   "reap",
-	SHA1:   "725b220f17fb020c2676e044857f41e417eb951e",
-	Source: "-- reap: remove a room's expired connections and publish leave for each,\n-- atomically in the room's slot, so reapers on many nodes racing on one room\n-- remove each conn exactly once, and a conn that heartbeated (its hash\n-- exists again) is never removed.\n-- KEYS[1] conns set        KEYS[2] members set     KEYS[3] last_seen zset\n-- KEYS[4] conn_meta hash   KEYS[5] user_conns hash KEYS[6] gone zset\n-- ARGV[1] room id   ARGV[2] now ms   ARGV[3] cutoff ms (now - lookback)\n-- ARGV[4] room events channel   ARGV[5] conn key prefix\n-- ARGV[6] most conns to examine in this call\n-- Returns {removed, conns remaining, 1 if more candidates may remain else 0}.\nlocal function fmt(n) return string.format('%.0f', n) end\n\nlocal ids = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[6]))\nlocal removed = 0\nfor _, conn in ipairs(ids) do\n  if redis.call('EXISTS', ARGV[5] .. conn) == 0 then\n    local user, epoch = nil, -1\n    local meta = redis.call('HGET', KEYS[4], conn)\n    if meta then\n      local sep = string.find(meta, ':', 1, true)\n      epoch = tonumber(string.sub(meta, 1, sep - 1))\n      user = string.sub(meta, sep + 1)\n    end\n    if redis.call('SREM', KEYS[1], conn) == 1 and user then\n      if redis.call('HINCRBY', KEYS[5], user, -1) <= 0 then\n        redis.call('HDEL', KEYS[5], user)\n        redis.call('SREM', KEYS[2], user)\n      end\n    end\n    redis.call('ZREM', KEYS[3], conn)\n    redis.call('HDEL', KEYS[4], conn)\n    if epoch >= 0 then redis.call('ZADD', KEYS[6], fmt(epoch), conn) end\n    redis.call('PUBLISH', ARGV[4], '{\"type\":\"leave\",\"roomId\":' .. cjson.encode(ARGV[1]) ..\n      ',\"userId\":' .. cjson.encode(user or '') .. ',\"connId\":' .. cjson.encode(conn) ..\n      ',\"state\":null,\"ts\":' .. ARGV[2] .. ',\"epoch\":' .. fmt(epoch) .. '}')\n    removed = removed + 1\n  end\nend\n-- Epochs below the cutoff are below any future now, so a rejoin no longer\n-- needs them to stay strictly greater; the index expires when the clock\n-- has passed its largest epoch by the lookback, so a room that emptied\n-- leaves nothing behind.\nredis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', ARGV[3])\nlocal top = redis.call('ZRANGE', KEYS[6], -1, -1, 'WITHSCORES')\nif #top == 2 then redis.call('PEXPIRE', KEYS[6], fmt(tonumber(top[2]) - tonumber(ARGV[3]))) end\nlocal more = 0\nif #ids == tonumber(ARGV[6]) then more = 1 end\nreturn {removed, redis.call('SCARD', KEYS[1]), more}\n",
-}
+//go:embed lock_acquire.lua
+var lockAcquireSource string
 
-// Snapshot is snapshot.lua.
-var Snapshot = &Script{
-	Name:   "snapshot",
-	SHA1:   "6a861e9b567ea41daba136310515c1cdf29b617a",
-	Source: "-- snapshot: every live connection of a room with its hash, in one\n-- consistent read. Conns whose hash expired (not yet reaped) are left out.\n-- KEYS[1] conns set\n-- ARGV[1] conn key prefix\n-- Returns {{connId, {field, value, ...}}, ...}.\nlocal snap = {}\nfor _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do\n  local h = redis.call('HGETALL', ARGV[1] .. id)\n  if #h > 0 then snap[#snap + 1] = {id, h} end\nend\nreturn snap\n",
-}
+// LockAcquire is lock_acquire.lua: take a channel lock, or extend it when
+// the owner already holds it, atomically. A lock always has a TTL, so a
+// crashed owner cannot hold a channel forever.
+var LockAcquire = &Script{Name: "lock_acquire", SHA1: "c0e3ea37666d64e78ee5e1d7127368b4e4ca2882", Source: lockAcquireSource}
+
+//go:embed lock_release.lua
+var lockReleaseSource string
+
+// LockRelease is lock_release.lua: delete a lock, only by its owner
+// (compare and delete), atomically.
+var LockRelease = &Script{Name: "lock_release", SHA1: "7fe98251970430e4e455f4a9fead0c3bab21559a", Source: lockReleaseSource}
+
+//go:embed lock_renew.lua
+var lockRenewSource string
+
+// LockRenew is lock_renew.lua: reset the TTL of a lock, only by its owner,
+// atomically.
+var LockRenew = &Script{Name: "lock_renew", SHA1: "62a25d2fff9ae94435008622cb38b2f16abce2dd", Source: lockRenewSource}
+
+//go:embed meta_mutate.lua
+var metaMutateSource string
+
+// MetaMutate is meta_mutate.lua: one metadata mutation (set, update or
+// remove) of a channel: lock check, majorRevision and item revision checks,
+// the write, majorRevision + 1 and the metadata event, atomically: one
+// round trip.
+var MetaMutate = &Script{Name: "meta_mutate", SHA1: "d2eed1e606ffee70af43051d0e1f8cf837e0e161", Source: metaMutateSource}
+
+//go:embed reap.lua
+var reapSource string
+
+// Reap is reap.lua: remove a room's expired connections and publish leave
+// for each, atomically in the room's slot, so reapers on many nodes racing
+// on one room remove each conn exactly once, and a conn that heartbeated
+// (its hash exists again) is never removed.
+var Reap = &Script{Name: "reap", SHA1: "723d05306afa7ce261af104b0950fa14fbd8db25", Source: reapSource}
+
+//go:embed snapshot.lua
+var snapshotSource string
+
+// Snapshot is snapshot.lua: every live connection of a room with its hash,
+// in one consistent read. Conns whose hash expired (not yet reaped) are
+// left out.
+var Snapshot = &Script{Name: "snapshot", SHA1: "81a4babe66c700bdc2a45c186ebfbd99e2ba6dba", Source: snapshotSource}
 
 // All lists every script, for preloading.
 var All = []*Script{Heartbeat, Join, Leave, LockAcquire, LockRelease, LockRenew, MetaMutate, Reap, Snapshot}

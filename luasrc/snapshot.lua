@@ -1,8 +1,8 @@
 -- snapshot: every live connection of a room with its hash, in one
 -- consistent read. Conns whose hash expired (not yet reaped) are left out.
--- KEYS[1] conns set
--- ARGV[1] conn key prefix
--- Returns {{connId, {field, value, ...}}, ...}.
+-- KEYS[1] conns: the room's conns set
+-- ARGV[1] connPrefix: the room's conn key prefix (core.Keys.ConnPrefix)
+-- Returns conns:idhashes
 local snap = {}
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local h = redis.call('HGETALL', ARGV[1] .. id)

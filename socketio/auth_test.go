@@ -80,7 +80,7 @@ func TestVerifyToken(t *testing.T) {
 	}
 	for _, bad := range []string{"", "a.b", "a.b.c", tok + "x", strings.Replace(tok, ".", "x.", 1)} {
 		if _, err := socketio.VerifyToken(secret, bad, now, 0); !errors.Is(err, socketio.ErrUnauthorized) {
-			t.Fatalf("token %q: %v", bad, err)
+			t.Errorf("token %q: %v", bad, err)
 		}
 	}
 	if _, err := socketio.VerifyToken(nil, tok, now, 0); err == nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/zishang520/socket.io/servers/socket/v3"
 
 	"github.com/realtime-message/presence"
+	_ "github.com/realtime-message/presence/backend/builtin" // registers rueidis and goredis for presence.Open
 	"github.com/realtime-message/presence/socketio"
 )
 

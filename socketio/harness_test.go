@@ -13,6 +13,7 @@ import (
 
 	"github.com/realtime-message/presence"
 	"github.com/realtime-message/presence/backend"
+	_ "github.com/realtime-message/presence/backend/builtin" // presence.Open selects rueidis or goredis by name
 	"github.com/realtime-message/presence/internal/redistest"
 	"github.com/realtime-message/presence/internal/siotest"
 	"github.com/realtime-message/presence/socketio"
@@ -66,7 +67,6 @@ func startNode(t testing.TB, srv *redistest.Server, nc nodeConfig) *node {
 	cfg := presence.Config{
 		Backend:        nc.Backend,
 		Addrs:          srv.Addrs,
-		Embedded:       srv.Embedded,
 		Heartbeat:      nc.Heartbeat,
 		Metadata:       nc.Metadata,
 		KeyPrefix:      nc.Prefix,

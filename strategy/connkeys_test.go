@@ -10,6 +10,9 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/realtime-message/presence/core"
+	"github.com/realtime-message/presence/luacall"
+
 	"github.com/realtime-message/presence"
 	"github.com/realtime-message/presence/backend"
 	"github.com/realtime-message/presence/backend/goredis"
@@ -21,7 +24,7 @@ import (
 func TestMain(m *testing.M) { redistest.Main(m) }
 
 func TestConnKeysAreKeys(t *testing.T) {
-	k := strategy.Keys{Prefix: "p:x"}
+	k := core.Keys{Prefix: "p:x"}
 	for _, id := range [][2]string{{"r", "c"}, {"a:b:c", "conn:1"}, {"é", "ü:"}} {
 		room, conn := id[0], id[1]
 		ck := k.ConnKeys(room, conn)
@@ -39,9 +42,9 @@ func sameData(a, b string) bool { return unsafe.StringData(a) == unsafe.StringDa
 // ConnKeys built: nothing is concatenated. Keys of another conn, room or
 // prefix are ignored rather than obeyed.
 func TestHeartbeatEvalUsesConnKeys(t *testing.T) {
-	k := strategy.Keys{Prefix: "p"}
+	k := core.Keys{Prefix: "p"}
 	req := strategy.HeartbeatRequest{Room: "r:1", Conn: "c", HasEpoch: true, Epoch: 5, NowMs: 1000,
-		Patch: []strategy.Field{{Key: "a", Value: "1"}}}
+		Patch: []luacall.KeyValue{{Key: "a", Value: "1"}}}
 	plain := strategy.HeartbeatEval(k, 30000, req)
 	wantKeys := []string{k.Conn("r:1", "c"), k.LastSeen("r:1"), k.ConnMeta("r:1")}
 	wantArgs := []string{"c", "1000", "30000", "5", k.RoomEvents("r:1"), "r:1", "a", "1"}
@@ -60,8 +63,8 @@ func TestHeartbeatEvalUsesConnKeys(t *testing.T) {
 		t.Fatal("HeartbeatEval built keys although ConnKeys were given")
 	}
 
-	for _, other := range []*strategy.ConnKeys{
-		k.ConnKeys("r:1", "d"), k.ConnKeys("r:2", "c"), strategy.Keys{Prefix: "q"}.ConnKeys("r:1", "c"),
+	for _, other := range []*core.ConnKeys{
+		k.ConnKeys("r:1", "d"), k.ConnKeys("r:2", "c"), core.Keys{Prefix: "q"}.ConnKeys("r:1", "c"),
 	} {
 		req.ConnKeys = other
 		e := strategy.HeartbeatEval(k, 30000, req)
@@ -91,8 +94,8 @@ func TestParseHeartbeatShapes(t *testing.T) {
 	}{
 		{r: a(i(1), i(1), i(42)), want: strategy.HeartbeatResult{Changed: true, Epoch: 42}},
 		{r: a(i(1), i(0), s("42")), want: strategy.HeartbeatResult{Epoch: 42}},
-		{r: a(i(0), s("NOTFOUND")), err: strategy.ErrConnNotFound},
-		{r: a(i(0), s("STALE"), i(9)), err: strategy.ErrStaleEpoch},
+		{r: a(i(0), s("NOTFOUND")), err: core.ErrConnNotFound},
+		{r: a(i(0), s("STALE"), i(9)), err: core.ErrStaleEpoch},
 		{r: backend.ErrReply("ERR boom"), bad: true},
 		{r: a(), bad: true},
 		{r: a(i(1)), bad: true},
@@ -177,20 +180,20 @@ func TestStrategiesWithConnKeys(t *testing.T) {
 				}
 				before, _ := svc.Snapshot(ctx, room)
 
-				for n, ck := range []*strategy.ConnKeys{nil, keys.ConnKeys(room, "a"), keys.ConnKeys(room, "b"), keys.ConnKeys("r:2", "a")} {
+				for n, ck := range []*core.ConnKeys{nil, keys.ConnKeys(room, "a"), keys.ConnKeys(room, "b"), keys.ConnKeys("r:2", "a")} {
 					req := strategy.HeartbeatRequest{Room: room, Conn: "a", HasEpoch: true, Epoch: epochs["a"],
 						NowMs: time.Now().UnixMilli() + int64(n+1)*1000,
-						Patch: []strategy.Field{{Key: "n", Value: fmt.Sprint(n + 1)}}, ConnKeys: ck}
+						Patch: []luacall.KeyValue{{Key: "n", Value: fmt.Sprint(n + 1)}}, ConnKeys: ck}
 					res, err := hb.Heartbeat(ctx, req)
 					if err != nil || !res.Changed || res.Epoch != epochs["a"] {
 						t.Fatalf("heartbeat %d: %+v %v", n, res, err)
 					}
 					req.Epoch--
-					if _, err := hb.Heartbeat(ctx, req); !errors.Is(err, strategy.ErrStaleEpoch) {
+					if _, err := hb.Heartbeat(ctx, req); !errors.Is(err, core.ErrStaleEpoch) {
 						t.Fatalf("stale heartbeat %d: %v", n, err)
 					}
 					req.Conn, req.Epoch = "nobody", 1
-					if _, err := hb.Heartbeat(ctx, req); !errors.Is(err, strategy.ErrConnNotFound) {
+					if _, err := hb.Heartbeat(ctx, req); !errors.Is(err, core.ErrConnNotFound) {
 						t.Fatalf("heartbeat %d of an unknown conn: %v", n, err)
 					}
 					snap, err := svc.Snapshot(ctx, room)

@@ -3,13 +3,15 @@ package strategy
 import (
 	"testing"
 	"time"
+
+	"github.com/realtime-message/presence/core"
 )
 
 // BenchmarkHeartbeatEval: the heartbeat.lua call built from ids on every
 // call, as before ConnKeys, against the lua strategy's builder with the
 // conn's keys built once.
 func BenchmarkHeartbeatEval(b *testing.B) {
-	k := Keys{Prefix: "prs"}
+	k := core.Keys{Prefix: "prs"}
 	req := HeartbeatRequest{Room: "room-17", Conn: "conn-0042", HasEpoch: true, Epoch: 1_780_000_000_000, NowMs: 1_780_000_000_123}
 	b.Run("ids", func(b *testing.B) {
 		b.ReportAllocs()
@@ -23,7 +25,7 @@ func BenchmarkHeartbeatEval(b *testing.B) {
 		r.ConnKeys = k.ConnKeys(r.Room, r.Conn)
 		b.ReportAllocs()
 		for b.Loop() {
-			_ = eb.eval(r)
+			_ = eb.call(r).Eval()
 		}
 	})
 }

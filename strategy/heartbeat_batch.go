@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/realtime-message/presence/core"
+
 	"github.com/realtime-message/presence/backend"
 )
 
@@ -49,6 +51,11 @@ type Batcher struct {
 	inflight sync.WaitGroup
 }
 
+var (
+	_ Heartbeat   = (*Batcher)(nil)
+	_ BufferSizer = (*Batcher)(nil)
+)
+
 type pending struct {
 	ctx  context.Context
 	req  HeartbeatRequest
@@ -75,7 +82,7 @@ func (b *Batcher) Heartbeat(ctx context.Context, req HeartbeatRequest) (Heartbea
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
-		return HeartbeatResult{}, ErrClosed
+		return HeartbeatResult{}, core.ErrClosed
 	}
 	b.buf = append(b.buf, p)
 	b.size.Add(1)
@@ -138,7 +145,7 @@ func (b *Batcher) flush(batch []*pending) {
 	}
 	evals := make([]backend.Eval, len(live))
 	for i, p := range live {
-		evals[i] = b.evals.eval(p.req)
+		evals[i] = b.evals.call(p.req).Eval()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
 	replies, err := b.env.Scripts.RunMany(ctx, evals...)
@@ -188,7 +195,7 @@ func (b *Batcher) Close() error {
 	batch := b.take()
 	b.mu.Unlock()
 	for _, p := range batch {
-		p.done <- batchResult{err: ErrClosed}
+		p.done <- batchResult{err: core.ErrClosed}
 	}
 	b.inflight.Wait()
 	return nil

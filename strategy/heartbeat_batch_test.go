@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/realtime-message/presence/core"
+
 	"go.uber.org/mock/gomock"
 
 	"github.com/realtime-message/presence/backend"
@@ -18,7 +20,7 @@ import (
 func batcherOn(t *testing.T, window time.Duration, max int) (*strategy.Batcher, *backendmock.MockClient) {
 	ctrl := gomock.NewController(t)
 	m := backendmock.NewMockClient(ctrl)
-	env := strategy.Env{Client: m, Scripts: backend.NewScripts(m), Keys: strategy.Keys{Prefix: "t"}, TTL: time.Second}
+	env := strategy.Env{Client: m, Scripts: backend.NewScripts(m), Keys: core.Keys{Prefix: "t"}, TTL: time.Second}
 	b := strategy.NewBatcher(env, window, max, 5*time.Second)
 	t.Cleanup(func() { b.Close() })
 	return b, m
@@ -102,11 +104,11 @@ func TestBatcherCloseFailsPendingWithErrClosed(t *testing.T) {
 	}
 	b.Close()
 	for _, c := range outs {
-		if o := recv(t, c); !errors.Is(o.err, strategy.ErrClosed) {
+		if o := recv(t, c); !errors.Is(o.err, core.ErrClosed) {
 			t.Fatalf("pending caller got %+v", o)
 		}
 	}
-	if _, err := b.Heartbeat(context.Background(), strategy.HeartbeatRequest{Room: "r", Conn: "a"}); !errors.Is(err, strategy.ErrClosed) {
+	if _, err := b.Heartbeat(context.Background(), strategy.HeartbeatRequest{Room: "r", Conn: "a"}); !errors.Is(err, core.ErrClosed) {
 		t.Fatalf("after Close: %v", err)
 	}
 }
@@ -133,10 +135,10 @@ func TestBatcherPerCallerOutcomes(t *testing.T) {
 	}, nil).Times(1)
 	outs := beat(t, b, strategy.HeartbeatRequest{Room: "r", Conn: "a"}, strategy.HeartbeatRequest{Room: "r", Conn: "b"},
 		strategy.HeartbeatRequest{Room: "r", Conn: "c"})
-	if o := recv(t, outs[0]); !errors.Is(o.err, strategy.ErrStaleEpoch) {
+	if o := recv(t, outs[0]); !errors.Is(o.err, core.ErrStaleEpoch) {
 		t.Fatalf("a: %+v", o)
 	}
-	if o := recv(t, outs[1]); !errors.Is(o.err, strategy.ErrConnNotFound) {
+	if o := recv(t, outs[1]); !errors.Is(o.err, core.ErrConnNotFound) {
 		t.Fatalf("b: %+v", o)
 	}
 	if o := recv(t, outs[2]); o.err != nil || !o.res.Changed {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/realtime-message/presence/core"
+
 	"github.com/realtime-message/presence/backend"
 )
 
@@ -30,11 +32,13 @@ type pipelineHeartbeat struct {
 	retries int
 }
 
+var _ Heartbeat = (*pipelineHeartbeat)(nil)
+
 func (p *pipelineHeartbeat) Close() error { return nil }
 
 func (p *pipelineHeartbeat) Heartbeat(ctx context.Context, req HeartbeatRequest) (HeartbeatResult, error) {
 	ck := req.ConnKeys
-	if !ck.usableFor(p.env.Keys, req.Room, req.Conn) {
+	if !ck.Fits(p.env.Keys, req.Room, req.Conn) {
 		ck = p.env.Keys.ConnKeys(req.Room, req.Conn)
 	}
 	connKey := ck.ConnKey()
@@ -53,14 +57,14 @@ func (p *pipelineHeartbeat) Heartbeat(ctx context.Context, req HeartbeatRequest)
 				return nil, err
 			}
 			if h["epoch"] == "" {
-				return nil, ErrConnNotFound
+				return nil, core.ErrConnNotFound
 			}
 			stored, err := strconv.ParseInt(h["epoch"], 10, 64)
 			if err != nil {
 				return nil, fmt.Errorf("strategy: conn %q has epoch %q", req.Conn, h["epoch"])
 			}
 			if req.HasEpoch && req.Epoch < stored {
-				return nil, ErrStaleEpoch
+				return nil, core.ErrStaleEpoch
 			}
 			now := strconv.FormatInt(req.NowMs, 10)
 			set := []string{"last_seen_ms", now}
@@ -72,10 +76,10 @@ func (p *pipelineHeartbeat) Heartbeat(ctx context.Context, req HeartbeatRequest)
 				cmds = append(cmds, backend.K("HSET", ck.ConnMeta(), req.Conn, e+":"+h["user"]))
 			}
 			for _, f := range req.Patch {
-				if old, ok := h[StatePrefix+f.Key]; !ok || old != f.Value {
+				if old, ok := h[core.StatePrefix+f.Key]; !ok || old != f.Value {
 					res.Changed = true
-					set = append(set, StatePrefix+f.Key, f.Value)
-					h[StatePrefix+f.Key] = f.Value
+					set = append(set, core.StatePrefix+f.Key, f.Value)
+					h[core.StatePrefix+f.Key] = f.Value
 				}
 			}
 			res.Epoch = stored
@@ -85,8 +89,8 @@ func (p *pipelineHeartbeat) Heartbeat(ctx context.Context, req HeartbeatRequest)
 				backend.K("ZADD", ck.LastSeen(), now, req.Conn),
 			)
 			if res.Changed {
-				ev, _ := json.Marshal(PresenceEvent{Type: "update", RoomID: req.Room, UserID: h["user"], ConnID: req.Conn,
-					State: StateFromHash(h), TS: req.NowMs, Epoch: stored})
+				ev, _ := json.Marshal(core.PresenceEvent{Type: "update", RoomID: req.Room, UserID: h["user"], ConnID: req.Conn,
+					State: core.StateFromHash(h), TS: req.NowMs, Epoch: stored})
 				cmds = append(cmds, backend.C("PUBLISH", nil, ck.RoomEvents(), string(ev)))
 			}
 			return cmds, nil

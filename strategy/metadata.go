@@ -1,6 +1,10 @@
 package strategy
 
-import "context"
+import (
+	"context"
+
+	"github.com/realtime-message/presence/core"
+)
 
 // MetaOp is a metadata mutation.
 type MetaOp uint8
@@ -48,20 +52,6 @@ type MetaRequest struct {
 	NowMs        int64
 }
 
-// MetaEntry is a stored item.
-type MetaEntry struct {
-	Value    string
-	Revision int64
-	Updated  string // ISO-8601 UTC with milliseconds, or ""
-	Author   string // or ""
-}
-
-// MetaRecord is a channel's metadata.
-type MetaRecord struct {
-	MajorRevision int64
-	Items         map[string]MetaEntry
-}
-
 // Metadata applies mutations atomically (docs/DESIGN.md §4): a majorRevision or
 // item revision mismatch is ErrConflict and never retried; a lock not held
 // by the actor, or a lock that bars the actor under req.EnforceLocks, is
@@ -69,7 +59,7 @@ type MetaRecord struct {
 // exactly one and publishes exactly one event, a failed one publishes
 // nothing. Implementations are safe for concurrent use.
 type Metadata interface {
-	Mutate(ctx context.Context, req MetaRequest) (MetaRecord, error)
+	Mutate(ctx context.Context, req MetaRequest) (core.MetaRecord, error)
 	Close() error
 }
 

@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
+
+	"github.com/realtime-message/presence/core"
+	"github.com/realtime-message/presence/luacall"
 
 	"github.com/realtime-message/presence/backend"
-	"github.com/realtime-message/presence/luasrc"
 )
 
 func init() {
@@ -32,19 +33,19 @@ func NewLuaMetadata(env Env) *LuaMetadata { return &LuaMetadata{env: env} }
 func (l *LuaMetadata) Close() error { return nil }
 
 // Mutate applies req (see Metadata).
-func (l *LuaMetadata) Mutate(ctx context.Context, req MetaRequest) (MetaRecord, error) {
+func (l *LuaMetadata) Mutate(ctx context.Context, req MetaRequest) (core.MetaRecord, error) {
 	if req.LockName != "" && req.Actor == "" {
-		return MetaRecord{}, errMetaLocked(req)
+		return core.MetaRecord{}, errMetaLocked(req)
 	}
 	if h := l.env.Hooks.MetadataAttempt; h != nil {
 		h()
 	}
-	r, err := l.env.Scripts.RunMany(ctx, MetaMutateEval(l.env.Keys, req))
+	rep, err := MetaMutateCall(l.env.Keys, req).Run(ctx, l.env.Scripts)
 	if err != nil {
-		return MetaRecord{}, err
+		return core.MetaRecord{}, err
 	}
-	rec, err := ParseMetaMutateReply(req, r[0])
-	if errors.Is(err, ErrConflict) {
+	rec, err := metaMutateResult(req, rep)
+	if errors.Is(err, core.ErrConflict) {
 		if h := l.env.Hooks.MetadataConflict; h != nil {
 			h()
 		}
@@ -52,92 +53,75 @@ func (l *LuaMetadata) Mutate(ctx context.Context, req MetaRequest) (MetaRecord, 
 	return rec, err
 }
 
-// MetaMutateEval is the meta_mutate.lua call for req.
-func MetaMutateEval(k Keys, req MetaRequest) backend.Eval {
-	keys := []string{k.Meta(req.Type, req.Name)}
-	named, enforced := "", ""
+// MetaMutateCall is the meta_mutate.lua call for req.
+func MetaMutateCall(k core.Keys, req MetaRequest) luacall.MetaMutate {
+	c := luacall.MetaMutate{
+		Meta: k.Meta(req.Type, req.Name),
+		// With no lock named the script reads no lock key, but its keys
+		// are fixed: the lock prefix is a key of the channel's slot that
+		// no lock uses (lock names are not empty).
+		Lock:     k.LockPrefix(req.Type, req.Name),
+		Index:    k.LockIndex(req.Type, req.Name),
+		Op:       req.Op.String(),
+		Actor:    req.Actor,
+		Events:   k.MetaEvents(req.Type, req.Name),
+		ChanType: req.Type,
+		ChanName: req.Name,
+		NowMs:    backend.Itoa(req.NowMs),
+		Items:    make([]luacall.KeyValueRevision, len(req.Items)),
+	}
 	if req.LockName != "" {
-		keys = append(keys, k.Lock(req.Type, req.Name, req.LockName))
-		named = "1"
+		c.Lock, c.Named = k.Lock(req.Type, req.Name, req.LockName), "1"
 	}
 	if req.EnforceLocks {
-		keys = append(keys, k.LockIndex(req.Type, req.Name))
-		enforced = k.LockPrefix(req.Type, req.Name)
+		c.Enforced = k.LockPrefix(req.Type, req.Name)
 	}
-	major, stamp, author := "", "", ""
 	if req.MajorRevision >= 0 {
-		major = backend.Itoa(req.MajorRevision)
+		c.Major = backend.Itoa(req.MajorRevision)
 	}
 	if req.AddTimestamp {
-		stamp = FormatMetaTime(req.NowMs)
+		c.Stamp = core.FormatMetaTime(req.NowMs)
 	}
 	if req.AddUserID {
-		author = "1"
+		c.Author = "1"
 	}
-	args := make([]string, 0, 11+3*len(req.Items))
-	args = append(args, req.Op.String(), major, req.Actor, stamp, author,
-		k.MetaEvents(req.Type, req.Name), req.Type, req.Name, backend.Itoa(req.NowMs), named, enforced)
-	for _, it := range req.Items {
-		rev := ""
-		if it.Revision >= 0 && req.Op != OpRemove {
-			rev = backend.Itoa(it.Revision)
+	for i, it := range req.Items {
+		e := luacall.KeyValueRevision{Key: it.Key}
+		if req.Op != OpRemove {
+			e.Value = it.Value
+			if it.Revision >= 0 {
+				e.Revision = backend.Itoa(it.Revision)
+			}
 		}
-		value := it.Value
-		if req.Op == OpRemove {
-			value = ""
-		}
-		args = append(args, it.Key, value, rev)
+		c.Items[i] = e
 	}
-	return backend.Eval{Script: luasrc.MetaMutate, Keys: keys, Args: args}
+	return c
 }
 
-// ParseMetaMutateReply decodes meta_mutate.lua's reply to req.
-func ParseMetaMutateReply(req MetaRequest, r backend.Reply) (MetaRecord, error) {
-	if err := r.Error(); err != nil {
-		return MetaRecord{}, err
-	}
-	a, err := r.AsArray()
-	if err != nil || len(a) < 2 {
-		return MetaRecord{}, fmt.Errorf("strategy: unexpected meta_mutate reply %v", r)
-	}
-	if ok, _ := a[0].AsInt(); ok == 1 {
-		if len(a) != 3 {
-			return MetaRecord{}, fmt.Errorf("strategy: unexpected meta_mutate reply %v", r)
-		}
-		return ParseMetaReply(a[2])
-	}
-	code, _ := a[1].AsString()
-	arg := func(i int) string {
-		if i < len(a) {
-			s, _ := a[i].AsString()
-			return s
-		}
-		return ""
-	}
-	num := func(i int) int64 {
-		n, _ := strconv.ParseInt(arg(i), 10, 64)
-		return n
-	}
-	switch code {
-	case "LOCKED":
-		return MetaRecord{}, errMetaLocked(req)
-	case "HELD":
-		return MetaRecord{}, errMetaHeld(req, arg(2))
-	case "MAJOR":
-		return MetaRecord{}, errMetaMajor(req, num(2))
-	case "REVISION":
-		key := arg(2)
+// metaMutateResult turns meta_mutate.lua's reply to req into the record
+// or the error both strategies return.
+func metaMutateResult(req MetaRequest, rep luacall.MetaMutateReply) (core.MetaRecord, error) {
+	switch rep.Case {
+	case luacall.MetaMutateDone:
+		return core.ParseMetaHash(rep.Hash)
+	case luacall.MetaMutateLocked:
+		return core.MetaRecord{}, errMetaLocked(req)
+	case luacall.MetaMutateHeld:
+		return core.MetaRecord{}, errMetaHeld(req, rep.Lock)
+	case luacall.MetaMutateMajor:
+		return core.MetaRecord{}, errMetaMajor(req, rep.Major)
+	case luacall.MetaMutateRevision:
 		want := int64(-1)
 		for _, it := range req.Items {
-			if it.Key == key {
+			if it.Key == rep.Key {
 				want = it.Revision
 			}
 		}
-		return MetaRecord{}, errMetaRevision(key, num(3), want)
-	case "UNKNOWN":
-		return MetaRecord{}, errMetaUnknown(arg(2))
-	case "EMPTY":
-		return MetaRecord{}, errMetaEmpty(req)
+		return core.MetaRecord{}, errMetaRevision(rep.Key, rep.Revision, want)
+	case luacall.MetaMutateUnknown:
+		return core.MetaRecord{}, errMetaUnknown(rep.Key)
+	case luacall.MetaMutateEmpty:
+		return core.MetaRecord{}, errMetaEmpty(req)
 	}
-	return MetaRecord{}, fmt.Errorf("strategy: unexpected meta_mutate reply %v", r)
+	return core.MetaRecord{}, fmt.Errorf("strategy: meta_mutate reply case %d not handled", rep.Case)
 }

@@ -9,6 +9,8 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/realtime-message/presence/core"
+
 	"github.com/realtime-message/presence/backend"
 )
 
@@ -64,9 +66,9 @@ func (w *WatchMetadata) EnforcesLocks() bool { return false }
 var _ LockEnforcer = (*WatchMetadata)(nil)
 
 // Mutate applies req (see Metadata).
-func (w *WatchMetadata) Mutate(ctx context.Context, req MetaRequest) (MetaRecord, error) {
+func (w *WatchMetadata) Mutate(ctx context.Context, req MetaRequest) (core.MetaRecord, error) {
 	if req.LockName != "" && req.Actor == "" {
-		return MetaRecord{}, errMetaLocked(req)
+		return core.MetaRecord{}, errMetaLocked(req)
 	}
 	k := w.env.Keys
 	metaKey := k.Meta(req.Type, req.Name)
@@ -98,7 +100,7 @@ func (w *WatchMetadata) Mutate(ctx context.Context, req MetaRequest) (MetaRecord
 			if err != nil {
 				return nil, err
 			}
-			cur, err := ParseMetaReply(r[0])
+			cur, err := core.ParseMetaReply(r[0])
 			if err != nil {
 				return nil, err
 			}
@@ -134,23 +136,23 @@ func (w *WatchMetadata) Mutate(ctx context.Context, req MetaRequest) (MetaRecord
 					hooks.MetadataRetry(n, w.retries)
 				}
 				if err := sleepCtx(ctx, backoff(n)); err != nil {
-					return MetaRecord{}, err
+					return core.MetaRecord{}, err
 				}
 				continue
 			}
 			if hooks.MetadataConflict != nil {
 				hooks.MetadataConflict()
 			}
-			return MetaRecord{}, fmt.Errorf("%w: metadata transaction aborted by concurrent writes %d times", ErrConflict, attempt+1)
+			return core.MetaRecord{}, fmt.Errorf("%w: metadata transaction aborted by concurrent writes %d times", core.ErrConflict, attempt+1)
 		}
 		if err == nil {
 			err = backend.FirstError(replies)
 		}
 		if err != nil {
-			if errors.Is(err, ErrConflict) && hooks.MetadataConflict != nil {
+			if errors.Is(err, core.ErrConflict) && hooks.MetadataConflict != nil {
 				hooks.MetadataConflict()
 			}
-			return MetaRecord{}, err
+			return core.MetaRecord{}, err
 		}
 		if attempt > 0 {
 			w.log.LogAttrs(ctx, slog.LevelInfo, fmt.Sprintf("Metadata operation succeeded after %d retries", attempt),
@@ -202,7 +204,7 @@ func (w *WatchMetadata) checkLocks(ctx context.Context, tx backend.Tx, req MetaR
 
 // commands are the writes of a plan and the PUBLISH of its event, for
 // MULTI/EXEC.
-func (p metaPlan) commands(k Keys, metaKey string) ([]backend.Cmd, error) {
+func (p metaPlan) commands(k core.Keys, metaKey string) ([]backend.Cmd, error) {
 	ev, err := json.Marshal(p.event)
 	if err != nil {
 		return nil, err
@@ -214,20 +216,20 @@ func (p metaPlan) commands(k Keys, metaKey string) ([]backend.Cmd, error) {
 	if len(p.removed) > 0 {
 		fields := make([]string, 0, 4*len(p.removed))
 		for _, key := range p.removed {
-			fields = append(fields, MetaPrefixValue+key, MetaPrefixRev+key, MetaPrefixUpdated+key, MetaPrefixAuthor+key)
+			fields = append(fields, core.MetaPrefixValue+key, core.MetaPrefixRev+key, core.MetaPrefixUpdated+key, core.MetaPrefixAuthor+key)
 		}
 		cmds = append(cmds, backend.K("HDEL", metaKey, fields...))
 	}
 	set := make([]string, 0, 2+8*len(p.written))
-	set = append(set, MetaFieldMajor, backend.Itoa(p.record.MajorRevision))
+	set = append(set, core.MetaFieldMajor, backend.Itoa(p.record.MajorRevision))
 	for _, key := range p.written {
 		e := p.record.Items[key]
-		set = append(set, MetaPrefixValue+key, e.Value, MetaPrefixRev+key, backend.Itoa(e.Revision))
+		set = append(set, core.MetaPrefixValue+key, e.Value, core.MetaPrefixRev+key, backend.Itoa(e.Revision))
 		if e.Updated != "" {
-			set = append(set, MetaPrefixUpdated+key, e.Updated)
+			set = append(set, core.MetaPrefixUpdated+key, e.Updated)
 		}
 		if e.Author != "" {
-			set = append(set, MetaPrefixAuthor+key, e.Author)
+			set = append(set, core.MetaPrefixAuthor+key, e.Author)
 		}
 	}
 	cmds = append(cmds,

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/realtime-message/presence/core"
+
 	"go.uber.org/mock/gomock"
 
 	"github.com/realtime-message/presence/backend"
@@ -76,7 +78,7 @@ func watchOn(t *testing.T, retries int) (*strategy.WatchMetadata, *backendmock.M
 	ctrl := gomock.NewController(t)
 	m := backendmock.NewMockClient(ctrl)
 	rec := &recorder{}
-	env := strategy.Env{Client: m, Keys: strategy.Keys{Prefix: "t"}, Logger: slog.New(rec), Hooks: rec.hooks()}
+	env := strategy.Env{Client: m, Keys: core.Keys{Prefix: "t"}, Logger: slog.New(rec), Hooks: rec.hooks()}
 	return strategy.NewWatchMetadata(env, retries), m, rec
 }
 
@@ -140,7 +142,7 @@ func TestWatchGivesUpAfterRetries(t *testing.T) {
 	var keys []string
 	watchThat(m, 1000, &keys)
 	_, err := w.Mutate(context.Background(), updateReq())
-	if !errors.Is(err, strategy.ErrConflict) {
+	if !errors.Is(err, core.ErrConflict) {
 		t.Fatalf("after exhausting retries: %v", err)
 	}
 	if rec.attempts != 3 || rec.conflicts != 1 || len(rec.retries) != 2 {
@@ -157,7 +159,7 @@ func TestWatchRevisionMismatchNeverRetried(t *testing.T) {
 		var keys []string
 		watchThat(m, 1000, &keys)
 		_, err := w.Mutate(context.Background(), req)
-		if !errors.Is(err, strategy.ErrConflict) {
+		if !errors.Is(err, core.ErrConflict) {
 			t.Fatalf("mismatch: %v", err)
 		}
 		if rec.attempts != 1 || rec.conflicts != 1 || len(rec.retries) != 0 {
@@ -196,14 +198,14 @@ func TestWatchWatchesLockAndNeedsActor(t *testing.T) {
 	req := updateReq()
 	req.LockName = "L"
 	// No actor: ErrLocked before any round trip.
-	if _, err := w.Mutate(context.Background(), req); !errors.Is(err, strategy.ErrLocked) {
+	if _, err := w.Mutate(context.Background(), req); !errors.Is(err, core.ErrLocked) {
 		t.Fatalf("lock without actor: %v", err)
 	}
 	req.Actor = "u"
 	var keys []string
 	watchThat(m, 0, &keys)
 	// The lock is missing (storedTx answers GET with nil).
-	if _, err := w.Mutate(context.Background(), req); !errors.Is(err, strategy.ErrLocked) {
+	if _, err := w.Mutate(context.Background(), req); !errors.Is(err, core.ErrLocked) {
 		t.Fatalf("missing lock: %v", err)
 	}
 	if !slices.Equal(keys, []string{"t:{chan:room:r1}:meta", "t:{chan:room:r1}:lock:L"}) {
@@ -215,7 +217,7 @@ func TestWatchWatchesLockAndNeedsActor(t *testing.T) {
 }
 
 func TestWatchSpecParams(t *testing.T) {
-	if _, err := strategy.NewMetadata("watch?retries=-1", strategy.Env{}); !errors.Is(err, strategy.ErrInvalidArgument) {
+	if _, err := strategy.NewMetadata("watch?retries=-1", strategy.Env{}); !errors.Is(err, core.ErrInvalidArgument) {
 		t.Fatalf("negative retries: %v", err)
 	}
 	if _, err := strategy.NewMetadata("watch?tries=3", strategy.Env{}); err == nil || !strings.Contains(err.Error(), "retries") {

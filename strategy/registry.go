@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/realtime-message/presence/core"
 )
 
 // Registry maps strategy names to factories. F is the factory type.
@@ -66,11 +68,11 @@ func (r *Registry[F]) Lookup(spec string) (F, *Params, error) {
 	r.mu.RUnlock()
 	if !ok {
 		return zero, nil, fmt.Errorf("%w: unknown %s strategy %q (registered: %s)",
-			ErrInvalidArgument, r.kind, name, strings.Join(r.Names(), ", "))
+			core.ErrInvalidArgument, r.kind, name, strings.Join(r.Names(), ", "))
 	}
 	values, err := url.ParseQuery(query)
 	if err != nil {
-		return zero, nil, fmt.Errorf("%w: %s strategy spec %q: %v", ErrInvalidArgument, r.kind, spec, err)
+		return zero, nil, fmt.Errorf("%w: %s strategy spec %q: %v", core.ErrInvalidArgument, r.kind, spec, err)
 	}
 	for k, v := range values {
 		if !slices.Contains(e.params, k) {
@@ -79,10 +81,10 @@ func (r *Registry[F]) Lookup(spec string) (F, *Params, error) {
 				accepted = strings.Join(e.params, ", ")
 			}
 			return zero, nil, fmt.Errorf("%w: %s strategy %q has no parameter %q (accepted: %s)",
-				ErrInvalidArgument, r.kind, name, k, accepted)
+				core.ErrInvalidArgument, r.kind, name, k, accepted)
 		}
 		if len(v) != 1 {
-			return zero, nil, fmt.Errorf("%w: %s strategy %q: parameter %q given %d times", ErrInvalidArgument, r.kind, name, k, len(v))
+			return zero, nil, fmt.Errorf("%w: %s strategy %q: parameter %q given %d times", core.ErrInvalidArgument, r.kind, name, k, len(v))
 		}
 	}
 	return e.factory, &Params{Name: name, values: values}, nil
@@ -109,7 +111,7 @@ func (p *Params) Duration(key string, def time.Duration) (time.Duration, error) 
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("%w: strategy %q: %s=%q is not a positive duration (e.g. 50ms)", ErrInvalidArgument, p.Name, key, s)
+		return 0, fmt.Errorf("%w: strategy %q: %s=%q is not a positive duration (e.g. 50ms)", core.ErrInvalidArgument, p.Name, key, s)
 	}
 	return d, nil
 }
@@ -122,7 +124,7 @@ func (p *Params) Int(key string, def, min, max int) (int, error) {
 	}
 	n, err := strconv.Atoi(s)
 	if err != nil || n < min || n > max {
-		return 0, fmt.Errorf("%w: strategy %q: %s=%q must be an integer in [%d, %d]", ErrInvalidArgument, p.Name, key, s, min, max)
+		return 0, fmt.Errorf("%w: strategy %q: %s=%q must be an integer in [%d, %d]", core.ErrInvalidArgument, p.Name, key, s, min, max)
 	}
 	return n, nil
 }

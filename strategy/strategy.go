@@ -5,6 +5,9 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/realtime-message/presence/core"
+	"github.com/realtime-message/presence/luacall"
+
 	"github.com/realtime-message/presence/backend"
 )
 
@@ -12,7 +15,7 @@ import (
 type Env struct {
 	Client  backend.Client
 	Scripts *backend.Scripts // runs luasrc scripts over Client
-	Keys    Keys
+	Keys    core.Keys
 	TTL     time.Duration // presence TTL of a conn hash
 	Logger  *slog.Logger
 	Hooks   Hooks
@@ -24,14 +27,7 @@ type Hooks struct {
 	BatchFlushed     func(size int)         // a batch of heartbeats was sent
 	MetadataAttempt  func()                 // one transaction or script attempt of a mutation
 	MetadataRetry    func(attempt, max int) // an EXEC abort is being retried
-	MetadataConflict func()                 // a mutation failed with ErrConflict
-}
-
-// Field is one top-level key of a JSON state object and its value in
-// canonical JSON encoding.
-type Field struct {
-	Key   string
-	Value string
+	MetadataConflict func()                 // a mutation failed with core.ErrConflict
 }
 
 // HeartbeatRequest is a validated heartbeat.
@@ -39,12 +35,14 @@ type HeartbeatRequest struct {
 	Room, Conn string
 	HasEpoch   bool
 	Epoch      int64
-	Patch      []Field // sorted by Key, unique keys
-	NowMs      int64
+	// Patch holds top-level state keys and their canonical JSON
+	// values, sorted by Key, keys unique.
+	Patch []luacall.KeyValue
+	NowMs int64
 	// ConnKeys, optional, are Keys.ConnKeys(Room, Conn) built beforehand,
 	// so the heartbeat concatenates no key. Keys of another room, conn or
 	// prefix are ignored (the keys are then built from Room and Conn).
-	ConnKeys *ConnKeys
+	ConnKeys *core.ConnKeys
 }
 
 // HeartbeatResult is the outcome of a heartbeat that was applied.

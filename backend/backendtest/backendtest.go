@@ -2,19 +2,22 @@
 // body that every backend.Client implementation runs against every kind of
 // server. An adapter that passes it is a supported backend (docs/DESIGN.md §6).
 //
-// An adapter's test applies it to each target of package redistest:
-//
-//	func TestMain(m *testing.M) { redistest.Main(m) }
+// An adapter's test, in this module or in another, describes each server
+// it runs against with a [Target]:
 //
 //	func TestBackend(t *testing.T) {
-//		for _, s := range redistest.Targets(t) {
-//			t.Run(s.Name, func(t *testing.T) {
-//				backendtest.Run(t, s, func(t testing.TB) backend.Client {
-//					return newClient(t, s.Addrs, s.Cluster)
-//				})
-//			})
-//		}
+//		backendtest.Run(t, backendtest.Target{
+//			Name:  "standalone",
+//			Addrs: []string{"127.0.0.1:6379"},
+//			NewClient: func(t testing.TB) backend.Client {
+//				return newMyClient(t, "127.0.0.1:6379")
+//			},
+//		})
 //	}
+//
+// examples/custombackend runs it on the embedded server; the adapters of
+// this module run it on a standalone server, a 3-master cluster and the
+// embedded server.
 //
 // Each subtest checks something a broken adapter gets wrong: reply order
 // and types in a pipeline spread over cluster slots, cross-slot refusal,
@@ -43,6 +46,37 @@ import (
 // The suite closes every client it gets.
 type Factory func(t testing.TB) backend.Client
 
+// Target is the server the suite runs against and how to get clients of
+// the adapter under test connected to it.
+//
+// Besides the adapter's clients, the suite opens plain connections of its
+// own to Addrs (to check what a pipeline wrote, flush the script cache,
+// publish from every node, kill subscriber connections), without
+// authentication: point it at a test server without a password. Keys carry
+// a prefix unique to the test, so the server may be shared with other
+// tests; nothing is flushed but the script cache.
+type Target struct {
+	// Name describes the server in failure messages, e.g. "cluster".
+	// Optional.
+	Name string
+	// Addrs are host:port of every node the suite addresses directly:
+	// the one address of a standalone server, every master of a cluster.
+	// Required.
+	Addrs []string
+	// Cluster says Addrs are the masters of a Redis Cluster: the suite
+	// then also checks that a pipeline or a pattern subscription spans
+	// every master.
+	Cluster bool
+	// Embedded says the server is package embedded's (miniredis) in this
+	// process: the suite skips what it cannot do (kill a client's
+	// connection) and does not count the server's own goroutines as
+	// leaked by the adapter.
+	Embedded bool
+	// NewClient returns a new client of the adapter, connected to the
+	// server. Required.
+	NewClient Factory
+}
+
 const (
 	// wait bounds every wait for something that should happen: a message
 	// delivered, a call returning. Generous: it fails broken adapters, not
@@ -54,7 +88,8 @@ const (
 )
 
 type suite struct {
-	target    *redistest.Server
+	target    Target
+	srv       *redistest.Server // the suite's own plain connections to target
 	newClient Factory
 
 	mu      sync.Mutex
@@ -84,18 +119,25 @@ func (s *suite) closeAll() {
 }
 
 // Run runs the conformance suite against target, with clients from
-// newClient, as subtests of t. After the subtests, with every client
-// closed, it fails t if goroutines started during Run are still running: an
-// adapter must stop its goroutines (readers, subscription dispatchers,
-// pool reapers) on Close. So Run must not run in parallel with other tests
-// of the binary that start goroutines.
-func Run(t *testing.T, target *redistest.Server, newClient Factory) {
+// target.NewClient, as subtests of t. After the subtests, with every
+// client closed, it fails t if goroutines started during Run are still
+// running: an adapter must stop its goroutines (readers, subscription
+// dispatchers, pool reapers) on Close. So Run must not run in parallel
+// with other tests of the binary that start goroutines.
+func Run(t *testing.T, target Target) {
 	t.Helper()
+	if len(target.Addrs) == 0 || target.NewClient == nil {
+		t.Fatal("backendtest: Target.Addrs and Target.NewClient are required")
+	}
+	if target.Name == "" {
+		target.Name = target.Addrs[0]
+	}
 	ignore := []goleak.Option{goleak.IgnoreCurrent()}
 	if target.Embedded {
 		ignore = append(ignore, embeddedServerGoroutines...)
 	}
-	s := &suite{target: target, newClient: newClient}
+	srv := &redistest.Server{Name: target.Name, Addrs: target.Addrs, Cluster: target.Cluster, Embedded: target.Embedded}
+	s := &suite{target: target, srv: srv, newClient: target.NewClient}
 	// Cleanups run last-registered first: close the clients, then look for
 	// leaks.
 	t.Cleanup(func() { checkGoroutines(t, ignore) })
@@ -221,11 +263,25 @@ func (s *suite) checkSpread(t *testing.T, keys []string) {
 	}
 	nodes := map[int]bool{}
 	for _, k := range keys {
-		nodes[s.target.NodeForSlot(backend.KeySlot(k))] = true
+		nodes[s.nodeOf(t, k)] = true
 	}
 	if len(nodes) != len(s.target.Addrs) {
 		t.Fatalf("backendtest: keys %q cover %d of %d nodes", keys, len(nodes), len(s.target.Addrs))
 	}
+}
+
+// nodeOf returns the index in Addrs of the cluster master serving key: the
+// one that does not redirect a read of it. Asking the nodes, rather than
+// knowing their slot ranges, works for any cluster a Target names.
+func (s *suite) nodeOf(t *testing.T, key string) int {
+	t.Helper()
+	for i := range s.target.Addrs {
+		if r := s.srv.DoNode(t, i, "EXISTS", key); !backend.IsRedisError(r.Err, "MOVED") {
+			return i
+		}
+	}
+	t.Fatalf("backendtest: every node of %v redirects key %q: Target.Addrs must list every master", s.target.Addrs, key)
+	return -1
 }
 
 // tag returns a key sharing the hash slot of every other tag(prefix, ...)

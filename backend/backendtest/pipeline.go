@@ -94,7 +94,7 @@ func testPipelineReplies(t *testing.T, s *suite) {
 	wantStr(t, "GET after the pipeline", rs[0], "v1")
 	wantStr(t, "HGET after the pipeline", rs[1], "b")
 	// What the adapter wrote is what a plain client reads.
-	if r := s.target.Do(t, "GET", str); r.Str != "v1" {
+	if r := s.srv.Do(t, "GET", str); r.Str != "v1" {
 		t.Errorf("GET %s through redistest: %v", str, r)
 	}
 }
@@ -161,17 +161,17 @@ func testCrossSlot(t *testing.T, s *suite) {
 	p := redistest.Prefix(t)
 	k := thirds(p)
 	a, b, marker := k[0], k[1], k[2]
-	s.target.Do(t, "SET", a, "x")
+	s.srv.Do(t, "SET", a, "x")
 
 	_, err := c.Do(ctx(t), backend.C("DEL", []string{a, b}))
 	wantErrIs(t, "DEL of keys of two slots", err, backend.ErrCrossSlot)
 
 	_, err = c.Do(ctx(t), backend.K("SET", marker, "x"), backend.C("DEL", []string{a, b}))
 	wantErrIs(t, "pipeline with a cross-slot DEL", err, backend.ErrCrossSlot)
-	if r := s.target.Do(t, "EXISTS", marker); r.Int != 0 {
+	if r := s.srv.Do(t, "EXISTS", marker); r.Int != 0 {
 		t.Error("a pipeline refused for a cross-slot command was partly sent")
 	}
-	if r := s.target.Do(t, "EXISTS", a); r.Int != 1 {
+	if r := s.srv.Do(t, "EXISTS", a); r.Int != 1 {
 		t.Error("the cross-slot DEL was sent")
 	}
 

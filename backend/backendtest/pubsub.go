@@ -172,7 +172,7 @@ func testPubSubAcrossSlots(t *testing.T, s *suite) {
 	}
 	for i := range s.target.Addrs {
 		payload := "via node " + strconv.Itoa(i)
-		s.target.DoNode(t, i, "PUBLISH", p+":direct", payload)
+		s.srv.DoNode(t, i, "PUBLISH", p+":direct", payload)
 		want = append(want, payload)
 	}
 	var got []string

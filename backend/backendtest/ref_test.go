@@ -31,7 +31,10 @@ func (quietLogger) Printf(context.Context, string, ...any) {}
 func TestSuiteAgainstReference(t *testing.T) {
 	for _, s := range redistest.Targets(t) {
 		t.Run(s.Name, func(t *testing.T) {
-			backendtest.Run(t, s, func(t testing.TB) backend.Client { return newRef(s) })
+			backendtest.Run(t, backendtest.Target{
+				Name: s.Name, Addrs: s.Addrs, Cluster: s.Cluster, Embedded: s.Embedded,
+				NewClient: func(t testing.TB) backend.Client { return newRef(s) },
+			})
 		})
 	}
 }

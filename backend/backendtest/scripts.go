@@ -9,6 +9,7 @@ import (
 
 	"github.com/realtime-message/presence/backend"
 	"github.com/realtime-message/presence/internal/redistest"
+	"github.com/realtime-message/presence/luacall"
 	"github.com/realtime-message/presence/luasrc"
 )
 
@@ -60,7 +61,7 @@ func testScriptFallback(t *testing.T, s *suite) {
 		t.Errorf("Reloads after a cached Run: %d, want 1", n)
 	}
 
-	redistest.FlushScripts(t, s.target)
+	redistest.FlushScripts(t, s.srv)
 	r, err = run("1")
 	if err != nil {
 		t.Fatalf("Run after SCRIPT FLUSH: %v", err)
@@ -89,7 +90,7 @@ func testScriptReal(t *testing.T, s *suite) {
 	}
 	for _, sc := range luasrc.All {
 		for i := range s.target.Addrs {
-			if r := s.target.DoNode(t, i, "SCRIPT", "LOAD", sc.Source); r.Str != sc.SHA1 {
+			if r := s.srv.DoNode(t, i, "SCRIPT", "LOAD", sc.Source); r.Str != sc.SHA1 {
 				t.Errorf("%s: SCRIPT LOAD on node %d returned %v, generated SHA1 is %s", sc.Name, i, r, sc.SHA1)
 			}
 		}
@@ -104,7 +105,7 @@ func testScriptReal(t *testing.T, s *suite) {
 	sc := backend.NewScripts(c)
 	check := func(when string) {
 		t.Helper()
-		r, err := sc.Run(ctx(t), backend.Eval{Script: luasrc.Snapshot, Keys: []string{set}, Args: []string{hashPrefix}})
+		r, err := sc.Run(ctx(t), luacall.Snapshot{Conns: set, ConnPrefix: hashPrefix}.Eval())
 		if err != nil {
 			t.Fatalf("snapshot %s: %v", when, err)
 		}
@@ -117,7 +118,7 @@ func testScriptReal(t *testing.T, s *suite) {
 	}
 	check("before SCRIPT FLUSH")
 	before := sc.Reloads()
-	redistest.FlushScripts(t, s.target)
+	redistest.FlushScripts(t, s.srv)
 	check("after SCRIPT FLUSH")
 	if n := sc.Reloads(); n != before+1 {
 		t.Errorf("Reloads went from %d to %d over SCRIPT FLUSH, want +1", before, n)

@@ -78,10 +78,10 @@ func NewFromClient(rc redis.UniversalClient) *Client {
 	return c
 }
 
-// Redis returns the underlying go-redis client, for what the port does not
+// Raw returns the underlying go-redis client, for what the port does not
 // cover (pool statistics, hooks). Commands sent through it bypass the slot
 // checks of Do.
-func (c *Client) Redis() redis.UniversalClient { return c.rc }
+func (c *Client) Raw() redis.UniversalClient { return c.rc }
 
 // LoadScripts loads scripts with SCRIPT LOAD on the server, or on every
 // master of a cluster, and checks that the server's SHA1 of each is the
@@ -105,7 +105,7 @@ func (c *Client) LoadScripts(ctx context.Context, scripts ...*luasrc.Script) err
 		}
 		for i, s := range scripts {
 			if got := cmds[i].Val(); got != s.SHA1 {
-				return fmt.Errorf("script %s: %s computes SHA1 %s, the generated one is %s (is luasrc stale?)",
+				return fmt.Errorf("script %s: %s computes SHA1 %s, the generated one is %s (run go generate ./luasrc)",
 					s.Name, node.Options().Addr, got, s.SHA1)
 			}
 		}
@@ -119,10 +119,10 @@ func (c *Client) LoadScripts(ctx context.Context, scripts ...*luasrc.Script) err
 	case *redis.Client:
 		err = load(ctx, rc)
 	default:
-		return fmt.Errorf("goredis: cannot load scripts through a %T", c.rc)
+		return fmt.Errorf("backend/goredis: cannot load scripts through a %T", c.rc)
 	}
 	if err != nil {
-		return fmt.Errorf("goredis: loading scripts: %w", annotate(ctx, err))
+		return fmt.Errorf("backend/goredis: loading scripts: %w", annotate(ctx, err))
 	}
 	return nil
 }
@@ -292,7 +292,7 @@ func isServerError(err error) bool {
 
 // wrapErr wraps a client-side failure for returning it: see annotate.
 func wrapErr(ctx context.Context, err error) error {
-	return fmt.Errorf("goredis: %w", annotate(ctx, err))
+	return fmt.Errorf("backend/goredis: %w", annotate(ctx, err))
 }
 
 // annotate adds to a client-side failure what errors.Is should find:

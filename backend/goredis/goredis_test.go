@@ -23,8 +23,11 @@ func TestMain(m *testing.M) { redistest.Main(m) }
 func TestBackend(t *testing.T) {
 	for _, s := range redistest.Targets(t) {
 		t.Run(s.Name, func(t *testing.T) {
-			backendtest.Run(t, s, func(t testing.TB) backend.Client {
-				return newClient(t, s, Options{})
+			backendtest.Run(t, backendtest.Target{
+				Name: s.Name, Addrs: s.Addrs, Cluster: s.Cluster, Embedded: s.Embedded,
+				NewClient: func(t testing.TB) backend.Client {
+					return newClient(t, s, Options{})
+				},
 			})
 		})
 	}

@@ -48,7 +48,7 @@ func (c *Client) EachMaster(ctx context.Context, cmds []backend.Cmd, fn func(add
 	case *redis.Client:
 		_ = each(ctx, rc)
 	default:
-		return fmt.Errorf("goredis: cannot address the masters of a %T", c.rc)
+		return fmt.Errorf("backend/goredis: cannot address the masters of a %T", c.rc)
 	}
 	sort.Slice(results, func(i, j int) bool { return results[i].addr < results[j].addr })
 	for _, r := range results {

@@ -146,15 +146,15 @@ func New(ctx context.Context, opt Options) (*Client, error) {
 // dial builds the go-redis client of opt.
 func dial(ctx context.Context, opt Options) (redis.UniversalClient, error) {
 	if opt.URL == "" && len(opt.Addrs) == 0 {
-		return nil, errors.New("goredis: no server address: set Options.Addrs or Options.URL")
+		return nil, errors.New("backend/goredis: no server address: set Options.Addrs or Options.URL")
 	}
 	switch opt.Mode {
 	case ModeAuto, ModeStandalone, ModeCluster:
 	default:
-		return nil, fmt.Errorf("goredis: unknown Options.Mode %d", int(opt.Mode))
+		return nil, fmt.Errorf("backend/goredis: unknown Options.Mode %d", int(opt.Mode))
 	}
 	if opt.Protocol != 0 && opt.Protocol != 2 && opt.Protocol != 3 {
-		return nil, fmt.Errorf("goredis: Options.Protocol is %d, want 2 or 3", opt.Protocol)
+		return nil, fmt.Errorf("backend/goredis: Options.Protocol is %d, want 2 or 3", opt.Protocol)
 	}
 
 	nAddrs, err := countAddrs(opt)
@@ -166,7 +166,7 @@ func dial(ctx context.Context, opt Options) (redis.UniversalClient, error) {
 		mode = ModeCluster
 	}
 	if mode == ModeStandalone && nAddrs > 1 {
-		return nil, fmt.Errorf("goredis: standalone mode takes one address, got %d", nAddrs)
+		return nil, fmt.Errorf("backend/goredis: standalone mode takes one address, got %d", nAddrs)
 	}
 
 	if mode != ModeCluster {
@@ -177,10 +177,10 @@ func dial(ctx context.Context, opt Options) (redis.UniversalClient, error) {
 		if mode == ModeAuto {
 			isCluster, err := probeCluster(ctx, so)
 			if err != nil {
-				return nil, fmt.Errorf("goredis: probing %s for cluster mode: %w", so.Addr, annotate(ctx, err))
+				return nil, fmt.Errorf("backend/goredis: probing %s for cluster mode: %w", so.Addr, annotate(ctx, err))
 			}
 			if isCluster && so.DB != 0 {
-				return nil, fmt.Errorf("goredis: %s is a cluster node, which has no DB %d", so.Addr, so.DB)
+				return nil, fmt.Errorf("backend/goredis: %s is a cluster node, which has no DB %d", so.Addr, so.DB)
 			}
 			if !isCluster {
 				mode = ModeStandalone
@@ -191,7 +191,7 @@ func dial(ctx context.Context, opt Options) (redis.UniversalClient, error) {
 		}
 	}
 	if opt.DB != 0 {
-		return nil, fmt.Errorf("goredis: a cluster has no DB %d", opt.DB)
+		return nil, fmt.Errorf("backend/goredis: a cluster has no DB %d", opt.DB)
 	}
 	co, err := clusterOptions(opt)
 	if err != nil {
@@ -207,7 +207,7 @@ func countAddrs(opt Options) (int, error) {
 	}
 	u, err := url.Parse(opt.URL)
 	if err != nil {
-		return 0, fmt.Errorf("goredis: Options.URL: %w", err)
+		return 0, fmt.Errorf("backend/goredis: Options.URL: %w", err)
 	}
 	return 1 + len(u.Query()["addr"]) + len(opt.Addrs), nil
 }
@@ -217,7 +217,7 @@ func standaloneOptions(opt Options) (*redis.Options, error) {
 	if opt.URL != "" {
 		var err error
 		if so, err = redis.ParseURL(opt.URL); err != nil {
-			return nil, fmt.Errorf("goredis: Options.URL: %w", err)
+			return nil, fmt.Errorf("backend/goredis: Options.URL: %w", err)
 		}
 	} else {
 		so = &redis.Options{Addr: opt.Addrs[0]}
@@ -255,11 +255,11 @@ func clusterOptions(opt Options) (*redis.ClusterOptions, error) {
 	if opt.URL != "" {
 		var err error
 		if co, err = redis.ParseClusterURL(opt.URL); err != nil {
-			return nil, fmt.Errorf("goredis: Options.URL: %w", err)
+			return nil, fmt.Errorf("backend/goredis: Options.URL: %w", err)
 		}
 		// ParseClusterURL ignores a path; a DB there would be ignored.
 		if u, err := url.Parse(opt.URL); err == nil && strings.Trim(u.Path, "/") != "" && strings.Trim(u.Path, "/") != "0" {
-			return nil, fmt.Errorf("goredis: Options.URL: a cluster has no DB %s", strings.Trim(u.Path, "/"))
+			return nil, fmt.Errorf("backend/goredis: Options.URL: a cluster has no DB %s", strings.Trim(u.Path, "/"))
 		}
 	} else {
 		co = &redis.ClusterOptions{}
@@ -292,7 +292,7 @@ func clusterOptions(opt Options) (*redis.ClusterOptions, error) {
 
 func checkAddr(a string) error {
 	if _, _, err := net.SplitHostPort(a); err != nil {
-		return fmt.Errorf("goredis: address %q: %w", a, err)
+		return fmt.Errorf("backend/goredis: address %q: %w", a, err)
 	}
 	return nil
 }

@@ -26,7 +26,7 @@ const unsubscribeTimeout = time.Second
 // as always with pub/sub).
 func (c *Client) PSubscribe(ctx context.Context, pattern string, h backend.Handler) (backend.Subscription, error) {
 	if h == nil {
-		return nil, errors.New("goredis: PSubscribe with a nil handler")
+		return nil, errors.New("backend/goredis: PSubscribe with a nil handler")
 	}
 	if c.closed.Load() {
 		return nil, backend.ErrClosed
@@ -48,7 +48,7 @@ func (c *Client) PSubscribe(ctx context.Context, pattern string, h backend.Handl
 		_ = ps.Close()
 		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
 			// The failure is ours: the cancellation closed ps.
-			return nil, fmt.Errorf("goredis: PSubscribe %q: %w", pattern, cerr)
+			return nil, fmt.Errorf("backend/goredis: PSubscribe %q: %w", pattern, cerr)
 		}
 		return nil, c.closedErr(toErr(ctx, err))
 	}
@@ -167,10 +167,10 @@ func (s *subscription) Pattern() string { return s.pattern }
 // are lost, so a health check reports it.
 func (s *subscription) Alive() error {
 	if s.closing.Load() {
-		return errors.New("goredis: subscription closed")
+		return errors.New("backend/goredis: subscription closed")
 	}
 	if p := s.down.Load(); p != nil {
-		return fmt.Errorf("goredis: subscription down: %w", *p)
+		return fmt.Errorf("backend/goredis: subscription down: %w", *p)
 	}
 	return nil
 }

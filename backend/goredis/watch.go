@@ -12,7 +12,7 @@ import (
 
 // errNoWatchKeys is returned by Watch without keys: there is nothing to
 // guard, and a cluster could not pick a node.
-var errNoWatchKeys = errors.New("goredis: Watch needs at least one key")
+var errNoWatchKeys = errors.New("backend/goredis: Watch needs at least one key")
 
 // Watch implements backend.Transactor with go-redis's Watch: WATCH keys,
 // fn's reads and MULTI/EXEC of fn's commands run on one connection taken
@@ -121,7 +121,7 @@ type txReader struct {
 	done bool
 }
 
-var errTxDone = errors.New("goredis: the Tx of a Watch call used after its TxFunc returned")
+var errTxDone = errors.New("backend/goredis: the Tx of a Watch call used after its TxFunc returned")
 
 func (t *txReader) Do(ctx context.Context, cmds ...backend.Cmd) ([]backend.Reply, error) {
 	if t.done {

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,14 +65,6 @@ type Options struct {
 	// Replies have the same shape either way (see backend.Reply). Default
 	// false: RESP3, the protocol rueidis is built around.
 	AlwaysRESP2 bool
-
-	// Embedded declares that the server is the embedded miniredis. It sets
-	// DisableCache (miniredis has no CLIENT TRACKING), AlwaysRESP2 (under
-	// RESP3 miniredis refuses commands on a connection that also carries a
-	// subscription, and pattern subscriptions never deliver) and forces a
-	// standalone client (miniredis answers CLUSTER SLOTS as a one-node
-	// cluster).
-	Embedded bool
 
 	// Preload lists the scripts loaded with SCRIPT LOAD on every node
 	// (every master and replica of a cluster) by New, so that the first
@@ -125,11 +118,8 @@ func (o Options) clientOption() (rueidis.ClientOption, error) {
 	if o.DialTimeout > 0 {
 		co.Dialer.Timeout = o.DialTimeout
 	}
-	co.DisableCache = co.DisableCache || o.DisableCache || o.Embedded
-	co.AlwaysRESP2 = co.AlwaysRESP2 || o.AlwaysRESP2 || o.Embedded
-	if o.Embedded {
-		co.ForceSingleClient = true
-	}
+	co.DisableCache = co.DisableCache || o.DisableCache
+	co.AlwaysRESP2 = co.AlwaysRESP2 || o.AlwaysRESP2
 	if o.Customize != nil {
 		o.Customize(&co)
 	}
@@ -165,6 +155,9 @@ func New(ctx context.Context, opt Options) (*Client, error) {
 		co.DisableCache, co.AlwaysRESP2 = true, true
 		rc, err = dial(ctx, co)
 	}
+	if err == nil && len(co.InitAddress) == 1 && !co.ForceSingleClient && rc.Mode() == rueidis.ClientModeCluster {
+		rc, err = standaloneUnlessCluster(ctx, rc, co)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("backend/rueidis: connect to %v: %w", co.InitAddress, err)
 	}
@@ -173,11 +166,33 @@ func New(ctx context.Context, opt Options) (*Client, error) {
 	if scripts == nil {
 		scripts = luasrc.All
 	}
-	if err := c.ScriptPreload(ctx, scripts...); err != nil {
+	if err := c.LoadScripts(ctx, scripts...); err != nil {
 		rc.Close()
 		return nil, err
 	}
 	return c, nil
+}
+
+// standaloneUnlessCluster checks a cluster client built from one seed:
+// rueidis takes any server that answers CLUSTER SLOTS for a cluster, and
+// some that are not (miniredis, the embedded server, answers as a one-node
+// cluster) would then be addressed as one. As backend/goredis does, the
+// server's own INFO cluster decides: without cluster_enabled:1 (or without
+// an answer to it) the client is rebuilt as a standalone one. So the
+// embedded server needs no option of its own.
+func standaloneUnlessCluster(ctx context.Context, rc rueidis.Client, co rueidis.ClientOption) (rueidis.Client, error) {
+	info, err := rc.Do(ctx, rc.B().Info().Section("cluster").Build()).ToString()
+	if err == nil && strings.Contains(info, "cluster_enabled:1") {
+		return rc, nil
+	}
+	var rerr *rueidis.RedisError
+	if err != nil && !errors.As(err, &rerr) {
+		rc.Close()
+		return nil, err // not the server's answer: the network or ctx failed
+	}
+	rc.Close()
+	co.ForceSingleClient = true
+	return dial(ctx, co)
 }
 
 // dial runs rueidis.NewClient, which takes no context, so that ctx can cut
@@ -216,7 +231,7 @@ func dial(ctx context.Context, co rueidis.ClientOption) (rueidis.Client, error) 
 
 // NewFromClient wraps a rueidis client the caller already owns. Close of the
 // returned Client stops its subscriptions but leaves rc open: its owner
-// closes it. Scripts are not preloaded; call [Client.ScriptPreload] if
+// closes it. Scripts are not preloaded; call [Client.LoadScripts] if
 // wanted (EVALSHA falls back to EVAL without it). On miniredis, rc must have
 // been built with DisableCache and AlwaysRESP2.
 func NewFromClient(rc rueidis.Client) *Client {

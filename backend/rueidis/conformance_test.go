@@ -22,7 +22,7 @@ func TestConformance(t *testing.T) {
 				NewClient: func(t testing.TB) backend.Client {
 					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 					defer cancel()
-					c, err := rb.New(ctx, rb.Options{Addrs: s.Addrs, Embedded: s.Embedded})
+					c, err := rb.New(ctx, rb.Options{Addrs: s.Addrs})
 					if err != nil {
 						t.Fatalf("rueidis.New(%s): %v", s.Name, err)
 					}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/realtime-message/presence/core"
+
 	"github.com/realtime-message/presence/backend"
 	rb "github.com/realtime-message/presence/backend/rueidis"
 	"github.com/realtime-message/presence/internal/redistest"
@@ -25,8 +27,8 @@ func TestFlatHeartbeatReplies(t *testing.T) {
 		}{
 			{src: "return {1, 1, 1700000000000}", want: strategy.HeartbeatResult{Changed: true, Epoch: 1700000000000}},
 			{src: "return {1, 0, 7}", want: strategy.HeartbeatResult{Epoch: 7}},
-			{src: "return {0, 'NOTFOUND'}", err: strategy.ErrConnNotFound, bad: true},
-			{src: "return {0, 'STALE', 9}", err: strategy.ErrStaleEpoch, bad: true},
+			{src: "return {0, 'NOTFOUND'}", err: core.ErrConnNotFound, bad: true},
+			{src: "return {0, 'STALE', 9}", err: core.ErrStaleEpoch, bad: true},
 			{src: "return {}", bad: true},
 			{src: "return {1}", bad: true},
 			{src: "return {1, 0}", bad: true},

@@ -13,14 +13,14 @@ import (
 	"github.com/realtime-message/presence/luasrc"
 )
 
-// ScriptPreload loads scripts with SCRIPT LOAD on every node the client
+// LoadScripts loads scripts with SCRIPT LOAD on every node the client
 // knows (in a cluster every master and every replica, so a failover finds
 // them cached too), in parallel, one pipeline per node. It fails if a node
 // is unreachable, a script does not compile, or Redis computes a SHA1 other
 // than the generated one (a stale generated file). Script caches vanish on
 // restart, failover and SCRIPT FLUSH, so EVALSHA callers must keep their
 // NOSCRIPT fallback (backend.Scripts does).
-func (c *Client) ScriptPreload(ctx context.Context, scripts ...*luasrc.Script) error {
+func (c *Client) LoadScripts(ctx context.Context, scripts ...*luasrc.Script) error {
 	if c.closed.Load() {
 		return backend.ErrClosed
 	}

@@ -27,21 +27,23 @@ func TestMain(m *testing.M) { redistest.Main(m) }
 func TestBackend(t *testing.T) {
 	for _, s := range redistest.Targets(t) {
 		t.Run(s.Name, func(t *testing.T) {
-			backendtest.Run(t, s, func(t testing.TB) backend.Client {
-				return newClient(t, s, rb.Options{})
+			backendtest.Run(t, backendtest.Target{
+				Name: s.Name, Addrs: s.Addrs, Cluster: s.Cluster, Embedded: s.Embedded,
+				NewClient: func(t testing.TB) backend.Client {
+					return newClient(t, s, rb.Options{})
+				},
 			})
 		})
 	}
 }
 
-// newClient connects to s with opt (Addrs and Embedded filled in from s)
+// newClient connects to s with opt (Addrs filled in from s)
 // and closes the client when the test ends.
 func newClient(t testing.TB, s *redistest.Server, opt rb.Options) *rb.Client {
 	t.Helper()
 	if opt.URL == "" && opt.Addrs == nil {
 		opt.Addrs = s.Addrs
 	}
-	opt.Embedded = opt.Embedded || s.Embedded
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := rb.New(ctx, opt)
@@ -201,7 +203,7 @@ func TestPreloadEveryMaster(t *testing.T) {
 func TestPreloadChecksSHA1(t *testing.T) {
 	s := redistest.Embedded(t)
 	bad := &luasrc.Script{Name: "bad", Source: "return 1", SHA1: strings.Repeat("0", 40)}
-	c, err := rb.New(testCtx(t), rb.Options{Addrs: s.Addrs, Embedded: true, Preload: []*luasrc.Script{bad}})
+	c, err := rb.New(testCtx(t), rb.Options{Addrs: s.Addrs, Preload: []*luasrc.Script{bad}})
 	if err == nil {
 		c.Close()
 		t.Fatal("New succeeded with a stale SHA1")
@@ -450,9 +452,10 @@ func TestSubscriptionCloseWhileReconnecting(t *testing.T) {
 	}
 }
 
-// TestEmbeddedDetected: without Options.Embedded, New notices that the
-// server lacks CLIENT TRACKING and falls back to settings that work,
-// pub/sub included.
+// TestEmbeddedDetected: told nothing, New notices that the server lacks
+// CLIENT TRACKING and cluster support (though it answers CLUSTER SLOTS) and
+// falls back to a standalone client with settings that work, pub/sub
+// included.
 func TestEmbeddedDetected(t *testing.T) {
 	s := redistest.Embedded(t)
 	ctx := testCtx(t)
@@ -461,6 +464,9 @@ func TestEmbeddedDetected(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	if c.Cluster() {
+		t.Error("the embedded server was taken for a cluster")
+	}
 	got := make(chan backend.Message, 1)
 	sub, err := c.PSubscribe(ctx, "emb:*", func(m backend.Message) { got <- m })
 	if err != nil {
@@ -483,6 +489,27 @@ func TestEmbeddedDetected(t *testing.T) {
 	}
 }
 
+// TestOneSeedCluster: the check that tells the embedded server from a
+// cluster keeps a real cluster reached through one seed a cluster client,
+// and a standalone server a standalone one.
+func TestOneSeedCluster(t *testing.T) {
+	for _, tc := range []struct {
+		s    *redistest.Server
+		want bool
+	}{{redistest.Cluster(t), true}, {redistest.Standalone(t), false}} {
+		t.Run(tc.s.Name, func(t *testing.T) {
+			c := newClient(t, tc.s, rb.Options{Addrs: tc.s.Addrs[:1]})
+			if c.Cluster() != tc.want {
+				t.Errorf("Cluster() = %v through the seed %s, want %v", c.Cluster(), tc.s.Addr(), tc.want)
+			}
+			p := redistest.Prefix(t)
+			if rs := do(t, c, backend.K("SET", p+":a", "1"), backend.K("SET", p+":b", "2")); rs[0].Err != nil || rs[1].Err != nil {
+				t.Errorf("SET on keys of different slots: %v", rs)
+			}
+		})
+	}
+}
+
 // TestNewHonoursContext: New returns when its context ends, even while
 // rueidis is still dialing.
 func TestNewHonoursContext(t *testing.T) {
@@ -497,9 +524,10 @@ func TestNewHonoursContext(t *testing.T) {
 		t.Errorf("New of a closed port: %v", err)
 	}
 	// rueidis returns a client with the error when it is told the server is
-	// standalone (Embedded does): New must close it.
-	if _, err := rb.New(context.Background(), rb.Options{Addrs: []string{"127.0.0.1:1"}, Embedded: true}); err == nil {
-		t.Error("New(Embedded) of a closed port succeeded")
+	// standalone: New must close it.
+	single := func(co *rueidis.ClientOption) { co.ForceSingleClient = true }
+	if _, err := rb.New(context.Background(), rb.Options{Addrs: []string{"127.0.0.1:1"}, Customize: single}); err == nil {
+		t.Error("New(ForceSingleClient) of a closed port succeeded")
 	}
 }
 
@@ -513,7 +541,7 @@ func TestNewFromClient(t *testing.T) {
 	}
 	defer rc.Close()
 	c := rb.NewFromClient(rc)
-	if err := c.ScriptPreload(testCtx(t), luasrc.All...); err != nil {
+	if err := c.LoadScripts(testCtx(t), luasrc.All...); err != nil {
 		t.Fatal(err)
 	}
 	do(t, c, backend.K("SET", "nfc", "1"))

@@ -16,6 +16,7 @@ import (
 
 	"github.com/realtime-message/presence"
 	"github.com/realtime-message/presence/adminui"
+	_ "github.com/realtime-message/presence/backend/builtin" // presence.Open selects rueidis or goredis by name
 	"github.com/realtime-message/presence/embedded"
 	"github.com/realtime-message/presence/socketio"
 )
@@ -58,7 +59,7 @@ func provideRedis(s Settings, log *slog.Logger) (*RedisTarget, func(), error) {
 	}
 	log.Info("using the embedded in-process Redis (miniredis, "+e.Addr()+"): development only, data lives in this process; set REDIS_URL for a real Redis",
 		"backend", backendName(t.Config))
-	t.Config.Addrs, t.Config.Embedded, t.Embedded = []string{e.Addr()}, true, e
+	t.Config.RedisURL, t.Embedded = e.URL(), e
 	return t, e.Close, nil
 }
 

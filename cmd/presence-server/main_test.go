@@ -520,3 +520,20 @@ func TestLogDurations(t *testing.T) {
 	}
 	t.Fatalf("no service line in %v", p.logLines())
 }
+
+// TestUnknownBackend: a PRESENCE_BACKEND no adapter registered stops the
+// server at start-up, naming the adapters it has.
+func TestUnknownBackend(t *testing.T) {
+	var out, errb strings.Builder
+	t.Setenv("PRESENCE_BACKEND", "redix")
+	t.Setenv("PORT", "0")
+	code := run(nil, &out, &errb)
+	if code == 0 {
+		t.Fatalf("started with PRESENCE_BACKEND=redix")
+	}
+	for _, want := range []string{"unknown adapter", "redix", "goredis", "rueidis"} {
+		if !strings.Contains(errb.String()+out.String(), want) {
+			t.Errorf("exit %d, output does not mention %s:\n%s%s", code, want, errb.String(), out.String())
+		}
+	}
+}

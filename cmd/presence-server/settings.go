@@ -191,7 +191,7 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	fs.StringVar(&host, "host", host, "listen host (HOST; default every interface)")
 	fs.StringVar(&port, "port", port, "listen port (PORT)")
 	redisURL := fs.String("redis-url", "", "one server's redis:// or rediss:// URL, or a cluster's seeds as comma-separated host:port (REDIS_URL; default: embedded Redis)")
-	fs.StringVar(&s.Presence.Backend, "backend", s.Presence.Backend, "Redis client: rueidis or goredis (PRESENCE_BACKEND; default rueidis)")
+	fs.StringVar(&s.Presence.Backend, "backend", s.Presence.Backend, "Redis client adapter, by its registered name: rueidis or goredis (PRESENCE_BACKEND; default rueidis)")
 	fs.StringVar(&s.Presence.Heartbeat, "heartbeat", s.Presence.Heartbeat, "heartbeat strategy spec: lua, pipeline, batch?window=50ms&max=100 (PRESENCE_HEARTBEAT; default lua)")
 	fs.StringVar(&s.Presence.Metadata, "metadata", s.Presence.Metadata, "metadata strategy spec: lua, watch?retries=5 (PRESENCE_METADATA; default lua)")
 	fs.StringVar(&s.Presence.Locks, "locks", s.Presence.Locks, "channel locks: advisory (bind only mutations naming them) or enforced (a held lock refuses every other mutation) (PRESENCE_LOCKS; default advisory)")

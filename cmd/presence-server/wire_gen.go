@@ -11,6 +11,10 @@ import (
 	"log/slog"
 )
 
+import (
+	_ "github.com/realtime-message/presence/backend/builtin"
+)
+
 // Injectors from wire.go:
 
 // initApp is the injector wire turns into wire_gen.go (go generate). The

@@ -1,8 +1,10 @@
 // Command custombackend shows a backend of your own under the presence
 // library: Metered, a decorator that meters round trips and commands,
-// wrapped around the go-redis adapter. Any backend.Client that passes the
-// conformance suite is a supported backend; metered_test.go runs the
-// suite on this one:
+// wrapped around the go-redis adapter, registered in the backend registry
+// as "metered" so that Config.Backend selects it by name like a built-in.
+// Any backend.Client that passes the adapter suite (backend/backendtest)
+// and the conformance suite is a supported backend; metered_test.go runs
+// both on this one:
 //
 //	go test ./examples/custombackend
 //
@@ -25,7 +27,6 @@ import (
 	"time"
 
 	"github.com/realtime-message/presence"
-	"github.com/realtime-message/presence/backend/goredis"
 	"github.com/realtime-message/presence/embedded"
 )
 
@@ -43,18 +44,24 @@ func run(ctx context.Context, w io.Writer) error {
 		return err
 	}
 	defer srv.Close()
-	inner, err := goredis.New(ctx, goredis.Options{Addrs: []string{srv.Addr()}})
+	// The registry builds the client Config.Backend names. presence.Open
+	// would too, and own it; NewClient leaves it to us, so one Metered
+	// serves every strategy below and its meter can be read.
+	base := presence.Config{Backend: AdapterName, RedisURL: srv.URL(), KeyPrefix: "custombackend", ReaperInterval: -1}
+	c, err := presence.NewClient(ctx, base)
 	if err != nil {
 		return err
 	}
-	defer inner.Close()
-	client := NewMetered(inner)
-	fmt.Fprintf(w, "embedded Redis at %s, go-redis adapter wrapped in Metered\n\n", srv.Addr())
+	defer c.Close()
+	client := c.(*Metered)
+	fmt.Fprintf(w, "embedded Redis at %s, adapter %q: go-redis wrapped in Metered\n\n", srv.Addr(), base.Backend)
 
 	const conns, beats = 8, 25
 	fmt.Fprintf(w, "%d conns × %d heartbeats each, concurrently:\n", conns, beats)
 	for _, spec := range []string{"lua", "pipeline", "batch?window=5ms&max=100"} {
-		svc, err := presence.New(client, presence.Config{Heartbeat: spec, KeyPrefix: "custombackend", ReaperInterval: -1})
+		cfg := base
+		cfg.Heartbeat = spec
+		svc, err := presence.New(client, cfg)
 		if err != nil {
 			return err
 		}
@@ -99,7 +106,9 @@ func run(ctx context.Context, w io.Writer) error {
 	const writers, writes = 4, 10
 	fmt.Fprintf(w, "\n%d writers × %d compare-and-set updates of one item, concurrently:\n", writers, writes)
 	for _, spec := range []string{"lua", "watch?retries=5"} {
-		svc, err := presence.New(client, presence.Config{Metadata: spec, KeyPrefix: "custombackend", ReaperInterval: -1})
+		cfg := base
+		cfg.Metadata = spec
+		svc, err := presence.New(client, cfg)
 		if err != nil {
 			return err
 		}

@@ -7,7 +7,26 @@ import (
 	"time"
 
 	"github.com/realtime-message/presence/backend"
+	"github.com/realtime-message/presence/backend/goredis"
 )
+
+// AdapterName is Metered's name in the backend registry: a Config with
+// Backend "metered" (or PRESENCE_BACKEND=metered) makes presence.Open and
+// presence.NewClient build a Metered over go-redis, exactly as "rueidis"
+// and "goredis" select the built-ins. A real adapter registers itself in
+// its own package's init the same way, and its users select it by
+// importing that package.
+const AdapterName = "metered"
+
+func init() {
+	backend.Register(AdapterName, func(ctx context.Context, o backend.OpenOptions) (backend.Client, error) {
+		inner, err := goredis.New(ctx, goredis.Options{URL: o.URL, Addrs: o.Addrs, Logger: o.Logger})
+		if err != nil {
+			return nil, err
+		}
+		return NewMetered(inner), nil
+	})
+}
 
 // Metered is a user's own backend.Client: a decorator over any other
 // client (here one of the library's adapters) that meters what the

@@ -34,7 +34,7 @@ func main() {
 func connect(ctx context.Context, name string, cfg presence.Config) (backend.Client, error) {
 	switch name {
 	case "", "rueidis":
-		return rueidis.New(ctx, rueidis.Options{Addrs: cfg.Addrs, URL: cfg.RedisURL, Embedded: cfg.Embedded})
+		return rueidis.New(ctx, rueidis.Options{Addrs: cfg.Addrs, URL: cfg.RedisURL})
 	case "goredis":
 		return goredis.New(ctx, goredis.Options{Addrs: cfg.Addrs, URL: cfg.RedisURL})
 	}
@@ -52,7 +52,7 @@ func run(ctx context.Context, w io.Writer) error {
 			return err
 		}
 		defer srv.Close()
-		cfg.Addrs, cfg.Embedded = []string{srv.Addr()}, true
+		cfg.RedisURL = srv.URL()
 	}
 	client, err := connect(ctx, cfg.Backend, cfg)
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/realtime-message/presence"
+	_ "github.com/realtime-message/presence/backend/builtin" // presence.Open selects rueidis or goredis by name
 	"github.com/realtime-message/presence/embedded"
 )
 
@@ -41,7 +42,7 @@ func run(ctx context.Context, w io.Writer) error {
 			return err
 		}
 		defer srv.Close()
-		cfg.Addrs, cfg.Embedded = []string{srv.Addr()}, true
+		cfg.RedisURL = srv.URL()
 		fmt.Fprintln(w, "using the embedded Redis at", srv.Addr())
 	}
 	svc, err := presence.Open(ctx, cfg)

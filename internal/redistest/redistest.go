@@ -13,6 +13,10 @@
 // the environment sets REQUIRE_REDIS=1 (CI does), where they fail it. The
 // embedded server never skips.
 //
+// Under go test -short (the fast mode) only the embedded server runs: the
+// real-server helpers skip, whatever REQUIRE_REDIS says, and Targets and
+// ForEach offer the embedded server alone.
+//
 // Typical use:
 //
 //	func TestMain(m *testing.M) { redistest.Main(m) }
@@ -205,6 +209,9 @@ func Available() bool {
 
 func requireRedis(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("redistest: -short runs the embedded server only; run without -short for redis-server and the cluster")
+	}
 	if Available() {
 		return
 	}
@@ -289,11 +296,16 @@ func Get(t testing.TB, k Kind) *Server {
 }
 
 // Targets returns a server of every kind: standalone, cluster, embedded.
-// Without redis-server on PATH it returns only the embedded server and logs
-// why, rather than skip the calling test (REQUIRE_REDIS=1 fails it
-// instead). ForEach reports the missing kinds as skipped subtests.
+// Under -short, or without redis-server on PATH, it returns only the
+// embedded server and logs why, rather than skip the calling test (without
+// -short, REQUIRE_REDIS=1 fails it instead). ForEach reports the missing
+// kinds as skipped subtests.
 func Targets(t testing.TB) []*Server {
 	t.Helper()
+	if testing.Short() {
+		t.Logf("redistest: -short: testing the embedded server only")
+		return []*Server{Embedded(t)}
+	}
 	if !Available() {
 		if os.Getenv(RequireEnv) == "1" {
 			t.Fatalf("redistest: redis-server not on PATH and %s=1", RequireEnv)

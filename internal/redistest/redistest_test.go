@@ -27,11 +27,11 @@ func TestTargets(t *testing.T) {
 			}
 		}
 	}
-	if !Available() {
+	if testing.Short() || !Available() {
 		if got := strings.Join(names, ","); got != "embedded" {
-			t.Fatalf("Targets without redis-server: %s", got)
+			t.Fatalf("Targets under -short or without redis-server: %s", got)
 		}
-		t.Skip("redis-server not on PATH: only the embedded target was checked")
+		t.Skip("-short or redis-server not on PATH: only the embedded target was checked")
 	}
 	if got := strings.Join(names, ","); got != "standalone,cluster,embedded" {
 		t.Fatalf("Targets: %s", got)
@@ -220,6 +220,15 @@ func callFake(fn func(testing.TB)) (f *fakeTB) {
 }
 
 func TestSkipWithoutRedis(t *testing.T) {
+	if testing.Short() {
+		// The fast mode skips real servers whatever REQUIRE_REDIS says.
+		t.Setenv(RequireEnv, "1")
+		f := callFake(func(tb testing.TB) { Standalone(tb) })
+		if !strings.Contains(f.skipped, "-short") || f.failed != "" {
+			t.Errorf("under -short with REQUIRE_REDIS=1: skipped %q failed %q", f.skipped, f.failed)
+		}
+		return
+	}
 	t.Setenv("PATH", t.TempDir())
 	t.Setenv(RequireEnv, "")
 	f := callFake(func(tb testing.TB) { NewStandalone(tb) })

@@ -12,6 +12,7 @@ import (
 	"github.com/zishang520/socket.io/servers/socket/v3"
 
 	"github.com/realtime-message/presence"
+	_ "github.com/realtime-message/presence/backend/builtin" // presence.Open selects rueidis or goredis by name
 	"github.com/realtime-message/presence/socketio"
 )
 

@@ -94,7 +94,7 @@ func TestSocketIOClientCompat(t *testing.T) {
 		}
 		t.Run(srv.Name, func(t *testing.T) {
 			prefix := redistest.Prefix(t)
-			cfg := presence.Config{Addrs: srv.Addrs, Embedded: srv.Embedded, KeyPrefix: prefix}
+			cfg := presence.Config{Addrs: srv.Addrs, KeyPrefix: prefix}
 			a, b := siotest.StartServer(t, cfg, socketio.Options{}), siotest.StartServer(t, cfg, socketio.Options{})
 			for _, mode := range []string{"websocket", "polling", "upgrade"} {
 				t.Run(mode, func(t *testing.T) {
@@ -127,7 +127,7 @@ func TestJSClientExample(t *testing.T) {
 			continue
 		}
 		t.Run(srv.Name, func(t *testing.T) {
-			cfg := presence.Config{Addrs: srv.Addrs, Embedded: srv.Embedded, KeyPrefix: redistest.Prefix(t)}
+			cfg := presence.Config{Addrs: srv.Addrs, KeyPrefix: redistest.Prefix(t)}
 			url := siotest.StartServer(t, cfg, socketio.Options{})
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()

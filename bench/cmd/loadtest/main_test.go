@@ -26,7 +26,7 @@ func (w logWriter) Write(p []byte) (int, error) {
 func startServer(t *testing.T, opts socketio.Options) string {
 	srv := redistest.Embedded(t)
 	log := slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	return siotest.StartServer(t, presence.Config{Addrs: srv.Addrs, Embedded: true, ReaperInterval: -1, Logger: log}, opts)
+	return siotest.StartServer(t, presence.Config{Addrs: srv.Addrs, ReaperInterval: -1, Logger: log}, opts)
 }
 
 // TestLoadtest runs a tiny load test (2 rooms × 3 users, 10 heartbeats/s,

@@ -1,23 +1,10 @@
-package strategy
+package core
 
 import (
 	"encoding/json"
 	"slices"
 	"strings"
 )
-
-// PresenceEvent is the payload published on a room's event channel and
-// forwarded to clients as presence:event. Scripts build the same JSON by
-// hand; field names are docs/PROTOCOL.md's.
-type PresenceEvent struct {
-	Type   string          `json:"type"` // join, leave, update
-	RoomID string          `json:"roomId"`
-	UserID string          `json:"userId"`
-	ConnID string          `json:"connId"`
-	State  json.RawMessage `json:"state"` // object, or null
-	TS     int64           `json:"ts"`
-	Epoch  int64           `json:"epoch"`
-}
 
 // StatePrefix marks state fields in a conn hash: field "s:<key>" holds the
 // canonical JSON of the state's top-level key.

@@ -1,10 +1,9 @@
-package strategy
+package core
 
 import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 )
 
 // Keys builds every Redis key and channel name. Room keys share the hash
@@ -111,39 +110,19 @@ func (c *ConnKeys) LastSeen() string   { return c.hb[1] }
 func (c *ConnKeys) ConnMeta() string   { return c.hb[2] }
 func (c *ConnKeys) RoomEvents() string { return c.events }
 
-// heartbeatKeys is heartbeat.lua's KEYS, shared by every call: capped so
-// that an append copies rather than writes into c.
-func (c *ConnKeys) heartbeatKeys() []string { return c.hb[:3:3] }
+// FormatEpoch formats a conn's epoch, reusing the last string while the
+// epoch is unchanged (it changes only on rejoin).
+func (c *ConnKeys) FormatEpoch(n int64) string { return c.epoch.format(n) }
 
-// usableFor reports whether c holds the keys k would build for room and
-// conn; a request carrying keys of another conn, room or prefix gets its
-// keys built as if it carried none, so a mismatch can never touch another
-// conn's keys.
-func (c *ConnKeys) usableFor(k Keys, room, conn string) bool {
+// Fits reports whether c holds the keys k would build for room and conn;
+// a request carrying keys of another conn, room or prefix gets its keys
+// built as if it carried none, so a mismatch can never touch another
+// conn's keys. A nil c fits nothing.
+func (c *ConnKeys) Fits(k Keys, room, conn string) bool {
 	return c != nil && c.prefix == k.Prefix && c.room == room && c.conn == conn
 }
 
-// intCache formats an int64, reusing the last string while the value
-// repeats: heartbeats in one millisecond share "now", and a conn's epoch
-// changes only on rejoin. A miss costs one allocation more than
-// strconv; a hit none.
-type intCache struct{ last atomic.Pointer[formattedInt] }
-
-type formattedInt struct {
-	n int64
-	s string
-}
-
-func (c *intCache) format(n int64) string {
-	if f := c.last.Load(); f != nil && f.n == n {
-		return f.s
-	}
-	f := &formattedInt{n, strconv.FormatInt(n, 10)}
-	c.last.Store(f)
-	return f.s
-}
-
-// epochCache is a conn's epoch as last formatted. Unlike intCache a miss
+// epochCache is a conn's epoch as last formatted. A miss
 // costs no more than strconv (the keys of a one-off Heartbeat always
 // miss); the lock is only tried, since heartbeats of one conn rarely
 // overlap and one that finds it taken formats on its own.

@@ -1,4 +1,4 @@
-package strategy
+package core
 
 import (
 	"errors"
@@ -6,7 +6,10 @@ import (
 	"github.com/realtime-message/presence/backend"
 )
 
-// Errors shared by every strategy; package presence re-exports them.
+// The sentinel errors of the library. Package presence exports these very
+// values (presence.ErrConflict is ErrConflict), so errors.Is works whichever
+// package a caller names; their messages say "presence:" because that is
+// the package users call.
 var (
 	ErrConnNotFound    = errors.New("presence: connection not found or expired; join again")
 	ErrStaleEpoch      = errors.New("presence: stale epoch: a newer connection owns this id")

@@ -1,4 +1,24 @@
-package strategy
+package core
+
+import "encoding/json"
+
+// The events as publishers write them. Subscribers decode them as
+// presence.Event and presence.MetadataEvent, declared where users read
+// them; a test in package presence keeps both sides field for field.
+
+// PresenceEvent is the payload published on a room's event channel and
+// forwarded to clients as presence:event. The pipeline strategy marshals
+// this struct; the scripts build the same JSON by hand; field names are
+// docs/PROTOCOL.md's.
+type PresenceEvent struct {
+	Type   string          `json:"type"` // join, leave, update
+	RoomID string          `json:"roomId"`
+	UserID string          `json:"userId"`
+	ConnID string          `json:"connId"`
+	State  json.RawMessage `json:"state"` // object, or null
+	TS     int64           `json:"ts"`
+	Epoch  int64           `json:"epoch"`
+}
 
 // MetadataEvent is the payload published on a channel's meta_events
 // channel after every successful mutation and forwarded to clients as
