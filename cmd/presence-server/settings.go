@@ -64,6 +64,17 @@ type Settings struct {
 	LogLevel  slog.Level
 	LogFormat string
 
+	// Dashboard turns on the operator dashboard (-dashboard,
+	// PRESENCE_DASHBOARD=1), served at /dashboard/ on DashboardAddr
+	// (-dashboard-addr, PRESENCE_DASHBOARD_ADDR, default 127.0.0.1:3001), a
+	// listener of its own, never the public one. DashboardToken
+	// (PRESENCE_DASHBOARD_TOKEN, environment only) makes its data need
+	// "Authorization: Bearer <token>"; an address other than loopback
+	// requires one.
+	Dashboard      bool
+	DashboardAddr  string
+	DashboardToken string
+
 	// SignToken, when set (-sign-token USER), makes the program print a
 	// token for USER signed with AuthSecret and exit; TokenTTL is its
 	// lifetime (-token-ttl, default 24h).
@@ -89,6 +100,7 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 		ShutdownTimeout: 15 * time.Second,
 		LogFormat:       "text",
 		TokenTTL:        24 * time.Hour,
+		DashboardAddr:   "127.0.0.1:3001",
 	}
 	// The environment is read here rather than by presence.ConfigFromEnv so
 	// that its durations and REDIS_URL follow the same rules as the flags.
@@ -100,6 +112,7 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	s.AuthAudience = getenv("PRESENCE_AUTH_AUDIENCE")
 	s.AuthIssuer = getenv("PRESENCE_AUTH_ISSUER")
 	s.CORSOrigin = getenv("PRESENCE_CORS_ORIGIN")
+	s.DashboardToken = getenv("PRESENCE_DASHBOARD_TOKEN")
 	if v := getenv("LOG_FORMAT"); v != "" {
 		s.LogFormat = v
 	}
@@ -129,6 +142,8 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	env("PRESENCE_EVENT_BUDGET_MS", msInto(&s.EventBudget))
 	env("PRESENCE_MAX_QUEUED_EVENTS", atoiInto(&s.MaxQueuedEvents))
 	env("PRESENCE_DISCONNECT_AFTER_REFUSED", atoiInto(&s.DisconnectAfterRefused))
+	env("PRESENCE_DASHBOARD", func(v string) (err error) { s.Dashboard, err = strconv.ParseBool(v); return err })
+	env("PRESENCE_DASHBOARD_ADDR", func(v string) error { s.DashboardAddr = v; return nil })
 	env("PRESENCE_KEY_PREFIX", func(v string) error { s.Presence.KeyPrefix = v; return nil })
 	env("PRESENCE_MAX_STATE_BYTES", atoiInto(&s.Presence.MaxStateBytes))
 	env("PRESENCE_MAX_METADATA_VALUE_BYTES", atoiInto(&s.Presence.MaxMetadataValueBytes))
@@ -162,6 +177,8 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 			"  PRESENCE_AUTH_SECRET   require HS256 tokens signed with this secret (auth.token, ?token=\n"+
 			"                         or Authorization: Bearer); the token's sub is the user. Not a flag\n"+
 			"                         on purpose: a command line is visible to every user through ps\n"+
+			"  PRESENCE_DASHBOARD_TOKEN  with -dashboard: the bearer token its data needs (required\n"+
+			"                         when -dashboard-addr is not a loopback address)\n"+
 			"  GOGC, GOMEMLIMIT       the Go runtime's garbage-collector settings\n"+
 			"Flag only: -sign-token and -token-ttl, which print a token instead of serving.\n")
 	}
@@ -194,6 +211,8 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	fs.TextVar(&s.LogLevel, "log-level", s.LogLevel, "debug, info, warn or error (LOG_LEVEL)")
 	fs.StringVar(&s.AuthAudience, "auth-audience", s.AuthAudience, "with PRESENCE_AUTH_SECRET: a token's aud claim must include this (PRESENCE_AUTH_AUDIENCE)")
 	fs.StringVar(&s.AuthIssuer, "auth-issuer", s.AuthIssuer, "with PRESENCE_AUTH_SECRET: a token's iss claim must equal this (PRESENCE_AUTH_ISSUER)")
+	fs.BoolVar(&s.Dashboard, "dashboard", s.Dashboard, "serve the operator dashboard at /dashboard/ on -dashboard-addr (PRESENCE_DASHBOARD=1)")
+	fs.StringVar(&s.DashboardAddr, "dashboard-addr", s.DashboardAddr, "the dashboard's own listen address, HOST:PORT; not loopback needs PRESENCE_DASHBOARD_TOKEN (PRESENCE_DASHBOARD_ADDR)")
 	fs.StringVar(&s.SignToken, "sign-token", "", "print an HS256 token for this user, signed with PRESENCE_AUTH_SECRET (with -auth-audience and -auth-issuer as aud and iss), and exit")
 	fs.Var(durationFlag{&s.TokenTTL}, "token-ttl", "lifetime of the token -sign-token prints (0: no expiry)")
 	if err := fs.Parse(args); err != nil {
@@ -214,6 +233,11 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	s.Addr = net.JoinHostPort(host, port)
 	if s.LogFormat != "text" && s.LogFormat != "json" {
 		return s, fmt.Errorf("log format %q: want text or json", s.LogFormat)
+	}
+	if s.Dashboard {
+		if err := checkDashboardAddr(s.DashboardAddr, s.DashboardToken != ""); err != nil {
+			return s, err
+		}
 	}
 	return s, nil
 }

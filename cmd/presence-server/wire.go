@@ -19,6 +19,7 @@ func initApp(ctx context.Context, s Settings, log *slog.Logger) (*App, func(), e
 		provideSocketServer,
 		provideBinding,
 		provideHTTP,
+		provideDashboard,
 		wire.Struct(new(App), "*"),
 	)
 	return nil, nil, nil

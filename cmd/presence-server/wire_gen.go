@@ -34,6 +34,7 @@ func initApp(ctx context.Context, s Settings, log *slog.Logger) (*App, func(), e
 		return nil, nil, err
 	}
 	httpServer := provideHTTP(server, binding, service, metrics, log)
+	adminServer := provideDashboard(s, service, binding, log)
 	app := &App{
 		Settings: s,
 		Log:      log,
@@ -43,6 +44,7 @@ func initApp(ctx context.Context, s Settings, log *slog.Logger) (*App, func(), e
 		Binding:  binding,
 		Metrics:  metrics,
 		HTTP:     httpServer,
+		Admin:    adminServer,
 	}
 	return app, func() {
 		cleanup2()
