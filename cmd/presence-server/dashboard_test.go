@@ -204,7 +204,7 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	// Metadata and a lock: the channel appears among those seen in events.
 	mustOK(t, alice, "metadata:setChannel", map[string]any{"channelName": "spec", "channelType": "doc",
-		"data": []any{map[string]any{"key": "title", "value": "Presence v2"}, map[string]any{"key": "owner", "value": "alice"}},
+		"data":    []any{map[string]any{"key": "title", "value": "Presence v2"}, map[string]any{"key": "owner", "value": "alice"}},
 		"options": map[string]any{"addUserId": true}})
 	mustOK(t, alice, "metadata:acquireLock", map[string]any{"channelName": "spec", "channelType": "doc",
 		"lockName": "edit", "ttlMs": 60000})
