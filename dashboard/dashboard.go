@@ -129,11 +129,7 @@ func (d *Dashboard) Close() {
 }
 
 // Viewers returns how many event streams are open.
-func (d *Dashboard) Viewers() int {
-	d.hub.mu.Lock()
-	defer d.hub.mu.Unlock()
-	return len(d.hub.viewers)
-}
+func (d *Dashboard) Viewers() int { return d.hub.count() }
 
 // Dropped returns how many events open dashboards lost to full queues.
 func (d *Dashboard) Dropped() uint64 { return d.hub.dropped.Load() }

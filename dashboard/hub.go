@@ -27,10 +27,15 @@ type hub struct {
 	maxViewers int
 	every      time.Duration // stats and health period
 
+	// mu orders joins, leaves and close (it is held across subscribing
+	// and unsubscribing); vmu guards viewers alone and is never held
+	// across I/O, so the subscription handlers that take it never wait
+	// on Redis.
 	mu      sync.Mutex
-	viewers map[*viewer]struct{}
 	period  *period // while viewers is not empty
 	closed  bool
+	vmu     sync.Mutex
+	viewers map[*viewer]struct{}
 	channel recentChannels
 
 	presenceN, metadataN atomic.Uint64 // events received, since start
@@ -88,51 +93,60 @@ func (h *hub) join(ctx context.Context) (*viewer, error) {
 	if h.closed {
 		return nil, presence.ErrClosed
 	}
-	if len(h.viewers) >= h.maxViewers {
+	n := h.count()
+	if n >= h.maxViewers {
 		return nil, errTooManyViewers
 	}
-	if len(h.viewers) == 0 {
+	if n == 0 {
 		if err := h.subscribe(ctx); err != nil {
 			return nil, err
 		}
 	}
 	v := &viewer{frames: make(chan []byte, h.queue), gone: make(chan struct{})}
+	h.vmu.Lock()
 	h.viewers[v] = struct{}{}
+	h.vmu.Unlock()
 	return v, nil
+}
+
+func (h *hub) count() int {
+	h.vmu.Lock()
+	defer h.vmu.Unlock()
+	return len(h.viewers)
 }
 
 // leave removes a viewer, unsubscribing after the last one.
 func (h *hub) leave(v *viewer) {
 	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.vmu.Lock()
 	_, ok := h.viewers[v]
 	delete(h.viewers, v)
-	var p *period
-	if ok && len(h.viewers) == 0 {
-		p, h.period = h.period, nil
-	}
-	h.mu.Unlock()
-	if p != nil {
-		p.end()
+	last := ok && len(h.viewers) == 0
+	h.vmu.Unlock()
+	if last && h.period != nil {
+		h.period.end()
+		h.period = nil
 	}
 }
 
 // close ends every viewer and subscription; later joins fail.
 func (h *hub) close() {
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	if h.closed {
-		h.mu.Unlock()
 		return
 	}
 	h.closed = true
-	p := h.period
-	h.period = nil
+	h.vmu.Lock()
 	for v := range h.viewers {
 		close(v.gone)
 	}
 	clear(h.viewers)
-	h.mu.Unlock()
-	if p != nil {
-		p.end()
+	h.vmu.Unlock()
+	if h.period != nil {
+		h.period.end()
+		h.period = nil
 	}
 }
 
@@ -205,8 +219,8 @@ func (h *hub) checkHealth(stop chan struct{}) {
 // broadcast queues f for every viewer without waiting: a full queue drops
 // f for that viewer and counts it.
 func (h *hub) broadcast(f []byte) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.vmu.Lock()
+	defer h.vmu.Unlock()
 	for v := range h.viewers {
 		select {
 		case v.frames <- f:

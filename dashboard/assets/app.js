@@ -9,7 +9,6 @@ const MAX_EVENTS = 200;
 let token = "";
 let roomsCursor = "0", roomsNext = "0";
 let room = "", channel = null;
-let roomTimer = 0, channelTimer = 0;
 
 function el(tag, props, ...kids) {
   const e = document.createElement(tag);
@@ -94,7 +93,14 @@ async function loadRoom() {
   } catch (e) { $("room-empty").textContent = "(" + e.message + ")"; }
 }
 
-function roomSoon() { clearTimeout(roomTimer); roomTimer = setTimeout(loadRoom, 250); }
+// soon runs fn once within ms however many events ask for it meanwhile:
+// a busy room sends tens of events a second.
+const timers = {};
+function soon(timer, fn, ms) {
+  if (timers[timer]) return;
+  timers[timer] = setTimeout(() => { timers[timer] = 0; fn(); }, ms);
+}
+function roomSoon() { soon("room", loadRoom, 300); }
 
 // ---- one metadata channel
 function selectChannel(type, name) {
@@ -123,7 +129,7 @@ async function loadChannel() {
   } catch (e) { $("channel-info").textContent = "(" + e.message + ")"; }
 }
 
-function channelSoon() { clearTimeout(channelTimer); channelTimer = setTimeout(loadChannel, 250); }
+function channelSoon() { soon("channel", loadChannel, 300); }
 
 function showChannels(list) {
   $("channels-seen").replaceChildren(...(list || []).map((c) =>
@@ -132,30 +138,39 @@ function showChannels(list) {
 }
 
 // ---- live events
-function addEvent(row, forRoom) {
+// Rows are built on a timer, not per event: thousands of events a second
+// would otherwise keep the page busy. Between two renders only the newest
+// MAX_EVENTS are kept.
+let pending = [];
+function addEvent(make, forRoom) {
   if ($("events-room-only").checked && forRoom !== room) return;
+  pending.push(make);
+  if (pending.length > MAX_EVENTS) pending = pending.slice(-MAX_EVENTS);
+  soon("events", renderEvents, 200);
+}
+
+function renderEvents() {
+  const rows = pending.map((make) => { const r = make(); r.classList.add("flash"); return r; });
+  pending = [];
   const tb = $("events").tBodies[0];
-  row.classList.add("flash");
-  tb.prepend(row);
+  tb.prepend(...rows.reverse());
   while (tb.rows.length > MAX_EVENTS) tb.deleteRow(-1);
 }
 
 function onPresence(ev) {
-  addEvent(el("tr", { "data-type": ev.type },
+  addEvent(() => el("tr", { "data-type": ev.type },
     el("td", {}, timeOf(ev.ts)), el("td", { class: "ev-" + ev.type }, ev.type),
     el("td", {}, ev.roomId), el("td", {}, ev.userId + " ", el("span", { class: "mono" }, ev.connId)),
     el("td", { class: "mono" }, "epoch " + ev.epoch + " " + stateText(ev.state))), ev.roomId);
   if (ev.roomId === room) roomSoon();
-  const tr = $("rooms").tBodies[0].querySelector(`tr[data-room="${CSS.escape(ev.roomId)}"]`);
-  if (tr && ev.type !== "update") roomsSoon();
+  if (ev.type !== "update" && $("rooms").tBodies[0].querySelector(`tr[data-room="${CSS.escape(ev.roomId)}"]`)) roomsSoon();
 }
 
-let roomsTimer = 0;
-function roomsSoon() { clearTimeout(roomsTimer); roomsTimer = setTimeout(() => loadRooms(roomsCursor), 500); }
+function roomsSoon() { soon("rooms", () => loadRooms(roomsCursor), 1000); }
 
 function onMetadata(ev) {
   const items = (ev.items || []).map((i) => i.key + "=" + i.value + " (rev " + i.revision + ")").join(", ");
-  addEvent(el("tr", { "data-type": "metadata" },
+  addEvent(() => el("tr", { "data-type": "metadata" },
     el("td", {}, timeOf(ev.timestamp)), el("td", { class: "ev-meta" }, "metadata " + ev.operation),
     el("td", {}, ev.channelType + ":" + ev.channelName), el("td", {}, ev.authorUid || ""),
     el("td", { class: "mono" }, items)), null);
