@@ -50,22 +50,13 @@ func ctxT(t *testing.T) context.Context {
 
 func getJSON(t *testing.T, url, token string, into any) int {
 	t.Helper()
-	req, _ := http.NewRequest("GET", url, nil)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if into != nil && resp.StatusCode == http.StatusOK {
-		if err := json.Unmarshal(b, into); err != nil {
-			t.Fatalf("%s: %v: %s", url, err, b)
+	code, body := getText(t, url, token)
+	if into != nil && code == http.StatusOK {
+		if err := json.Unmarshal([]byte(body), into); err != nil {
+			t.Fatalf("%s: %v: %s", url, err, body)
 		}
 	}
-	return resp.StatusCode
+	return code
 }
 
 // TestReads checks each data endpoint against what the service holds.
