@@ -35,6 +35,9 @@
 //	FLOOD_RATE          heartbeats/s of one extra flooding socket (default 0:
 //	                    none); see below
 //	FLOOD_DURATION_MS   how long it floods (default 10000)
+//	EXTRA_ROOMS, DASHBOARD_URL, DASHBOARD_TOKEN
+//	                    idle rooms joined before the load, and a dashboard
+//	                    viewer during it (see dashConfig in dashboard.go)
 //
 // Failure acks are counted by their code field (errors_by_code; "none"
 // when the ack has no code, "(no ack)" when the socket closed first).
