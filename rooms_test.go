@@ -1,6 +1,7 @@
 package presence_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -16,8 +17,15 @@ import (
 func TestActiveRoomsPaging(t *testing.T) {
 	forEachTarget(t, func(t *testing.T, tg target) {
 		s := newService(t, tg.connect(t), presence.Config{})
-		ctx := ctxT(t)
-		const n = 300
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		// More than 128 rooms: a smaller set is a listpack, which SSCAN
+		// returns whole whatever COUNT says. The embedded server has no
+		// paging to show and is slow with many scripts: fewer rooms there.
+		n := 300
+		if tg.server.Embedded {
+			n = 40
+		}
 		for i := range n {
 			room := fmt.Sprintf("room-%03d", i)
 			if _, err := s.Join(ctx, room, "c1", "alice", nil); err != nil {
