@@ -71,6 +71,16 @@ type Settings struct {
 	// or PRESENCE_ADMIN_UI_NO_AUTH=1; see adminui.go.
 	AdminUI        bool
 	AdminUIOptions adminui.Options
+	// Dashboard turns on the operator dashboard (-dashboard,
+	// PRESENCE_DASHBOARD=1), served at /dashboard/ on DashboardAddr
+	// (-dashboard-addr, PRESENCE_DASHBOARD_ADDR, default 127.0.0.1:3001), a
+	// listener of its own, never the public one. DashboardToken
+	// (PRESENCE_DASHBOARD_TOKEN, environment only) makes its data need
+	// "Authorization: Bearer <token>"; an address other than loopback
+	// requires one.
+	Dashboard      bool
+	DashboardAddr  string
+	DashboardToken string
 
 	// SignToken, when set (-sign-token USER), makes the program print a
 	// token for USER signed with AuthSecret and exit; TokenTTL is its
@@ -101,6 +111,7 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 		ShutdownTimeout: 15 * time.Second,
 		LogFormat:       "text",
 		TokenTTL:        24 * time.Hour,
+		DashboardAddr:   "127.0.0.1:3001",
 	}
 	// The environment is read here rather than by presence.ConfigFromEnv so
 	// that its durations and REDIS_URL follow the same rules as the flags.
@@ -112,6 +123,7 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	s.AuthAudience = getenv("PRESENCE_AUTH_AUDIENCE")
 	s.AuthIssuer = getenv("PRESENCE_AUTH_ISSUER")
 	s.CORSOrigin = getenv("PRESENCE_CORS_ORIGIN")
+	s.DashboardToken = getenv("PRESENCE_DASHBOARD_TOKEN")
 	if v := getenv("LOG_FORMAT"); v != "" {
 		s.LogFormat = v
 	}
@@ -148,6 +160,8 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	env("PRESENCE_ADMIN_UI_READONLY", boolInto(&s.AdminUIOptions.ReadOnly))
 	env("PRESENCE_ADMIN_UI_MODE", func(v string) error { s.AdminUIOptions.Mode = v; return nil })
 	env("PRESENCE_ADMIN_UI_MESSAGES", boolInto(&s.AdminUIOptions.Messages))
+	env("PRESENCE_DASHBOARD", func(v string) (err error) { s.Dashboard, err = strconv.ParseBool(v); return err })
+	env("PRESENCE_DASHBOARD_ADDR", func(v string) error { s.DashboardAddr = v; return nil })
 	env("PRESENCE_KEY_PREFIX", func(v string) error { s.Presence.KeyPrefix = v; return nil })
 	env("PRESENCE_MAX_STATE_BYTES", atoiInto(&s.Presence.MaxStateBytes))
 	env("PRESENCE_MAX_METADATA_VALUE_BYTES", atoiInto(&s.Presence.MaxMetadataValueBytes))
@@ -184,6 +198,8 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 			"  PRESENCE_ADMIN_UI_PASSWORD_HASH\n"+
 			"                         with -admin-ui: the bcrypt hash of the Admin UI's password\n"+
 			"                         (presence-server -hash-password < file-with-the-password)\n"+
+			"  PRESENCE_DASHBOARD_TOKEN  with -dashboard: the bearer token its data needs (required\n"+
+			"                         when -dashboard-addr is not a loopback address)\n"+
 			"  GOGC, GOMEMLIMIT       the Go runtime's garbage-collector settings\n"+
 			"Flag only: -sign-token and -token-ttl, which print a token instead of serving, and\n"+
 			"-hash-password, which prints a password's bcrypt hash.\n")
@@ -224,6 +240,8 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	fs.StringVar(&s.AdminUIOptions.Mode, "admin-ui-mode", s.AdminUIOptions.Mode, "development (sockets, rooms, events) or production (stats only) (PRESENCE_ADMIN_UI_MODE; default development)")
 	fs.BoolVar(&s.AdminUIOptions.Messages, "admin-ui-messages", s.AdminUIOptions.Messages, "the Admin UI's events page shows every message and its payload (PRESENCE_ADMIN_UI_MESSAGES=1)")
 	fs.BoolVar(&s.HashPassword, "hash-password", false, "read a password from stdin, print its bcrypt hash for PRESENCE_ADMIN_UI_PASSWORD_HASH, and exit")
+	fs.BoolVar(&s.Dashboard, "dashboard", s.Dashboard, "serve the operator dashboard at /dashboard/ on -dashboard-addr (PRESENCE_DASHBOARD=1)")
+	fs.StringVar(&s.DashboardAddr, "dashboard-addr", s.DashboardAddr, "the dashboard's own listen address, HOST:PORT; not loopback needs PRESENCE_DASHBOARD_TOKEN (PRESENCE_DASHBOARD_ADDR)")
 	fs.StringVar(&s.SignToken, "sign-token", "", "print an HS256 token for this user, signed with PRESENCE_AUTH_SECRET (with -auth-audience and -auth-issuer as aud and iss), and exit")
 	fs.Var(durationFlag{&s.TokenTTL}, "token-ttl", "lifetime of the token -sign-token prints (0: no expiry)")
 	if err := fs.Parse(args); err != nil {
@@ -248,6 +266,11 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	if s.AdminUI {
 		if err := s.AdminUIOptions.Validate(); err != nil {
 			return s, fmt.Errorf("admin UI: %w (PRESENCE_ADMIN_UI_USER and PRESENCE_ADMIN_UI_PASSWORD_HASH, or PRESENCE_ADMIN_UI_NO_AUTH=1)", err)
+		}
+	}
+	if s.Dashboard {
+		if err := checkDashboardAddr(s.DashboardAddr, s.DashboardToken != ""); err != nil {
+			return s, err
 		}
 	}
 	return s, nil

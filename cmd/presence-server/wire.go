@@ -20,6 +20,7 @@ func initApp(ctx context.Context, s Settings, log *slog.Logger) (*App, func(), e
 		provideBinding,
 		provideAdminUI,
 		provideHTTP,
+		provideDashboard,
 		wire.Struct(new(App), "*"),
 	)
 	return nil, nil, nil

@@ -44,6 +44,7 @@ func initApp(ctx context.Context, s Settings, log *slog.Logger) (*App, func(), e
 		return nil, nil, err
 	}
 	httpServer := provideHTTP(server, binding, service, metrics, log)
+	adminServer := provideDashboard(s, service, binding, log)
 	app := &App{
 		Settings: s,
 		Log:      log,
@@ -54,6 +55,7 @@ func initApp(ctx context.Context, s Settings, log *slog.Logger) (*App, func(), e
 		AdminUI:  admin,
 		Metrics:  metrics,
 		HTTP:     httpServer,
+		Admin:    adminServer,
 	}
 	return app, func() {
 		cleanup3()
