@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -85,21 +84,6 @@ func TestDashboardListener(t *testing.T) {
 			t.Errorf("dashboard started without -dashboard: %s", l)
 		}
 	}
-}
-
-// chromiumPath finds Chromium; without it the browser test skips, unless
-// REQUIRE_BROWSER=1 (scripts/test.sh and .ci/run set it), where it fails.
-func chromiumPath(t *testing.T) string {
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("REQUIRE_BROWSER") == "1" {
-		t.Fatal("no Chromium on PATH and REQUIRE_BROWSER=1 (apt-get install chromium)")
-	}
-	t.Skip("no Chromium on PATH (set REQUIRE_BROWSER=1 to fail instead)")
-	return ""
 }
 
 // browser starts headless Chromium, closed when the test ends.
