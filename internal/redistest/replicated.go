@@ -383,3 +383,6 @@ func (r *Replicated) DoKey(t testing.TB, key string, args ...string) backend.Rep
 
 // Logs returns the end of every node's log, for a failure message.
 func (r *Replicated) Logs() string { return logTails(r.procs) }
+
+// NodePid returns node i's process id (to stop it with SIGSTOP, e.g.).
+func (r *Replicated) NodePid(i int) int { return r.procs[i].cmd.Process.Pid }
