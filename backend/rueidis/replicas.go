@@ -95,4 +95,3 @@ func keysOf(cmds []backend.Cmd) []string {
 	}
 	return keys
 }
-

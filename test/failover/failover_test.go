@@ -410,4 +410,3 @@ func call(t *testing.T, c *siotest.Client, event string, payload any) map[string
 	}
 	return ack
 }
-

@@ -19,7 +19,7 @@ func TestClientsAnswerPings(t *testing.T) {
 		t.Run(client, func(t *testing.T) {
 			opts := socketio.ServerOptions(0)
 			opts.SetPingInterval(20 * time.Millisecond)
-			opts.SetPingTimeout(400 * time.Millisecond)
+			opts.SetPingTimeout(time.Second)
 			io := socket.NewServer(nil, opts)
 			var dropped atomic.Int64
 			reasons := make(chan string, 100)
