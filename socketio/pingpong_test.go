@@ -167,3 +167,42 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// The engine arms its pong timer after handing the ping to the transport.
+// A stall of its goroutine in between (simulated after each ping) must not
+// let the pong be processed first: the timer armed afterwards would drop
+// the healthy socket pingTimeout later, the timeout being below the
+// interval as with the defaults (20s < 25s). Fails when the transport
+// writes pings at once.
+func TestPingSurvivesEngineStall(t *testing.T) {
+	socketio.StallAfterPing(t, 20*time.Millisecond) // below the transport's ping delay
+	opts := socketio.ServerOptions(0)
+	opts.SetPingInterval(300 * time.Millisecond)
+	opts.SetPingTimeout(200 * time.Millisecond)
+	var disconnects atomic.Int64
+	url, _ := startBareServer(t, opts, func(s *socket.Socket) {
+		s.On("disconnect", func(...any) { disconnects.Add(1) })
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var clients []*siotest.Client
+	for range 10 {
+		c, err := siotest.Dial(ctx, url, siotest.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		clients = append(clients, c)
+	}
+	time.Sleep(2 * time.Second) // 5+ ping cycles, each past a stall
+	for i, c := range clients {
+		select {
+		case <-c.Done():
+			t.Errorf("socket %d dropped: %v", i, c.Err())
+		default:
+		}
+	}
+	if n := disconnects.Load(); n > 0 {
+		t.Fatalf("%d of %d sockets disconnected by the server", n, len(clients))
+	}
+}
