@@ -224,6 +224,37 @@ func runFailover(t *testing.T, backendName string, waitReplicas int) {
 			}
 		})
 	}
+	// /healthz's view, polled through the faults.
+	var health [5]struct{ ok, bad int }
+	var healthMu sync.Mutex
+	var firstBad [5]string
+	wg.Go(func() {
+		for loadCtx.Err() == nil {
+			ctx, cancel := context.WithTimeout(loadCtx, time.Second)
+			checks, ok := svc.Health(ctx)
+			cancel()
+			p := stats.current()
+			healthMu.Lock()
+			if ok {
+				health[p].ok++
+			} else {
+				health[p].bad++
+				if firstBad[p] == "" {
+					for _, c := range checks {
+						if !c.OK {
+							firstBad[p] = c.Name + ": " + c.Error
+							break
+						}
+					}
+				}
+			}
+			healthMu.Unlock()
+			select {
+			case <-loadCtx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	})
 	defer func() {
 		stopLoad()
 		wg.Wait()
@@ -280,6 +311,21 @@ func runFailover(t *testing.T, backendName string, waitReplicas int) {
 	stopLoad()
 	wg.Wait()
 	t.Logf("acks by phase:%s", stats.report())
+	for i, name := range phases {
+		t.Logf("Health during %q: ok %d, failing %d (first: %s)", name, health[i].ok, health[i].bad, firstBad[i])
+	}
+	// A dead master makes the node unhealthy until its replica serves.
+	if health[3].bad == 0 {
+		t.Errorf("Health never failed while a master was dead: %+v", health)
+	}
+	eventually(t, "Health after the faults", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if checks, ok := svc.Health(ctx); !ok {
+			return fmt.Errorf("%+v", checks)
+		}
+		return nil
+	})
 
 	// No socket dropped; presence whole; each heartbeat acked.
 	for i, lc := range cs {
