@@ -113,3 +113,10 @@ type ReplicaWaiter interface {
 	// Client does nothing: the receiver owns the connections.
 	WaitingReplicas(w ReplicaWait) (Client, error)
 }
+
+// Borrowed is a Client on another Client's connections, for views such as
+// WaitingReplicas's: its Close does nothing, since the owner closes them.
+type Borrowed struct{ Client }
+
+// Close does nothing.
+func (Borrowed) Close() error { return nil }

@@ -33,7 +33,16 @@ type reloader struct {
 // when it is a failure of the connection rather than a reply, and no reload
 // started within reloadEvery.
 func (c *Client) maybeReload(err error) {
-	if c.cluster == nil || err == nil || isServerError(err) || errors.Is(err, backend.ErrClosed) || errors.Is(err, context.Canceled) {
+	if err == nil || isServerError(err) || errors.Is(err, backend.ErrClosed) || errors.Is(err, context.Canceled) {
+		return
+	}
+	c.reloadSoon()
+}
+
+// reloadSoon starts a reload of a cluster's slot map in the background,
+// unless one started within reloadEvery.
+func (c *Client) reloadSoon() {
+	if c.cluster == nil {
 		return
 	}
 	now := time.Now().UnixNano()

@@ -27,10 +27,12 @@ func (c *Client) WaitingReplicas(w backend.ReplicaWait) (backend.Client, error) 
 	default:
 		return nil, fmt.Errorf("goredis: WAIT after writes needs a *redis.Client or *redis.ClusterClient, not %T", c.rc)
 	}
-	return &waitingClient{c: c, w: w}, nil
+	return &waitingClient{Borrowed: backend.Borrowed{Client: c}, c: c, w: w}, nil
 }
 
+// waitingClient overrides Do and Watch; Publish and PSubscribe are c's.
 type waitingClient struct {
+	backend.Borrowed
 	c *Client
 	w backend.ReplicaWait
 }
@@ -74,15 +76,12 @@ func (wc *waitingClient) Do(ctx context.Context, cmds ...backend.Cmd) ([]backend
 	_, err := pipe.Exec(ctx)
 	r, err := replies(ctx, rcs, err)
 	if err != nil {
-		if c.cluster != nil {
-			c.cluster.ReloadState(ctx)
-		}
-		return nil, c.closedErr(err)
+		return nil, c.closedErr(err) // reloads the slot map, see reload.go
 	}
 	n := len(cmds)
 	for _, reply := range r[:n] {
-		if c.cluster != nil && (backend.IsRedisError(reply.Err, "MOVED") || backend.IsRedisError(reply.Err, "ASK")) {
-			c.cluster.ReloadState(ctx)
+		if backend.IsRedisError(reply.Err, "MOVED") || backend.IsRedisError(reply.Err, "ASK") {
+			c.reloadSoon()
 			break
 		}
 	}
@@ -95,15 +94,3 @@ func (wc *waitingClient) Do(ctx context.Context, cmds ...backend.Cmd) ([]backend
 func (wc *waitingClient) Watch(ctx context.Context, keys []string, fn backend.TxFunc) ([]backend.Reply, error) {
 	return wc.c.watchTx(ctx, keys, fn, &wc.w)
 }
-
-func (wc *waitingClient) Publish(ctx context.Context, channel, payload string) error {
-	return wc.c.Publish(ctx, channel, payload)
-}
-
-func (wc *waitingClient) PSubscribe(ctx context.Context, pattern string, h backend.Handler) (backend.Subscription, error) {
-	return wc.c.PSubscribe(ctx, pattern, h)
-}
-
-// Close does nothing: the Client WaitingReplicas was called on owns the
-// connections.
-func (wc *waitingClient) Close() error { return nil }

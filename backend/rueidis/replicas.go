@@ -19,10 +19,12 @@ func (c *Client) WaitingReplicas(w backend.ReplicaWait) (backend.Client, error) 
 	if err := w.Check(); err != nil {
 		return nil, err
 	}
-	return &waitingClient{c: c, w: w}, nil
+	return &waitingClient{Borrowed: backend.Borrowed{Client: c}, c: c, w: w}, nil
 }
 
+// waitingClient overrides Do and Watch; Publish and PSubscribe are c's.
 type waitingClient struct {
+	backend.Borrowed
 	c *Client
 	w backend.ReplicaWait
 }
@@ -64,18 +66,6 @@ func (wc *waitingClient) Do(ctx context.Context, cmds ...backend.Cmd) ([]backend
 func (wc *waitingClient) Watch(ctx context.Context, keys []string, fn backend.TxFunc) ([]backend.Reply, error) {
 	return wc.c.watchTx(ctx, keys, fn, &wc.w)
 }
-
-func (wc *waitingClient) Publish(ctx context.Context, channel, payload string) error {
-	return wc.c.Publish(ctx, channel, payload)
-}
-
-func (wc *waitingClient) PSubscribe(ctx context.Context, pattern string, h backend.Handler) (backend.Subscription, error) {
-	return wc.c.PSubscribe(ctx, pattern, h)
-}
-
-// Close does nothing: the Client WaitingReplicas was called on owns the
-// connections.
-func (wc *waitingClient) Close() error { return nil }
 
 func hasKeys(cmds []backend.Cmd) bool {
 	for _, c := range cmds {

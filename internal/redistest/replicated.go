@@ -365,20 +365,7 @@ func clusterInfo(addr string) (map[string]string, error) {
 func (r *Replicated) DoKey(t testing.TB, key string, args ...string) backend.Reply {
 	t.Helper()
 	masters := r.Masters(t)
-	addr := r.procs[masters[r.ShardOf(key)]].addr
-	for hop := 0; ; hop++ {
-		rep, err := doAddr(addr, doTimeout, args...)
-		if err != nil {
-			t.Fatalf("redistest: %s %v: %v", addr, args, err)
-		}
-		if hop < 5 && rep.Kind == backend.KindError && backend.IsRedisError(rep.Err, "MOVED") {
-			if f := strings.Fields(rep.Err.(*backend.RedisError).Msg); len(f) == 3 {
-				addr = f[2]
-				continue
-			}
-		}
-		return rep
-	}
+	return doFollow(t, r.procs[masters[r.ShardOf(key)]].addr, args)
 }
 
 // Logs returns the end of every node's log, for a failure message.
