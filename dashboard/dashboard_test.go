@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/realtime-message/presence"
+	_ "github.com/realtime-message/presence/backend/builtin"
 	"github.com/realtime-message/presence/dashboard"
 	"github.com/realtime-message/presence/internal/redistest"
 )

@@ -124,6 +124,12 @@ const (
 	CodeUnavailable  = "UNAVAILABLE"   // Redis failed; the event may or may not have taken effect (retryable)
 	CodeShuttingDown = "SHUTTING_DOWN" // this server is stopping; reconnect (retryable)
 	CodeDisconnected = "DISCONNECTED"  // the socket disconnected while the event waited
+
+	// CodeNotReplicated: with WaitReplicas set, the metadata write ran on
+	// the Redis master but fewer replicas than required confirmed it in
+	// time, so a failover may lose it. Not retryable as is: read the
+	// channel first (the write may well be there).
+	CodeNotReplicated = "METADATA_NOT_REPLICATED"
 )
 
 func (c *conn) join(ctx context.Context, payload any) (any, error) {
@@ -311,6 +317,9 @@ func (b *Binding) failure(c *conn, event string, err error) (errorAck, string) {
 		a.Code = CodeDisconnected
 	case errors.Is(err, errShuttingDown), errors.Is(err, presence.ErrClosed):
 		a.Error, a.Code, a.Retryable, result = errShuttingDown.Error(), CodeShuttingDown, true, ResultError
+	case errors.Is(err, presence.ErrNotReplicated):
+		b.failures.note("write not replicated", event, err)
+		a.Error, a.Code, result = "written on the master but not confirmed by enough replicas: it may be lost on a failover; read the channel before retrying", CodeNotReplicated, ResultError
 	case errors.Is(err, context.DeadlineExceeded):
 		b.failures.note("event timed out", event, err)
 		a.Error, a.Code, a.Retryable, result = "timeout", CodeTimeout, true, ResultError
