@@ -31,7 +31,10 @@ import (
 func TestPingPongKeepsSockets(t *testing.T) {
 	opts := socketio.ServerOptions(0)
 	opts.SetPingInterval(25 * time.Millisecond)
-	opts.SetPingTimeout(time.Second)
+	// Generous, so a loaded machine's scheduling delays are not taken for
+	// an unanswered ping; a client that never answers is still dropped
+	// well within the hold.
+	opts.SetPingTimeout(3 * time.Second)
 	var disconnects atomic.Int64
 	var reasonMu sync.Mutex
 	reasons := map[string]int{}
@@ -51,7 +54,7 @@ func TestPingPongKeepsSockets(t *testing.T) {
 		})
 	})
 	const sockets = 40
-	hold := 4 * time.Second
+	hold := 8 * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), hold+30*time.Second)
 	defer cancel()
 	clients := make([]*siotest.Client, sockets)
@@ -177,8 +180,10 @@ func (s *syncBuffer) String() string {
 func TestPingSurvivesEngineStall(t *testing.T) {
 	socketio.StallAfterPing(t, 20*time.Millisecond) // below the transport's ping delay
 	opts := socketio.ServerOptions(0)
-	opts.SetPingInterval(300 * time.Millisecond)
-	opts.SetPingTimeout(200 * time.Millisecond)
+	// The timeout stays below the interval (the race only drops sockets
+	// then) and far above a pong's round trip on a loaded machine.
+	opts.SetPingInterval(1500 * time.Millisecond)
+	opts.SetPingTimeout(time.Second)
 	var disconnects atomic.Int64
 	url, _ := startBareServer(t, opts, func(s *socket.Socket) {
 		s.On("disconnect", func(...any) { disconnects.Add(1) })
@@ -194,7 +199,7 @@ func TestPingSurvivesEngineStall(t *testing.T) {
 		defer c.Close()
 		clients = append(clients, c)
 	}
-	time.Sleep(2 * time.Second) // 5+ ping cycles, each past a stall
+	time.Sleep(8 * time.Second) // 5 ping cycles, each past a stall
 	for i, c := range clients {
 		select {
 		case <-c.Done():
