@@ -42,10 +42,12 @@ func checkCAS(tb rapid.TB, h *harness) {
 	m.sequence()
 	m.locks()
 	m.enforcedLocks()
+	m.fencingTokens()
 	m.oneAttempt()
 	m.lockChangedBeforeExec()
 	m.events()
 	m.concurrentIncrements()
+	m.concurrentFencing()
 	tb.Logf("cas: %d operations in %v", m.ops, time.Since(start).Round(time.Millisecond))
 }
 
@@ -136,6 +138,9 @@ func (m *caser) fails(ch presence.Channel, what string, mu mutation, wants ...er
 	}
 	if !match {
 		m.tb.Fatalf("%s = %v, want %v", what, err, wants)
+	}
+	if errors.Is(err, presence.ErrConflict) {
+		m.conflictRecord(ch, what, err)
 	}
 	if after := m.rawMeta(ch); !maps.Equal(before, after) {
 		m.tb.Errorf("%s failed with %v but changed the store:\nbefore %v\nafter  %v", what, err, before, after)
