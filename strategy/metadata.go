@@ -46,7 +46,7 @@ type MetaRequest struct {
 	// lock was acquired again since, by anyone, gets ErrLocked. Needs
 	// LockName.
 	FencingToken int64
-	Actor         string     // acting user ("" = none)
+	Actor        string // acting user ("" = none)
 	// EnforceLocks: while any lock of the channel is held, only a
 	// mutation that names a lock its Actor holds, by an Actor holding
 	// every live lock of the channel, may write; the others fail with
