@@ -111,7 +111,7 @@ func TestFencingTokenValidation(t *testing.T) {
 		s := newService(t, tg.connect(t), presence.Config{Logger: quiet})
 		ctx := ctxT(t)
 		for _, o := range []presence.MetadataOptions{
-			{Actor: "alice", FencingToken: 5},                   // no lockName
+			{Actor: "alice", FencingToken: 5},                    // no lockName
 			{Actor: "alice", LockName: "edit", FencingToken: -1}, // negative
 		} {
 			if _, err := s.SetMetadata(ctx, chanA, nil, o); !errors.Is(err, presence.ErrInvalidArgument) {
