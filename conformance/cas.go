@@ -449,15 +449,7 @@ func (m *caser) concurrentIncrements() {
 	ch := chanIDs[0]
 	tb := m.tb
 	start := fromResponse(m.mustSet(ch))
-	svcs := []*presence.Service{m.svc}
-	for len(svcs) < m.h.opts.Nodes {
-		s, err := m.h.service(m.h.client(), m.svc.Config().KeyPrefix, m.clock.Now)
-		if err != nil {
-			tb.Fatalf("presence.New: %v", err)
-		}
-		m.h.t.Cleanup(func() { s.Close() })
-		svcs = append(svcs, s)
-	}
+	svcs := m.nodes()
 	var wins, ops, amb atomic.Int64
 	var wg sync.WaitGroup
 	deadline := time.Now().Add(m.h.opts.Duration)
@@ -514,6 +506,21 @@ func (m *caser) concurrentIncrements() {
 	if n == 0 {
 		tb.Errorf("no compare-and-set increment succeeded among %d attempts", ops.Load()/2)
 	}
+}
+
+// nodes returns m's service and more over the same keys, Options.Nodes
+// in all, each on a client of its own, as several server nodes would be.
+func (m *caser) nodes() []*presence.Service {
+	svcs := []*presence.Service{m.svc}
+	for len(svcs) < m.h.opts.Nodes {
+		s, err := m.h.service(m.h.client(), m.svc.Config().KeyPrefix, m.clock.Now)
+		if err != nil {
+			m.tb.Fatalf("presence.New: %v", err)
+		}
+		m.h.t.Cleanup(func() { s.Close() })
+		svcs = append(svcs, s)
+	}
+	return svcs
 }
 
 func (m *caser) mustSet(ch presence.Channel) *presence.MetadataResponse {

@@ -115,15 +115,7 @@ func (m *caser) waitFree(ch presence.Channel) {
 func (m *caser) concurrentFencing() {
 	ch := chanIDs[1]
 	tb := m.tb
-	svcs := []*presence.Service{m.svc}
-	for len(svcs) < m.h.opts.Nodes {
-		s, err := m.h.service(m.h.client(), m.svc.Config().KeyPrefix, m.clock.Now)
-		if err != nil {
-			tb.Fatalf("presence.New: %v", err)
-		}
-		m.h.t.Cleanup(func() { s.Close() })
-		svcs = append(svcs, s)
-	}
+	svcs := m.nodes()
 	type commit struct{ major, token int64 }
 	var (
 		mu      sync.Mutex
