@@ -167,6 +167,9 @@ func TestBrokenStrategiesAreCaught(t *testing.T) {
 		{"heartbeat", "lua", []string{PropSequential}, brokenJoinNoTTL},
 		{"metadata", brokenRetryConflict, []string{PropCAS}, ""},
 		{"metadata", brokenWatchNoLock, []string{PropCAS}, ""},
+		{"metadata", brokenFenceIgnored, []string{PropCAS}, ""},
+		{"metadata", brokenFenceSplit, []string{PropCAS}, ""},
+		{"metadata", brokenConflictBare, []string{PropCAS}, ""},
 	}
 	for _, c := range cases {
 		name := c.spec

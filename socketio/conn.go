@@ -101,6 +101,9 @@ type (
 		Error     string `json:"error"`
 		Code      string `json:"code"`
 		Retryable bool   `json:"retryable,omitempty"`
+		// Current is the record a METADATA_CONFLICT lost to, as the
+		// refused mutation read it (presence.ConflictError).
+		Current *presence.MetadataResponse `json:"current,omitempty"`
 	}
 )
 
@@ -305,6 +308,9 @@ func (b *Binding) failure(c *conn, event string, err error) (errorAck, string) {
 		a.Code, result = pick(CodePresenceInvalid, CodeInvalid), ResultInvalid
 	case errors.Is(err, presence.ErrConflict):
 		a.Code = pick(CodePresenceConflict, CodeConflict)
+		if ce := (*presence.ConflictError)(nil); meta && errors.As(err, &ce) {
+			a.Current = ce.Current
+		}
 	case errors.Is(err, presence.ErrLocked), errors.Is(err, errNoActor):
 		a.Code = CodeLock
 	case errors.Is(err, presence.ErrStaleEpoch):
