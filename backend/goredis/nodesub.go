@@ -32,9 +32,11 @@ func (c *Client) PSubscribeEachMaster(ctx context.Context, pattern string, h bac
 	}
 	if c.cluster == nil {
 		return backend.FollowMasters(ctx, backend.Masters{
-			List:      func(context.Context) ([]string, error) { return []string{"server"}, nil },
-			Subscribe: func(ctx context.Context, _ string) (backend.Subscription, error) { return c.PSubscribe(ctx, pattern, h) },
-			Log:       slog.Default(),
+			List: func(context.Context) ([]string, error) { return []string{"server"}, nil },
+			Subscribe: func(ctx context.Context, _ string) (backend.Subscription, error) {
+				return c.PSubscribe(ctx, pattern, h)
+			},
+			Log: slog.Default(),
 		})
 	}
 	var (

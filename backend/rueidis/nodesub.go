@@ -27,9 +27,11 @@ func (c *Client) PSubscribeEachMaster(ctx context.Context, pattern string, h bac
 	}
 	if !c.Cluster() {
 		return backend.FollowMasters(ctx, backend.Masters{
-			List:      func(context.Context) ([]string, error) { return []string{"server"}, nil },
-			Subscribe: func(ctx context.Context, _ string) (backend.Subscription, error) { return c.PSubscribe(ctx, pattern, h) },
-			Log:       c.log,
+			List: func(context.Context) ([]string, error) { return []string{"server"}, nil },
+			Subscribe: func(ctx context.Context, _ string) (backend.Subscription, error) {
+				return c.PSubscribe(ctx, pattern, h)
+			},
+			Log: c.log,
 		})
 	}
 	if h == nil || pattern == "" {
