@@ -338,3 +338,40 @@ func connectBackend(t *testing.T, b string, srv *redistest.Server) backend.Clien
 	t.Cleanup(func() { c.Close() })
 	return c
 }
+
+// Events published while a node subscription was reconnecting are lost:
+// once it is back, the reaper sweeps at once rather than at the backstop.
+func TestNotifyReaperSweepsAfterResubscribing(t *testing.T) {
+	forEachRealTarget(t, func(t *testing.T, tg target) {
+		cfg := notifyConfig()
+		cfg.ReaperInterval = 100 * time.Millisecond // how often it looks at its subscription
+		c := tg.connect(t)
+		s := newService(t, c, cfg)
+		waitActive(t, s, presence.ReaperNotify)
+		ctx := ctxT(t)
+		if _, err := s.Join(ctx, "r0", "c1", "u1", nil); err != nil {
+			t.Fatal(err)
+		}
+		// As if its expired event had been lost: the key is gone, no event.
+		if _, err := c.Do(ctx, backend.K("DEL", s.Keys().Conn("r0", "c1"))); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(cfg.TTL + 200*time.Millisecond) // past the lookback
+		if s.Stats().Reaped != 0 {
+			t.Fatal("reaped before any sweep")
+		}
+		kill := []backend.Cmd{{Name: "CLIENT", Args: []string{"KILL", "TYPE", "pubsub"}}}
+		err := c.(backend.MasterRunner).EachMaster(ctx, kill, func(addr string, r []backend.Reply, err error) {
+			if err == nil {
+				err = r[0].Error()
+			}
+			if err != nil {
+				t.Errorf("%s: CLIENT KILL: %v", addr, err)
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, func() bool { return s.Stats().Reaped == 1 }, "no sweep after the subscription came back")
+	})
+}
