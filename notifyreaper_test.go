@@ -375,3 +375,52 @@ func TestNotifyReaperSweepsAfterResubscribing(t *testing.T) {
 		eventually(t, func() bool { return s.Stats().Reaped == 1 }, "no sweep after the subscription came back")
 	})
 }
+
+// Every notify node receives every expired event: racing, they still
+// remove each conn, and publish its leave, exactly once.
+func TestNotifyReapersOnManyNodesReapOnce(t *testing.T) {
+	forEachRealTarget(t, func(t *testing.T, tg target) {
+		cfg := notifyConfig()
+		cfg.KeyPrefix = redistest.Prefix(t)
+		a := newService(t, tg.connect(t), cfg)
+		b := newService(t, tg.connect(t), cfg)
+		waitActive(t, a, presence.ReaperNotify)
+		waitActive(t, b, presence.ReaperNotify)
+		var mu sync.Mutex
+		count := map[string]int{}
+		sub, err := a.Subscribe(ctxT(t), func(e presence.Event) {
+			if e.Type == "leave" {
+				mu.Lock()
+				count[e.RoomID+"/"+e.ConnID]++
+				mu.Unlock()
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Close()
+		const n = 24
+		for i := range n {
+			room := []string{"r0", "r1", "r2", "r3"}[i%4]
+			if _, err := a.Join(ctxT(t), room, "c"+string(rune('a'+i)), "u", nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		eventually(t, func() bool { return a.Stats().Reaped+b.Stats().Reaped == n }, "want %d conns reaped", n)
+		eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(count) == n }, "want %d leave events", n)
+		time.Sleep(300 * time.Millisecond) // a duplicate would come by now
+		mu.Lock()
+		defer mu.Unlock()
+		if len(count) != n {
+			t.Fatalf("%d conns left, want %d: %v", len(count), n, count)
+		}
+		for id, c := range count {
+			if c != 1 {
+				t.Fatalf("%s left %d times", id, c)
+			}
+		}
+		if got := a.Stats().Reaped + b.Stats().Reaped; got != n {
+			t.Fatalf("reaped %d, want %d", got, n)
+		}
+	})
+}
