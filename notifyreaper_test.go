@@ -2,7 +2,6 @@ package presence_test
 
 import (
 	"bytes"
-	"context"
 	"log/slog"
 	"strings"
 	"sync"
@@ -13,8 +12,6 @@ import (
 
 	"github.com/realtime-message/presence"
 	"github.com/realtime-message/presence/backend"
-	"github.com/realtime-message/presence/backend/goredis"
-	"github.com/realtime-message/presence/backend/rueidis"
 	"github.com/realtime-message/presence/internal/redistest"
 )
 
@@ -319,24 +316,6 @@ func TestNotifyReaperEmbeddedFallsBack(t *testing.T) {
 			l.wait(t, "r0/c1")
 		})
 	}
-}
-
-func connectBackend(t *testing.T, b string, srv *redistest.Server) backend.Client {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var c backend.Client
-	var err error
-	if b == "rueidis" {
-		c, err = rueidis.New(ctx, rueidis.Options{Addrs: srv.Addrs})
-	} else {
-		c, err = goredis.New(ctx, goredis.Options{Addrs: srv.Addrs})
-	}
-	if err != nil {
-		t.Fatalf("connect %s/%s: %v", b, srv.Name, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
 }
 
 // Events published while a node subscription was reconnecting are lost:
