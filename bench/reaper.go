@@ -206,8 +206,9 @@ func (sc ReaperScenario) dead(ctx context.Context, t Target, mode string, row *R
 
 func (sc ReaperScenario) cost(ctx context.Context, t Target, probe *Probe, mode string, row *ReaperRow) error {
 	prefix := uniquePrefix("reapcost")
-	// Long enough that nothing expires before the idle window ends.
-	ttl := sc.JoinTimeout + sc.Window + 15*time.Second
+	// Long enough that nothing expires before the idle window ends: the
+	// joins, the settling below, the window, and a margin.
+	ttl := sc.JoinTimeout + sc.Interval + 2*time.Second + sc.Window + 5*time.Second
 	loader, err := sc.open(ctx, t, prefix, "", ttl, -1)
 	if err != nil {
 		return err
