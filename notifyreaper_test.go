@@ -149,18 +149,32 @@ func TestNotifyReaperLeavesOnExpiry(t *testing.T) {
 		l := watchLeaves(t, s)
 		ctx := ctxT(t)
 		var ids []string
-		for _, room := range roomsOnEveryMaster(s, tg.server) {
-			if _, err := s.Join(ctx, room, "c1", "u1", nil); err != nil {
+		epochs := map[string]int64{}
+		rooms := roomsOnEveryMaster(s, tg.server)
+		for _, room := range rooms {
+			j, err := s.Join(ctx, room, "c1", "u1", nil)
+			if err != nil {
 				t.Fatal(err)
 			}
 			ids = append(ids, room+"/c1")
+			epochs[room] = j.Epoch
 		}
 		l.wait(t, ids...)
 		eventually(t, func() bool { return s.ReaperStatus().Notified >= uint64(len(ids)) },
 			"want %d conns reaped by notification", len(ids))
-		snap, err := s.Snapshot(ctx, "r0")
-		if err != nil || len(snap) != 0 {
-			t.Fatalf("snapshot after the leave: %v %v", snap, err)
+		for _, room := range rooms {
+			snap, err := s.Snapshot(ctx, room)
+			if err != nil || len(snap) != 0 {
+				t.Fatalf("snapshot of %s after the leave: %v %v", room, snap, err)
+			}
+			// The reaped conn's epoch is remembered: a rejoin is newer.
+			j, err := s.Join(ctx, room, "c1", "u1", nil)
+			if err != nil || j.Epoch <= epochs[room] {
+				t.Fatalf("rejoin of %s: epoch %d (was %d), %v", room, j.Epoch, epochs[room], err)
+			}
+			if err := s.Leave(ctx, room, "c1"); err != nil {
+				t.Fatal(err)
+			}
 		}
 	})
 }
