@@ -44,6 +44,22 @@ type Config struct {
 	// leave within TTL + ReaperInterval; at least TTL). Raise it as a margin
 	// when the nodes' clocks may differ.
 	ReaperLookback time.Duration
+	// Reaper is how this node's reaper finds dead conns: "sweep" (default:
+	// it scans every active room each ReaperInterval) or "notify": it
+	// subscribes to the expired-key notifications of conn keys on every
+	// master and reaps a conn's room as soon as its key expires, with a
+	// sweep every ReaperBackstopInterval for lost notifications. When the
+	// server does not publish expired events (notify-keyspace-events lacks
+	// E and x, CONFIG is refused, the embedded server), the notify reaper
+	// logs an error and sweeps every ReaperInterval until it can subscribe
+	// (ReaperStatus says which runs). See docs/DESIGN.md.
+	Reaper string
+	// ReaperBackstopInterval is how often the notify reaper sweeps anyway
+	// (default 10 × ReaperInterval).
+	ReaperBackstopInterval time.Duration
+	// ReaperConfigureNotify lets the notify reaper add "Ex" to each master's
+	// notify-keyspace-events (CONFIG SET) instead of only checking it.
+	ReaperConfigureNotify bool
 	// KeyPrefix prefixes every key and channel (default "prs"), so several
 	// deployments can share one Redis.
 	KeyPrefix string
@@ -122,6 +138,16 @@ func (c Config) withDefaults() (Config, error) {
 	if c.ReaperLookback < c.TTL {
 		return c, invalid("config: ReaperLookback %v must be at least TTL %v", c.ReaperLookback, c.TTL)
 	}
+	switch c.Reaper {
+	case "":
+		c.Reaper = ReaperSweep
+	case ReaperSweep, ReaperNotify:
+	default:
+		return c, invalid("config: Reaper %q is neither %q nor %q", c.Reaper, ReaperSweep, ReaperNotify)
+	}
+	if c.ReaperBackstopInterval <= 0 {
+		c.ReaperBackstopInterval = 10 * c.ReaperInterval
+	}
 	if c.KeyPrefix == "" {
 		c.KeyPrefix = "prs"
 	}
@@ -161,8 +187,9 @@ func (c Config) withDefaults() (Config, error) {
 
 // ConfigFromEnv reads REDIS_URL, PRESENCE_BACKEND, PRESENCE_HEARTBEAT,
 // PRESENCE_METADATA, PRESENCE_LOCKS, PRESENCE_TTL_MS, PRESENCE_REAPER_INTERVAL_MS,
-// PRESENCE_REAPER_LOOKBACK_MS, PRESENCE_WAIT_REPLICAS and
-// PRESENCE_WAIT_TIMEOUT_MS. Unset variables leave defaults. REDIS_URL may
+// PRESENCE_REAPER_LOOKBACK_MS, PRESENCE_WAIT_REPLICAS, PRESENCE_WAIT_TIMEOUT_MS,
+// PRESENCE_REAPER (sweep|notify), PRESENCE_REAPER_BACKSTOP_MS and
+// PRESENCE_REAPER_CONFIGURE_NOTIFY (1|0). Unset variables leave defaults. REDIS_URL may
 // also be a comma-separated host:port list (a cluster's seeds).
 func ConfigFromEnv() (Config, error) {
 	var c Config
@@ -184,6 +211,14 @@ func ConfigFromEnv() (Config, error) {
 		}
 		c.WaitReplicas = n
 	}
+	c.Reaper = os.Getenv("PRESENCE_REAPER")
+	if v := os.Getenv("PRESENCE_REAPER_CONFIGURE_NOTIFY"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return c, invalid("PRESENCE_REAPER_CONFIGURE_NOTIFY=%q: want 1 or 0", v)
+		}
+		c.ReaperConfigureNotify = b
+	}
 	for _, d := range []struct {
 		env string
 		dst *time.Duration
@@ -192,6 +227,7 @@ func ConfigFromEnv() (Config, error) {
 		{"PRESENCE_REAPER_INTERVAL_MS", &c.ReaperInterval},
 		{"PRESENCE_REAPER_LOOKBACK_MS", &c.ReaperLookback},
 		{"PRESENCE_WAIT_TIMEOUT_MS", &c.WaitReplicasTimeout},
+		{"PRESENCE_REAPER_BACKSTOP_MS", &c.ReaperBackstopInterval},
 	} {
 		s := os.Getenv(d.env)
 		if s == "" {

@@ -30,26 +30,30 @@ func forEachTarget(t *testing.T, fn func(t *testing.T, tg target)) {
 	for _, srv := range redistest.Targets(t) {
 		for _, b := range []string{"rueidis", "goredis"} {
 			tg := target{name: b + "/" + srv.Name, server: srv}
-			tg.connect = func(t testing.TB) backend.Client {
-				t.Helper()
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				var c backend.Client
-				var err error
-				if b == "rueidis" {
-					c, err = rueidis.New(ctx, rueidis.Options{Addrs: srv.Addrs})
-				} else {
-					c, err = goredis.New(ctx, goredis.Options{Addrs: srv.Addrs})
-				}
-				if err != nil {
-					t.Fatalf("connect %s: %v", tg.name, err)
-				}
-				t.Cleanup(func() { c.Close() })
-				return c
-			}
+			tg.connect = func(t testing.TB) backend.Client { return connectBackend(t, b, srv) }
 			t.Run(tg.name, func(t *testing.T) { fn(t, tg) })
 		}
 	}
+}
+
+// connectBackend returns a new client of adapter b on srv, closed when
+// the test ends.
+func connectBackend(t testing.TB, b string, srv *redistest.Server) backend.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var c backend.Client
+	var err error
+	if b == "rueidis" {
+		c, err = rueidis.New(ctx, rueidis.Options{Addrs: srv.Addrs})
+	} else {
+		c, err = goredis.New(ctx, goredis.Options{Addrs: srv.Addrs})
+	}
+	if err != nil {
+		t.Fatalf("connect %s/%s: %v", b, srv.Name, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
 // newService builds a Service on c with a unique key prefix (unless cfg

@@ -44,6 +44,7 @@ type Service struct {
 	mu      sync.Mutex
 	subs    map[*subscription]struct{}
 	onClose []func()
+	notify  *notifyReaper // nil unless Config.Reaper is notify
 }
 
 // New builds a Service on client with cfg's strategies and limits
@@ -91,7 +92,11 @@ func New(client backend.Client, cfg Config) (*Service, error) {
 		s.meta.Close()
 		return nil, invalid("config: the %q metadata strategy does not enforce locks; use lua with enforced locks", cfg.Metadata)
 	}
-	if cfg.ReaperInterval > 0 {
+	switch {
+	case cfg.ReaperInterval <= 0:
+	case cfg.Reaper == ReaperNotify:
+		s.startNotifyReaper()
+	default:
 		s.bg.Add(1)
 		go s.reapLoop()
 	}

@@ -33,3 +33,23 @@ type Resubscriber interface {
 	// after losing its connection.
 	Resubscribed() uint64
 }
+
+// NodeSubscriber is a client that can subscribe on each master separately.
+// PUBLISH reaches the subscribers of every node of a cluster, but keyspace
+// notifications are node-local: only the node whose key expired publishes
+// its event, to its own clients. A keyspace-notification subscriber needs a
+// subscription on every master, and one on each new master after a
+// failover or a reshard.
+type NodeSubscriber interface {
+	// PSubscribeEachMaster subscribes to pattern on every master (the one
+	// server when standalone) and returns once each master listed at the
+	// call has confirmed. It then follows the topology until closed: it
+	// lists the masters again periodically, subscribes on a new one and
+	// drops the subscription of a node that is no longer a master. h may
+	// be called concurrently for messages of different masters; calls for
+	// one master are sequential. The subscription implements
+	// SubscriptionState and Resubscriber; Resubscribed also counts masters
+	// subscribed after the first listing, since their earlier events were
+	// never received.
+	PSubscribeEachMaster(ctx context.Context, pattern string, h Handler) (Subscription, error)
+}

@@ -382,3 +382,32 @@ func TestTargetFromEnv(t *testing.T) {
 		t.Errorf("URL: %+v, %s", got, got.String())
 	}
 }
+
+// TestReaperScenario runs both reaper modes on a tiny load and checks what
+// must hold whatever the speed: every dead conn leaves on the observer,
+// every idle conn is reaped once expired, the table names both modes.
+func TestReaperScenario(t *testing.T) {
+	tg := target(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sc := DefaultReaperScenario()
+	sc.DeadConns, sc.DeadRooms, sc.TTL, sc.Interval = 20, 4, time.Second, 200*time.Millisecond
+	sc.IdleConns, sc.IdleRooms, sc.JoinTimeout, sc.Window = 200, 20, 5*time.Second, 500*time.Millisecond
+	rows, err := RunReaper(ctx, tg, sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 2 || rows[0].Mode != "sweep" || rows[1].Mode != "notify" {
+		t.Fatalf("rows %+v", rows)
+	}
+	for _, r := range rows {
+		if r.DeadLeft != sc.DeadConns || r.IdleConns != sc.IdleConns || r.Expired != sc.IdleConns || r.IdleCPUs < 0 {
+			t.Errorf("%s: %+v", r.Mode, r)
+		}
+	}
+	var out bytes.Buffer
+	WriteReaperTable(&out, sc, rows)
+	if !strings.Contains(out.String(), "| notify | 20/20 |") {
+		t.Errorf("table:\n%s", out.String())
+	}
+}

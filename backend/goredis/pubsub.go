@@ -31,8 +31,20 @@ func (c *Client) PSubscribe(ctx context.Context, pattern string, h backend.Handl
 	if c.closed.Load() {
 		return nil, backend.ErrClosed
 	}
+	return c.psubscribe(ctx, c.rc, pattern, h)
+}
+
+// psubscriber is a go-redis client that can subscribe: the client's own,
+// or one master's of a cluster.
+type psubscriber interface {
+	PSubscribe(ctx context.Context, patterns ...string) *redis.PubSub
+}
+
+// psubscribe subscribes through rc: any node for PSubscribe, one master
+// for PSubscribeEachMaster.
+func (c *Client) psubscribe(ctx context.Context, rc psubscriber, pattern string, h backend.Handler) (backend.Subscription, error) {
 	ctx = c.tag(ctx)
-	ps := c.rc.PSubscribe(ctx) // no pattern yet: go-redis would drop the error
+	ps := rc.PSubscribe(ctx) // no pattern yet: go-redis would drop the error
 	// go-redis bounds socket reads by the context's deadline only; closing
 	// the PubSub makes a cancellation end the wait for the confirmation too.
 	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })

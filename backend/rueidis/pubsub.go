@@ -59,12 +59,19 @@ func (c *Client) PSubscribe(ctx context.Context, pattern string, h backend.Handl
 	if pattern == "" {
 		return nil, errors.New("backend/rueidis: PSubscribe needs a pattern")
 	}
+	return c.psubscribe(ctx, pattern, h, c.dedicate)
+}
+
+// psubscribe subscribes on connections dedicate takes: any node's for
+// PSubscribe, one master's for PSubscribeEachMaster.
+func (c *Client) psubscribe(ctx context.Context, pattern string, h backend.Handler, dedicate func(context.Context) (rueidis.DedicatedClient, func(), error)) (backend.Subscription, error) {
 	s := &subscription{
-		c:       c,
-		pattern: pattern,
-		h:       h,
-		msgs:    make(chan backend.Message, subscriptionBuffer),
-		done:    make(chan struct{}),
+		c:        c,
+		pattern:  pattern,
+		h:        h,
+		dedicate: dedicate,
+		msgs:     make(chan backend.Message, subscriptionBuffer),
+		done:     make(chan struct{}),
 	}
 	s.life, s.stop = context.WithCancel(context.Background())
 	if !c.track(s) {
@@ -93,10 +100,11 @@ func (c *Client) PSubscribe(ctx context.Context, pattern string, h backend.Handl
 // that hands messages to the handler and replaces the connection when it
 // is lost.
 type subscription struct {
-	c       *Client
-	pattern string
-	h       backend.Handler
-	msgs    chan backend.Message
+	c        *Client
+	pattern  string
+	h        backend.Handler
+	dedicate func(context.Context) (rueidis.DedicatedClient, func(), error)
+	msgs     chan backend.Message
 
 	down   atomic.Pointer[error] // why the subscription is not live; nil while it is
 	resubs atomic.Uint64         // successful resubscribes
@@ -140,7 +148,7 @@ func (s *subscription) Resubscribed() uint64 { return s.resubs.Load() }
 // PSUBSCRIBE. It returns once the server confirmed, with the channel that
 // reports the loss of the connection.
 func (s *subscription) connect(ctx context.Context) (rueidis.DedicatedClient, <-chan error, error) {
-	dc, _, err := s.c.dedicate(ctx)
+	dc, _, err := s.dedicate(ctx)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -150,8 +150,13 @@ func (c *Client) watch(ctx context.Context, keys []string) (rueidis.DedicatedCli
 // allows. A cluster client's Dedicate returns at once and connects on the
 // first command, which takes ctx.
 func (c *Client) dedicate(ctx context.Context) (rueidis.DedicatedClient, func(), error) {
-	if c.rc.Mode() == rueidis.ClientModeCluster {
-		dc, release := c.rc.Dedicate()
+	return c.dedicateFrom(ctx, c.rc)
+}
+
+// dedicateFrom is dedicate on rc: the client's, or one node's of a cluster.
+func (c *Client) dedicateFrom(ctx context.Context, rc rueidis.Client) (rueidis.DedicatedClient, func(), error) {
+	if rc.Mode() == rueidis.ClientModeCluster {
+		dc, release := rc.Dedicate()
 		return dc, release, nil
 	}
 	type dedicated struct {
@@ -160,7 +165,7 @@ func (c *Client) dedicate(ctx context.Context) (rueidis.DedicatedClient, func(),
 	}
 	ch := make(chan dedicated, 1)
 	go func() {
-		dc, release := c.rc.Dedicate()
+		dc, release := rc.Dedicate()
 		ch <- dedicated{dc, release}
 	}()
 	select {

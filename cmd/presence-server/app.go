@@ -91,7 +91,7 @@ func provideService(ctx context.Context, t *RedisTarget, m *Metrics, log *slog.L
 	m.attachService(svc, backendName(cfg))
 	c := svc.Config()
 	log.Info("presence service ready", "heartbeat", c.Heartbeat, "metadata", c.Metadata, "ttl", c.TTL,
-		"reaperInterval", c.ReaperInterval, "reaperLookback", c.ReaperLookback, "keyPrefix", c.KeyPrefix)
+		"reaper", c.Reaper, "reaperInterval", c.ReaperInterval, "reaperLookback", c.ReaperLookback, "keyPrefix", c.KeyPrefix)
 	return svc, func() { svc.Close(); client.Close() }, nil
 }
 

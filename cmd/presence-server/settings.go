@@ -148,6 +148,12 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	env("PRESENCE_REAPER_LOOKBACK_MS", msInto(&s.Presence.ReaperLookback))
 	env("PRESENCE_WAIT_REPLICAS", atoiInto(&s.Presence.WaitReplicas))
 	env("PRESENCE_WAIT_TIMEOUT_MS", msInto(&s.Presence.WaitReplicasTimeout))
+	env("PRESENCE_REAPER", func(v string) error { s.Presence.Reaper = v; return nil })
+	env("PRESENCE_REAPER_BACKSTOP_MS", msInto(&s.Presence.ReaperBackstopInterval))
+	env("PRESENCE_REAPER_CONFIGURE_NOTIFY", func(v string) (err error) {
+		s.Presence.ReaperConfigureNotify, err = strconv.ParseBool(v)
+		return err
+	})
 	env("LOG_LEVEL", func(v string) error { return s.LogLevel.UnmarshalText([]byte(v)) })
 	env("PRESENCE_MAX_MESSAGE_BYTES", intInto(&s.MaxMessageBytes))
 	env("PRESENCE_CALL_TIMEOUT_MS", msInto(&s.CallTimeout))
@@ -218,6 +224,9 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	fs.Var(durationFlag{&s.Presence.ReaperLookback}, "reaper-lookback", "reap conns silent this long (PRESENCE_REAPER_LOOKBACK_MS; default TTL: a dead node's conns leave within TTL + interval)")
 	fs.IntVar(&s.Presence.WaitReplicas, "wait-replicas", s.Presence.WaitReplicas, "acknowledge a metadata write only once this many replicas of its master have it (Redis WAIT), else METADATA_NOT_REPLICATED; 0: off, a failover may lose acknowledged writes (PRESENCE_WAIT_REPLICAS; default 0)")
 	fs.Var(durationFlag{&s.Presence.WaitReplicasTimeout}, "wait-timeout", "bound of -wait-replicas's wait (PRESENCE_WAIT_TIMEOUT_MS; default 500ms)")
+	fs.StringVar(&s.Presence.Reaper, "reaper", s.Presence.Reaper, "how dead conns are found: sweep (scan every active room each interval) or notify (expired-key events, sweeping every backstop; falls back to sweep with an error log when the server publishes none) (PRESENCE_REAPER; default sweep)")
+	fs.Var(durationFlag{&s.Presence.ReaperBackstopInterval}, "reaper-backstop", "with -reaper notify: sweep this often for lost events (PRESENCE_REAPER_BACKSTOP_MS; default 10 × interval)")
+	fs.BoolVar(&s.Presence.ReaperConfigureNotify, "reaper-configure-notify", s.Presence.ReaperConfigureNotify, "with -reaper notify: add Ex to each master's notify-keyspace-events instead of only checking it (PRESENCE_REAPER_CONFIGURE_NOTIFY=1)")
 	fs.StringVar(&s.Presence.KeyPrefix, "key-prefix", s.Presence.KeyPrefix, "Redis key prefix (PRESENCE_KEY_PREFIX; default prs)")
 	fs.Int64Var(&s.MaxMessageBytes, "max-message-bytes", s.MaxMessageBytes, "largest Socket.IO message; a larger one closes the connection (PRESENCE_MAX_MESSAGE_BYTES)")
 	fs.IntVar(&s.Presence.MaxStateBytes, "max-state-bytes", s.Presence.MaxStateBytes, "largest presence state or patch, encoded (PRESENCE_MAX_STATE_BYTES; default 64 KiB)")

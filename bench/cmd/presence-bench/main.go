@@ -7,6 +7,7 @@
 //	go run ./bench/cmd/presence-bench -quick          # under a minute
 //	go run ./bench/cmd/presence-bench -json           # one JSON object per row
 //	go run ./bench/cmd/presence-bench -out tables.md -svg bench/heartbeat.svg
+//	go run ./bench/cmd/presence-bench -reaper         # reaper modes only, about 10 minutes
 //
 // It starts its own redis-server (from PATH, in a private temporary
 // directory, on a free 127.0.0.1 port, killed at exit) unless REDIS_URL
@@ -60,6 +61,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	scale := fs.Float64("scale", 1, "multiply every scenario's duration (for smoke tests)")
 	render := fs.String("render", "", "measure nothing: read the rows of an earlier -json run from this file and write its tables and -svg chart")
 	title := fs.String("title", "", "the chart's title (default: says the machine)")
+	reaper := fs.Bool("reaper", false, "measure the reaper modes (sweep, notify) instead: a dead node's leave latency, and Redis CPU with idle and expiring conns")
+	rs := bench.DefaultReaperScenario()
+	fs.StringVar(&rs.Backend, "reaper-backend", rs.Backend, "with -reaper: the backend")
+	fs.IntVar(&rs.IdleConns, "reaper-conns", rs.IdleConns, "with -reaper: idle conns")
+	fs.IntVar(&rs.IdleRooms, "reaper-rooms", rs.IdleRooms, "with -reaper: rooms of the idle conns")
+	fs.DurationVar(&rs.Window, "reaper-window", rs.Window, "with -reaper: the idle window measured")
+	fs.DurationVar(&rs.JoinTimeout, "reaper-join-timeout", rs.JoinTimeout, "with -reaper: bound of joining the idle conns (fewer are measured if it ends first)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -106,6 +114,34 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer srv.Stop()
 		o.Target = bench.Target{Addrs: srv.Addrs}
 		fmt.Fprintf(stderr, "started redis-server pid %d on %s\n", srv.Pid(), srv.Addr())
+	}
+	if *reaper {
+		rs.Progress = stderr
+		fmt.Fprintf(stderr, "load average %s\n", bench.LoadAvg())
+		rows, err := bench.RunReaper(ctx, o.Target, rs)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			for _, r := range rows {
+				if err := enc.Encode(r); err != nil {
+					return err
+				}
+			}
+		} else {
+			bench.WriteReaperTable(stdout, rs, rows)
+		}
+		if *out != "" {
+			f, err := os.Create(*out)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(f, "Command: `go run ./bench/cmd/presence-bench %s`\n\n", strings.Join(args, " "))
+			bench.WriteReaperTable(f, rs, rows)
+			return f.Close()
+		}
+		return nil
 	}
 	fmt.Fprintf(stderr, "load average %s; about %v of scenarios\n", bench.LoadAvg(), o.Estimate().Round(time.Second))
 
