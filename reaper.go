@@ -23,6 +23,7 @@ func (s *Service) reapLoop() {
 	defer s.bg.Done()
 	t := time.NewTicker(s.cfg.ReaperInterval)
 	defer t.Stop()
+	passes := 0
 	for {
 		select {
 		case <-s.stop:
@@ -38,6 +39,11 @@ func (s *Service) reapLoop() {
 			}
 		}()
 		n, err := s.Reap(ctx)
+		if passes++; err == nil && passes%userRepairEvery == 0 {
+			if fixed, err := s.RepairUsers(ctx); err != nil && !s.closed.Load() {
+				s.log.Warn("presence: user index repair failed", "err", err, "removed", fixed)
+			}
+		}
 		cancel()
 		if err != nil && s.closed.Load() {
 			return
@@ -119,12 +125,14 @@ func (s *Service) reapRooms(ctx context.Context, rooms []string) (int, error) {
 			return total, err
 		}
 		var more []string
+		reaped := userRemovals{}
 		for i, r := range replies {
 			rep, err := luacall.DecodeReap(r)
 			if err != nil {
 				return total, fmt.Errorf("presence: reaper: room %q: %w", rooms[i], err)
 			}
 			total += int(rep.Removed)
+			reaped.addReaped(rooms[i], rep.Reaped)
 			switch {
 			case rep.More && rep.Removed > 0:
 				more = append(more, rooms[i])
@@ -133,6 +141,9 @@ func (s *Service) reapRooms(ctx context.Context, rooms []string) (int, error) {
 					return total, err
 				}
 			}
+		}
+		if _, err := s.removeUserEntries(ctx, reaped); err != nil {
+			return total, fmt.Errorf("presence: reaper: user index: %w", err)
 		}
 		rooms = more
 	}
