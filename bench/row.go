@@ -12,6 +12,7 @@ const (
 	TableSeed      = "heartbeat_seed" // the seed's scenario: 100 conns, one heartbeat each every 5 s
 	TableHeartbeat = "heartbeat"      // closed-loop saturation, and the ceiling
 	TableMetadata  = "metadata"       // W writers doing get → update(majorRevision CAS)
+	// TableUserIndex (users.go): heartbeat and join+leave, user index off and on.
 )
 
 // Strategy labels of rows that are not registered strategies.
@@ -54,6 +55,10 @@ type Row struct {
 	LostUpdates    *int64   `json:"lost_updates,omitempty"`      // successful updates − final counter
 	Attempts       *int64   `json:"attempts,omitempty"`          // update attempts (get → update)
 	TxRetriesPerOp *float64 `json:"tx_retries_per_op,omitempty"` // watch: EXEC aborts retried inside the strategy, per attempt
+
+	// User index rows.
+	Op        string `json:"op,omitempty"`         // OpHeartbeat or OpJoinLeave
+	UserIndex *bool  `json:"user_index,omitempty"` // the index on or off
 
 	FirstError string `json:"first_error,omitempty"` // the first of Errors, for the log
 }

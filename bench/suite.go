@@ -41,6 +41,13 @@ type Options struct {
 	MetaWriters    int
 	MetaDuration   time.Duration
 
+	// User index cost: heartbeat and join+leave at UserIndexConns, the
+	// index off and on, UserIndexRounds times alternately (0: skipped).
+	// UserIndexOnly runs these rows alone.
+	UserIndexRounds int
+	UserIndexConns  int
+	UserIndexOnly   bool
+
 	// MaxOps bounds the operations of any one scenario.
 	MaxOps int64
 
@@ -66,6 +73,8 @@ func DefaultOptions() Options {
 		MetaStrategies:     []string{"lua", "watch", StrategyAppCAS},
 		MetaWriters:        20,
 		MetaDuration:       10 * time.Second,
+		UserIndexRounds:    3,
+		UserIndexConns:     64,
 		MaxOps:             50_000_000,
 	}
 }
@@ -79,6 +88,7 @@ func QuickOptions() Options {
 	o.Duration = 650 * time.Millisecond
 	o.MetaDuration = 800 * time.Millisecond
 	o.CeilingTwice = false
+	o.UserIndexRounds = 1
 	return o
 }
 
@@ -101,7 +111,11 @@ func (o Options) Estimate() time.Duration {
 	}
 	d += time.Duration(nc) * (o.Warmup + o.Duration)
 	d += time.Duration(nb*len(o.MetaStrategies)) * o.MetaDuration
-	return d
+	ui := time.Duration(o.UserIndexRounds*nb*4) * (o.Warmup + o.Duration)
+	if o.UserIndexOnly {
+		return ui
+	}
+	return d + ui
 }
 
 // Env describes where the figures were taken.
@@ -198,10 +212,15 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 		}
 	}
 
+	jobs = append(jobs, userIndexJobs(o, probe)...)
+
 	// The ceiling again at the end: the best of both is the ceiling, so a
 	// disturbance during one measurement does not flatter every ratio.
 	if o.CeilingTwice {
 		jobs = append(jobs, ceiling...)
+	}
+	if o.UserIndexOnly {
+		jobs = userIndexJobs(o, probe)
 	}
 	for i, j := range jobs {
 		if err := ctx.Err(); err != nil {
@@ -279,6 +298,10 @@ func (r *Results) WriteMarkdown(w io.Writer) {
 		fmt.Fprintf(w, "Other processes on the machine used %.0f%% of one core on average during the measured windows (at most %.0f%%).\n\n", sum/float64(n), peak)
 	}
 
+	if o.UserIndexOnly {
+		r.writeUserIndex(w)
+		return
+	}
 	fmt.Fprintf(w, "### Heartbeat: the seed's scenario (%d connections, one heartbeat each every %v, %v)\n\n", o.SeedConns, o.SeedInterval, o.SeedDuration)
 	WriteSeedTable(w, r.Rows)
 	fmt.Fprintln(w)
@@ -291,4 +314,15 @@ func (r *Results) WriteMarkdown(w io.Writer) {
 	fmt.Fprintf(w, "### Metadata: %d writers, get → update(counter+1, majorRevision CAS) on one channel, %v\n\n", o.MetaWriters, o.MetaDuration)
 	WriteMetadataTable(w, r.Rows)
 	fmt.Fprintln(w)
+	r.writeUserIndex(w)
+}
+
+func (r *Results) writeUserIndex(w io.Writer) {
+	o := r.Options
+	if o.UserIndexRounds > 0 {
+		fmt.Fprintf(w, "### User index cost: %d conns, closed loop, lua, the index off and on alternately, mean of %d rounds (%v warmup, %v measured per row)\n\n",
+			o.UserIndexConns, o.UserIndexRounds, o.Warmup, o.Duration)
+		WriteUserIndexTable(w, r.Rows)
+		fmt.Fprintln(w)
+	}
 }

@@ -7,6 +7,7 @@
 //	go run ./bench/cmd/presence-bench -quick          # under a minute
 //	go run ./bench/cmd/presence-bench -json           # one JSON object per row
 //	go run ./bench/cmd/presence-bench -out tables.md -svg bench/heartbeat.svg
+//	go run ./bench/cmd/presence-bench -user-index-only # the user index's cost alone
 //
 // It starts its own redis-server (from PATH, in a private temporary
 // directory, on a free 127.0.0.1 port, killed at exit) unless REDIS_URL
@@ -60,6 +61,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	scale := fs.Float64("scale", 1, "multiply every scenario's duration (for smoke tests)")
 	render := fs.String("render", "", "measure nothing: read the rows of an earlier -json run from this file and write its tables and -svg chart")
 	title := fs.String("title", "", "the chart's title (default: says the machine)")
+	uiRounds := fs.Int("user-index-rounds", -1, "rounds of the user index cost rows, each the index off then on (default 3; 0 skips them)")
+	uiConns := fs.Int("user-index-conns", 64, "concurrency of the user index cost rows")
+	uiOnly := fs.Bool("user-index-only", false, "measure only the user index cost (issue 14): heartbeat and join+leave, the index off and on")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -80,6 +84,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o.Strategies = split(*strategies)
 	o.MetaStrategies = split(*meta)
 	o.MetaWriters = *writers
+	if *uiRounds >= 0 {
+		o.UserIndexRounds = *uiRounds
+	}
+	if *uiConns <= 0 {
+		return fmt.Errorf("-user-index-conns: %d is not a positive integer", *uiConns)
+	}
+	o.UserIndexConns, o.UserIndexOnly = *uiConns, *uiOnly
+	if o.UserIndexOnly && o.UserIndexRounds == 0 {
+		return errors.New("-user-index-only with -user-index-rounds 0 measures nothing")
+	}
 	o.Concurrency = nil
 	for _, s := range split(*conc) {
 		var n int
@@ -175,6 +189,8 @@ func renderRows(path, svg, title string, stdout io.Writer) error {
 	bench.WriteHeartbeatTable(stdout, rows)
 	fmt.Fprintln(stdout)
 	bench.WriteMetadataTable(stdout, rows)
+	fmt.Fprintln(stdout)
+	bench.WriteUserIndexTable(stdout, rows)
 	if svg == "" {
 		return nil
 	}
