@@ -56,9 +56,13 @@ type Row struct {
 	Attempts       *int64   `json:"attempts,omitempty"`          // update attempts (get → update)
 	TxRetriesPerOp *float64 `json:"tx_retries_per_op,omitempty"` // watch: EXEC aborts retried inside the strategy, per attempt
 
-	// User index rows.
-	Op        string `json:"op,omitempty"`         // OpHeartbeat or OpJoinLeave
-	UserIndex *bool  `json:"user_index,omitempty"` // the index on or off
+	// User index rows: the index on (the row's own figures) against off,
+	// measured in interleaved slices (users.go).
+	Op                 string    `json:"op,omitempty"`                     // OpHeartbeat or OpJoinLeave
+	OffOpsPerSec       *float64  `json:"off_ops_per_sec,omitempty"`        // the same load with the index off
+	OffRoundTripsPerOp *float64  `json:"off_round_trips_per_op,omitempty"` // likewise
+	OnOffRatio         *float64  `json:"on_off_ratio,omitempty"`           // ops_per_sec / off_ops_per_sec
+	BlockRatios        []float64 `json:"block_ratios,omitempty"`           // the ratio of each block of slices, for the spread
 
 	FirstError string `json:"first_error,omitempty"` // the first of Errors, for the log
 }

@@ -41,7 +41,7 @@ func TestRunQuickScaled(t *testing.T) {
 		}
 		rows++
 	}
-	if want := 3 + 2 + 2 + 2 + 4; rows != want { // ceiling ×3 (once with -quick), seed ×2, saturation ×2, metadata ×2, user index ×4 (one round)
+	if want := 3 + 2 + 2 + 2 + 2; rows != want { // ceiling ×3 (once with -quick), seed ×2, saturation ×2, metadata ×2, user index ×2
 		t.Errorf("%d rows, want %d:\n%s", rows, want, stdout.String())
 	}
 	for _, f := range []string{md, svg} {
@@ -65,7 +65,7 @@ func TestRunQuickScaled(t *testing.T) {
 	if b, err := os.ReadFile(svg2); err != nil || !bytes.Contains(b, []byte("<svg")) {
 		t.Errorf("-render chart: %v", err)
 	}
-	if !strings.Contains(stderr.String(), "started redis-server") || !strings.Contains(stderr.String(), "[13/13") {
+	if !strings.Contains(stderr.String(), "started redis-server") || !strings.Contains(stderr.String(), "[11/11") {
 		t.Errorf("progress:\n%s", stderr.String())
 	}
 }
@@ -73,7 +73,7 @@ func TestRunQuickScaled(t *testing.T) {
 func TestFlags(t *testing.T) {
 	var out, errw bytes.Buffer
 	for _, args := range [][]string{{"-backends", "redis"}, {"-concurrency", "x"}, {"extra"},
-		{"-user-index-conns", "0"}, {"-user-index-only", "-user-index-rounds", "0"}} {
+		{"-user-index-conns", "0"}, {"-user-index-only", "-user-index-pairs", "0"}} {
 		if err := run(context.Background(), args, &out, &errw); err == nil {
 			t.Errorf("%q accepted", args)
 		}
@@ -103,7 +103,7 @@ func TestUserIndexOnly(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
-	if strings.Contains(out, "### Heartbeat") || !strings.Contains(stderr.String(), "[ 4/4") {
+	if strings.Contains(out, "### Heartbeat") || !strings.Contains(stderr.String(), "[ 2/2") {
 		t.Errorf("not the user index rows alone:\n%s\n%s", out, stderr.String())
 	}
 }
