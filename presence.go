@@ -226,11 +226,8 @@ func (s *Service) Leave(ctx context.Context, room, conn string) error {
 	if err != nil {
 		return fmt.Errorf("presence: leave: %w", err)
 	}
-	if err := s.afterLeave(ctx, room, conn, owner); err != nil {
+	if err := s.afterLeave(ctx, room, conn, owner, rep.Left && rep.Remaining == 0); err != nil {
 		return fmt.Errorf("presence: leave: %w", err)
-	}
-	if rep.Left && rep.Remaining == 0 {
-		return s.dropIfEmpty(ctx, room)
 	}
 	return nil
 }

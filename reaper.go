@@ -156,10 +156,15 @@ func (s *Service) reapRooms(ctx context.Context, rooms []string) (int, error) {
 // SADD landed before our SREM, its conn is visible to our second look and we
 // put the room back; if after, the room is back anyway.
 func (s *Service) dropIfEmpty(ctx context.Context, room string) error {
-	k := s.keys
-	if _, err := s.client.Do(ctx, backend.K("SREM", k.ActiveRooms(), room)); err != nil {
+	if _, err := s.client.Do(ctx, backend.K("SREM", s.keys.ActiveRooms(), room)); err != nil {
 		return err
 	}
+	return s.lookAgain(ctx, room)
+}
+
+// lookAgain is dropIfEmpty's second half, after its SREM.
+func (s *Service) lookAgain(ctx context.Context, room string) error {
+	k := s.keys
 	r, err := s.client.Do(ctx, backend.K("SCARD", k.Conns(room)))
 	if n, nerr := r0Int(r, err); nerr != nil || n > 0 {
 		// Not known to be empty: put it back. An empty room in the list

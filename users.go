@@ -2,6 +2,7 @@ package presence
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -210,19 +211,34 @@ func (s *Service) runLeave(ctx context.Context, call luacall.Leave, room, conn s
 	return rep, ownerOf(cmds[0]), err
 }
 
-// afterLeave removes a conn that leave removed from its owner's index,
-// fenced by the epoch read before the leave, so a rejoin of the same
-// conn id that raced it keeps its entry.
-func (s *Service) afterLeave(ctx context.Context, room, conn string, owner connOwner) error {
+// afterLeave is leave's second step: it removes the conn from its owner's
+// index, fenced by the epoch read before the leave, so a rejoin of the
+// same conn id that raced it keeps its entry; and, when the leave emptied
+// the room, it drops the room from active_rooms (dropIfEmpty), whose SREM
+// rides in the same round trip.
+func (s *Service) afterLeave(ctx context.Context, room, conn string, owner connOwner, emptied bool) error {
 	if s.cfg.DisableUserIndex || !owner.ok {
+		if emptied {
+			return s.dropIfEmpty(ctx, room)
+		}
 		return nil
 	}
 	k := s.keys
-	_, err := luacall.UserRemove{
+	var cmds []backend.Cmd
+	if emptied {
+		cmds = []backend.Cmd{backend.K("SREM", k.ActiveRooms(), room)}
+	}
+	c, r, err := s.scripts.DoWith(ctx, cmds, luacall.UserRemove{
 		Index: k.UserIndex(owner.user), User: owner.user, NowMs: strconv.FormatInt(s.nowMs(), 10), Events: k.UserEvents(owner.user),
 		Entries: []luacall.EntryEpoch{{Entry: core.UserEntry(room, conn), Epoch: strconv.FormatInt(owner.epoch, 10)}},
-	}.Run(ctx, s.scripts)
-	return err
+	}.Eval())
+	if err == nil {
+		err = errors.Join(backend.FirstError(c), r[0].Error())
+	}
+	if err != nil || !emptied {
+		return err
+	}
+	return s.lookAgain(ctx, room)
 }
 
 // userRemovals gathers entries to remove, per user.

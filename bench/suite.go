@@ -74,8 +74,8 @@ func DefaultOptions() Options {
 		MetaStrategies:     []string{"lua", "watch", StrategyAppCAS},
 		MetaWriters:        20,
 		MetaDuration:       10 * time.Second,
-		UserIndexPairs:     50,
-		UserIndexSlice:     250 * time.Millisecond,
+		UserIndexPairs:     80,
+		UserIndexSlice:     200 * time.Millisecond,
 		UserIndexConns:     64,
 		MaxOps:             50_000_000,
 	}

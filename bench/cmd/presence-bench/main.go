@@ -61,7 +61,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	scale := fs.Float64("scale", 1, "multiply every scenario's duration (for smoke tests)")
 	render := fs.String("render", "", "measure nothing: read the rows of an earlier -json run from this file and write its tables and -svg chart")
 	title := fs.String("title", "", "the chart's title (default: says the machine)")
-	uiPairs := fs.Int("user-index-pairs", -1, "turns each side (user index off, on) takes in the user index cost rows (default 50, -quick 10; 0 skips them)")
+	uiPairs := fs.Int("user-index-pairs", -1, "turns each side (user index off, on) takes in the user index cost rows (default 80, -quick 10; 0 skips them)")
 	uiConns := fs.Int("user-index-conns", 64, "concurrency of the user index cost rows")
 	uiOnly := fs.Bool("user-index-only", false, "measure only the user index cost (issue 14): heartbeat and join+leave, the index off and on")
 	if err := fs.Parse(args); err != nil {
