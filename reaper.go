@@ -66,7 +66,6 @@ func (s *Service) Reap(ctx context.Context) (int, error) {
 	if err := s.checkOpen(); err != nil {
 		return 0, err
 	}
-	k := s.keys
 	total := 0
 	defer func() {
 		s.ctr.reaped.Add(uint64(total))
@@ -74,32 +73,41 @@ func (s *Service) Reap(ctx context.Context) (int, error) {
 			h(total)
 		}
 	}()
+	err := s.eachBatch(ctx, s.keys.ActiveRooms(), "reaper", func(rooms []string) error {
+		removed, err := s.reapRooms(ctx, rooms)
+		total += removed
+		return err
+	})
+	return total, err
+}
+
+// eachBatch SSCANs the set key, 500 members per page, and calls fn with
+// them reapBatch at a time, until fn fails or the scan ends.
+func (s *Service) eachBatch(ctx context.Context, key, what string, fn func([]string) error) error {
 	cursor := "0"
 	for {
-		r, err := s.client.Do(ctx, backend.K("SSCAN", k.ActiveRooms(), cursor, "COUNT", "500"))
+		r, err := s.client.Do(ctx, backend.K("SSCAN", key, cursor, "COUNT", "500"))
 		if err != nil {
-			return total, err
+			return err
 		}
 		if err := r[0].Error(); err != nil {
-			return total, err
+			return err
 		}
 		page, err := r[0].AsArray()
 		if err != nil || len(page) != 2 {
-			return total, fmt.Errorf("presence: reaper: unexpected SSCAN reply %v", r[0])
+			return fmt.Errorf("presence: %s: unexpected SSCAN reply %v", what, r[0])
 		}
 		cursor, _ = page[0].AsString()
-		rooms, _ := page[1].AsStrings()
-		for len(rooms) > 0 {
-			n := min(len(rooms), reapBatch)
-			removed, err := s.reapRooms(ctx, rooms[:n])
-			total += removed
-			if err != nil {
-				return total, err
+		members, _ := page[1].AsStrings()
+		for len(members) > 0 {
+			n := min(len(members), reapBatch)
+			if err := fn(members[:n]); err != nil {
+				return err
 			}
-			rooms = rooms[n:]
+			members = members[n:]
 		}
 		if cursor == "0" {
-			return total, nil
+			return nil
 		}
 	}
 }

@@ -297,34 +297,12 @@ func (s *Service) RepairUsers(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	total := 0
-	cursor := "0"
-	for {
-		r, err := s.client.Do(ctx, backend.K("SSCAN", s.keys.ActiveUsers(), cursor, "COUNT", "500"))
-		if err == nil {
-			err = r[0].Error()
-		}
-		if err != nil {
-			return total, err
-		}
-		page, err := r[0].AsArray()
-		if err != nil || len(page) != 2 {
-			return total, fmt.Errorf("presence: user repair: unexpected SSCAN reply %v", r[0])
-		}
-		cursor, _ = page[0].AsString()
-		users, _ := page[1].AsStrings()
-		for len(users) > 0 {
-			n := min(len(users), reapBatch)
-			removed, err := s.repairUsers(ctx, users[:n])
-			total += removed
-			if err != nil {
-				return total, err
-			}
-			users = users[n:]
-		}
-		if cursor == "0" {
-			return total, nil
-		}
-	}
+	err := s.eachBatch(ctx, s.keys.ActiveUsers(), "user repair", func(users []string) error {
+		removed, err := s.repairUsers(ctx, users)
+		total += removed
+		return err
+	})
+	return total, err
 }
 
 func (s *Service) repairUsers(ctx context.Context, users []string) (int, error) {
