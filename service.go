@@ -44,6 +44,7 @@ type Service struct {
 	mu      sync.Mutex
 	subs    map[*subscription]struct{}
 	onClose []func()
+	owners  ownerCache // users.go
 }
 
 // New builds a Service on client with cfg's strategies and limits

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/realtime-message/presence/backend"
 	"github.com/realtime-message/presence/core"
@@ -186,52 +187,118 @@ func (s *Service) afterJoin(ctx context.Context, addRoom backend.Cmd, pre []back
 		User: user, NowMs: nowS, Events: k.UserEvents(user),
 	}.Eval())
 	cmds, replies, err := s.scripts.DoWith(ctx, []backend.Cmd{addRoom, backend.K("SADD", k.ActiveUsers(), user)}, evals...)
+	if err == nil {
+		err = errors.Join(backend.FirstError(cmds), backend.FirstError(replies))
+	}
 	if err != nil {
 		return err
 	}
-	if err := backend.FirstError(cmds); err != nil {
-		return err
-	}
-	return backend.FirstError(replies)
+	s.owners.put(entry, connOwner{epoch: epoch, user: user, ok: true})
+	return nil
 }
 
-// runLeave runs leave.lua, with the owner pre-read in the same round trip
-// when the user index is on.
-func (s *Service) runLeave(ctx context.Context, call luacall.Leave, room, conn string) (luacall.LeaveReply, connOwner, error) {
+// ownerCache remembers the owner of each conn this Service joined, until
+// it leaves, so that Leave can send the user index's removal in its first
+// round trip instead of a second one: the owner read in that same round
+// trip confirms the guess, and a wrong guess (the conn was taken over
+// through another node, or its epoch raised since) costs the round trip
+// it saves. Bounded: past ownerCacheMax entries arbitrary ones are
+// dropped, which only costs their leaves that round trip.
+type ownerCache struct {
+	mu sync.Mutex
+	m  map[string]connOwner
+}
+
+const ownerCacheMax = 1 << 17
+
+func (c *ownerCache) put(entry string, o connOwner) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]connOwner{}
+	}
+	if _, ok := c.m[entry]; !ok && len(c.m) >= ownerCacheMax {
+		for k := range c.m {
+			delete(c.m, k)
+			if len(c.m) < ownerCacheMax*7/8 {
+				break
+			}
+		}
+	}
+	c.m[entry] = o
+}
+
+func (c *ownerCache) take(entry string) connOwner {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	o := c.m[entry]
+	delete(c.m, entry)
+	return o
+}
+
+// leaveStep is what leave's first round trip learnt for its second step.
+type leaveStep struct {
+	owner connOwner // the owner conn_meta recorded just before leave.lua
+	sent  connOwner // the owner whose entry the first round trip already removed
+}
+
+// runLeave runs leave.lua; with the user index on, the owner is read in
+// the same round trip and, when this Service joined the conn, its entry
+// is removed there too.
+func (s *Service) runLeave(ctx context.Context, call luacall.Leave, room, conn string) (luacall.LeaveReply, leaveStep, error) {
 	pre := s.userPreRead(room, conn)
 	if pre == nil {
 		rep, err := call.Run(ctx, s.scripts)
-		return rep, connOwner{}, err
+		return rep, leaveStep{}, err
 	}
-	cmds, replies, err := s.scripts.DoWith(ctx, pre, call.Eval())
+	entry := core.UserEntry(room, conn)
+	step := leaveStep{sent: s.owners.take(entry)}
+	evals := []backend.Eval{call.Eval()}
+	if step.sent.ok {
+		evals = append(evals, s.userRemove(step.sent, entry))
+	}
+	cmds, replies, err := s.scripts.DoWith(ctx, pre, evals...)
 	if err != nil {
-		return luacall.LeaveReply{}, connOwner{}, err
+		return luacall.LeaveReply{}, leaveStep{}, err
+	}
+	if len(replies) == 2 {
+		if err := replies[1].Error(); err != nil {
+			return luacall.LeaveReply{}, leaveStep{}, err
+		}
 	}
 	rep, err := luacall.DecodeLeave(replies[0])
-	return rep, ownerOf(cmds[0]), err
+	step.owner = ownerOf(cmds[0])
+	return rep, step, err
 }
 
-// afterLeave is leave's second step: it removes the conn from its owner's
-// index, fenced by the epoch read before the leave, so a rejoin of the
-// same conn id that raced it keeps its entry; and, when the leave emptied
-// the room, it drops the room from active_rooms (dropIfEmpty), whose SREM
-// rides in the same round trip.
-func (s *Service) afterLeave(ctx context.Context, room, conn string, owner connOwner, emptied bool) error {
-	if s.cfg.DisableUserIndex || !owner.ok {
+func (s *Service) userRemove(o connOwner, entry string) backend.Eval {
+	k := s.keys
+	return luacall.UserRemove{
+		Index: k.UserIndex(o.user), User: o.user, NowMs: strconv.FormatInt(s.nowMs(), 10), Events: k.UserEvents(o.user),
+		Entries: []luacall.EntryEpoch{{Entry: entry, Epoch: strconv.FormatInt(o.epoch, 10)}},
+	}.Eval()
+}
+
+// afterLeave is leave's second step: unless the first round trip already
+// did, it removes the conn from its owner's index, fenced by the epoch
+// read before the leave, so a rejoin of the same conn id that raced it
+// keeps its entry; and, when the leave emptied the room, it drops the
+// room from active_rooms (dropIfEmpty), whose SREM rides in the same
+// round trip.
+func (s *Service) afterLeave(ctx context.Context, room, conn string, step leaveStep, emptied bool) error {
+	o := step.owner
+	done := step.sent.ok && o.user == step.sent.user && o.epoch <= step.sent.epoch
+	if s.cfg.DisableUserIndex || !o.ok || done {
 		if emptied {
 			return s.dropIfEmpty(ctx, room)
 		}
 		return nil
 	}
-	k := s.keys
 	var cmds []backend.Cmd
 	if emptied {
-		cmds = []backend.Cmd{backend.K("SREM", k.ActiveRooms(), room)}
+		cmds = []backend.Cmd{backend.K("SREM", s.keys.ActiveRooms(), room)}
 	}
-	c, r, err := s.scripts.DoWith(ctx, cmds, luacall.UserRemove{
-		Index: k.UserIndex(owner.user), User: owner.user, NowMs: strconv.FormatInt(s.nowMs(), 10), Events: k.UserEvents(owner.user),
-		Entries: []luacall.EntryEpoch{{Entry: core.UserEntry(room, conn), Epoch: strconv.FormatInt(owner.epoch, 10)}},
-	}.Eval())
+	c, r, err := s.scripts.DoWith(ctx, cmds, s.userRemove(o, core.UserEntry(room, conn)))
 	if err == nil {
 		err = errors.Join(backend.FirstError(c), r[0].Error())
 	}
