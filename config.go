@@ -71,6 +71,16 @@ type Config struct {
 	// minutes), so a client cannot hold a channel's lock for years; a
 	// holder that needs longer renews.
 	MaxLockTTL time.Duration
+	// WaitReplicas, when above 0, makes every metadata write (set, update,
+	// remove) wait until that many replicas of its master acknowledged it
+	// (Redis WAIT, on the write's connection), for at most
+	// WaitReplicasTimeout (default 500ms); with fewer, the mutation fails
+	// with ErrNotReplicated although it ran on the master. Default 0: acked
+	// as soon as the master applied it, and a failover to a replica that
+	// had not received it yet loses it (docs/DESIGN.md, failover).
+	WaitReplicas int
+	// WaitReplicasTimeout bounds the wait of WaitReplicas.
+	WaitReplicasTimeout time.Duration
 
 	// DisableUserIndex turns the user index off (Service.User and user
 	// online/offline events; docs/DESIGN.md "User index"): joins and
@@ -156,8 +166,9 @@ func (c Config) withDefaults() (Config, error) {
 }
 
 // ConfigFromEnv reads REDIS_URL, PRESENCE_BACKEND, PRESENCE_HEARTBEAT,
-// PRESENCE_METADATA, PRESENCE_LOCKS, PRESENCE_TTL_MS, PRESENCE_REAPER_INTERVAL_MS and
-// PRESENCE_REAPER_LOOKBACK_MS. Unset variables leave defaults. REDIS_URL may
+// PRESENCE_METADATA, PRESENCE_LOCKS, PRESENCE_TTL_MS, PRESENCE_REAPER_INTERVAL_MS,
+// PRESENCE_REAPER_LOOKBACK_MS, PRESENCE_WAIT_REPLICAS and
+// PRESENCE_WAIT_TIMEOUT_MS. Unset variables leave defaults. REDIS_URL may
 // also be a comma-separated host:port list (a cluster's seeds).
 func ConfigFromEnv() (Config, error) {
 	var c Config
@@ -172,6 +183,13 @@ func ConfigFromEnv() (Config, error) {
 	c.Heartbeat = os.Getenv("PRESENCE_HEARTBEAT")
 	c.Metadata = os.Getenv("PRESENCE_METADATA")
 	c.Locks = os.Getenv("PRESENCE_LOCKS")
+	if v := strings.TrimSpace(os.Getenv("PRESENCE_WAIT_REPLICAS")); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return c, invalid("PRESENCE_WAIT_REPLICAS=%q: want an integer", v)
+		}
+		c.WaitReplicas = n
+	}
 	for _, d := range []struct {
 		env string
 		dst *time.Duration
@@ -179,6 +197,7 @@ func ConfigFromEnv() (Config, error) {
 		{"PRESENCE_TTL_MS", &c.TTL},
 		{"PRESENCE_REAPER_INTERVAL_MS", &c.ReaperInterval},
 		{"PRESENCE_REAPER_LOOKBACK_MS", &c.ReaperLookback},
+		{"PRESENCE_WAIT_TIMEOUT_MS", &c.WaitReplicasTimeout},
 	} {
 		s := os.Getenv(d.env)
 		if s == "" {

@@ -21,3 +21,21 @@ var (
 	// ErrClosed: the Service (or its backend) was closed.
 	ErrClosed = core.ErrClosed
 )
+
+// ConflictError is the ErrConflict of a mutation whose majorRevision or
+// item revision check failed (errors.Is(err, ErrConflict) holds; get it
+// with errors.As). Current is the channel's metadata as that check read
+// it, atomically with it, so a compare-and-set writer can retry against
+// Current.MajorRevision and the item revisions without a GetMetadata
+// first. Its Timestamp is the mutation's. A watch strategy that ran out
+// of retries returns a plain ErrConflict instead: what it last read is
+// already stale.
+type ConflictError struct {
+	Current *MetadataResponse
+	reason  string
+}
+
+func (e *ConflictError) Error() string { return ErrConflict.Error() + ": " + e.reason }
+
+// Unwrap makes errors.Is(err, ErrConflict) hold.
+func (e *ConflictError) Unwrap() error { return ErrConflict }

@@ -92,7 +92,7 @@ func testNoLeakedKeys(t *testing.T, srv *redistest.Server) {
 		rounds   = 20
 		workers  = 8
 		lockTTL  = 100 * time.Millisecond
-		settleBy = 5 * time.Second
+		settleBy = 8 * time.Second // the last lock's fence key outlives it by 2 s
 	)
 	cfg := presence.Config{TTL: ttl, ReaperLookback: ttl, ReaperInterval: 50 * time.Millisecond}
 	s := newService(t, connectTo(t, srv), cfg)
@@ -125,7 +125,8 @@ func testNoLeakedKeys(t *testing.T, srv *redistest.Server) {
 	}
 
 	// The conns left to die expire after the TTL, the reaper removes them
-	// after the lookback, and what the rooms remember expires after that.
+	// after the lookback, and what the rooms remember expires after that;
+	// a lock's fencing token expires 2 s after the lock.
 	quiet := time.Now()
 	deadline := quiet.Add(settleBy)
 	n := peak.Load()

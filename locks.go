@@ -20,14 +20,31 @@ type Lock struct {
 	Name      string
 	Owner     string    // "" when the lock is free
 	ExpiresAt time.Time // by Config.Now plus the server's remaining TTL; zero when free
+	// FencingToken is the acquisition's fencing token (AcquireLock and
+	// RenewLock only): it is greater than every token handed out for this
+	// lock name of the channel before, by anyone, and RenewLock keeps it.
+	// Pass it in MetadataOptions.FencingToken so a write made after the
+	// lock was lost and taken again is refused (docs/DESIGN.md §4, Locks).
+	// 0 from RenewLock for a lock taken before fencing tokens existed.
+	FencingToken int64
 }
+
+// fenceKeep is how much longer than its lock a fencing token is kept.
+// Once the fence key has expired, the next token comes from the Redis
+// clock alone; the margin is the step back of that clock the tokens
+// survive (docs/DESIGN.md §4, Locks). It also bounds how long an empty
+// channel keeps the key.
+const fenceKeep = 2 * time.Second
+
+var fenceKeepMs = strconv.FormatInt(fenceKeep.Milliseconds(), 10)
 
 // Held reports whether someone holds the lock.
 func (l Lock) Held() bool { return l.Owner != "" }
 
 // AcquireLock takes the channel's lock name for owner for ttl (at least
 // 1ms, at most Config.MaxLockTTL). The owner may acquire again, which resets the TTL. Held by
-// another owner: ErrLocked.
+// another owner: ErrLocked. Every acquisition, the owner's again
+// included, gets a new Lock.FencingToken.
 func (s *Service) AcquireLock(ctx context.Context, ch Channel, name, owner string, ttl time.Duration) (Lock, error) {
 	ms, err := s.checkLock(ch, name, owner, ttl)
 	if err != nil {
@@ -35,7 +52,8 @@ func (s *Service) AcquireLock(ctx context.Context, ch Channel, name, owner strin
 	}
 	now := s.cfg.Now()
 	rep, err := luacall.LockAcquire{Lock: s.keys.Lock(ch.Type, ch.Name, name), Index: s.keys.LockIndex(ch.Type, ch.Name),
-		Owner: owner, TTLMs: ms, Name: name, LockPrefix: s.keys.LockPrefix(ch.Type, ch.Name)}.Run(ctx, s.scripts)
+		Fence: s.keys.Fence(ch.Type, ch.Name, name), Owner: owner, TTLMs: ms, Name: name,
+		LockPrefix: s.keys.LockPrefix(ch.Type, ch.Name), KeepMs: fenceKeepMs}.Run(ctx, s.scripts)
 	if err != nil {
 		return Lock{}, fmt.Errorf("presence: acquire lock: %w", err)
 	}
@@ -43,11 +61,12 @@ func (s *Service) AcquireLock(ctx context.Context, ch Channel, name, owner strin
 		return Lock{}, fmt.Errorf("%w: lock %q of channel %s:%s is held by %q", ErrLocked, name, ch.Type, ch.Name, rep.Owner)
 	}
 	left := rep.TTLMs
-	return Lock{Name: name, Owner: owner, ExpiresAt: now.Add(time.Duration(left) * time.Millisecond)}, nil
+	return Lock{Name: name, Owner: owner, ExpiresAt: now.Add(time.Duration(left) * time.Millisecond), FencingToken: rep.Token}, nil
 }
 
-// RenewLock resets the TTL of a lock owner holds to ttl. A lock that is
-// free (or expired) or held by another owner: ErrLocked.
+// RenewLock resets the TTL of a lock owner holds to ttl, keeping its
+// fencing token. A lock that is free (or expired) or held by another
+// owner: ErrLocked.
 func (s *Service) RenewLock(ctx context.Context, ch Channel, name, owner string, ttl time.Duration) (Lock, error) {
 	ms, err := s.checkLock(ch, name, owner, ttl)
 	if err != nil {
@@ -55,14 +74,14 @@ func (s *Service) RenewLock(ctx context.Context, ch Channel, name, owner string,
 	}
 	now := s.cfg.Now()
 	rep, err := luacall.LockRenew{Lock: s.keys.Lock(ch.Type, ch.Name, name), Index: s.keys.LockIndex(ch.Type, ch.Name),
-		Owner: owner, TTLMs: ms, Name: name}.Run(ctx, s.scripts)
+		Fence: s.keys.Fence(ch.Type, ch.Name, name), Owner: owner, TTLMs: ms, Name: name, KeepMs: fenceKeepMs}.Run(ctx, s.scripts)
 	if err != nil {
 		return Lock{}, fmt.Errorf("presence: renew lock: %w", err)
 	}
-	if !rep.Renewed {
+	if rep.Case != luacall.LockRenewRenewed {
 		return Lock{}, fmt.Errorf("%w: lock %q of channel %s:%s is not held by %q", ErrLocked, name, ch.Type, ch.Name, owner)
 	}
-	return Lock{Name: name, Owner: owner, ExpiresAt: now.Add(ttl.Truncate(time.Millisecond))}, nil
+	return Lock{Name: name, Owner: owner, ExpiresAt: now.Add(ttl.Truncate(time.Millisecond)), FencingToken: rep.Token}, nil
 }
 
 // ReleaseLock frees a lock owner holds, atomically (compare and delete).

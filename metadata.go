@@ -54,6 +54,11 @@ type MetadataOptions struct {
 	// Actor, checked atomically with the write (ErrLocked otherwise). With
 	// Config.Locks "enforced" a channel with a held lock requires it.
 	LockName string `json:"lockName,omitempty"`
+	// FencingToken, when > 0, is the Lock.FencingToken under which Actor
+	// holds LockName (which it needs): the mutation fails with ErrLocked,
+	// writing nothing, when the lock has been acquired again since, by
+	// anyone, Actor included. 0 means unchecked.
+	FencingToken int64 `json:"fencingToken,omitempty"`
 	// AddTimestamp stamps each written item's updated time (ISO-8601 UTC,
 	// milliseconds, from Config.Now).
 	AddTimestamp bool `json:"addTimestamp,omitempty"`
@@ -174,6 +179,10 @@ func (s *Service) mutateMetadata(ctx context.Context, op strategy.MetaOp, ch Cha
 	}
 	rec, err := s.meta.Mutate(ctx, req)
 	if err != nil {
+		var ce *core.ConflictError
+		if errors.As(err, &ce) {
+			return nil, &ConflictError{Current: metadataResponse(ch, ce.Record, req.NowMs), reason: ce.Reason}
+		}
 		if isSentinel(err) {
 			return nil, err
 		}
@@ -209,6 +218,7 @@ func (s *Service) metaRequest(op strategy.MetaOp, ch Channel, items []Item, opts
 		Op: op, Type: ch.Type, Name: ch.Name,
 		MajorRevision: -1,
 		LockName:      opts.LockName,
+		FencingToken:  opts.FencingToken,
 		Actor:         opts.Actor,
 		EnforceLocks:  s.cfg.Locks == LocksEnforced,
 		AddTimestamp:  opts.AddTimestamp,
@@ -225,6 +235,12 @@ func (s *Service) metaRequest(op strategy.MetaOp, ch Channel, items []Item, opts
 		if err := checkID("lockName", opts.LockName, s.cfg.MaxIDBytes, ""); err != nil {
 			return req, err
 		}
+	}
+	switch {
+	case opts.FencingToken < 0:
+		return req, invalid("fencingToken %d is negative", opts.FencingToken)
+	case opts.FencingToken > 0 && opts.LockName == "":
+		return req, invalid("fencingToken needs the lockName it was handed out for")
 	}
 	if opts.Actor != "" {
 		if err := checkID("actor", opts.Actor, s.cfg.MaxIDBytes, ""); err != nil {

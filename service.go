@@ -78,7 +78,12 @@ func New(client backend.Client, cfg Config) (*Service, error) {
 	if s.hb, err = strategy.NewHeartbeat(cfg.Heartbeat, env); err != nil {
 		return nil, fmt.Errorf("presence: heartbeat strategy: %w", err)
 	}
-	if s.meta, err = strategy.NewMetadata(cfg.Metadata, env); err != nil {
+	metaEnv, err := metadataEnv(env, cfg)
+	if err != nil {
+		s.hb.Close()
+		return nil, err
+	}
+	if s.meta, err = strategy.NewMetadata(cfg.Metadata, metaEnv); err != nil {
 		s.hb.Close()
 		return nil, fmt.Errorf("presence: metadata strategy: %w", err)
 	}

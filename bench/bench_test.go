@@ -133,9 +133,10 @@ func BenchmarkCeiling(b *testing.B) {
 	b.ReportMetric(1, "round-trips/op")
 }
 
-// BenchmarkMetadata runs 20 writers doing get → update(majorRevision CAS)
-// on one channel per backend × strategy (and the seed's app-level CAS);
-// one op is one attempt. It reports attempts/s (ops/s), successful
+// BenchmarkMetadata runs 20 writers doing update(majorRevision CAS) on one
+// channel per backend × strategy (and the seed's app-level CAS), each
+// against the record its last update or conflict returned (a get when it
+// has none); one op is one attempt. It reports attempts/s (ops/s), successful
 // updates/s, round trips per attempt, and the updates lost.
 func BenchmarkMetadata(b *testing.B) {
 	t := target(b)
@@ -150,7 +151,7 @@ func BenchmarkMetadata(b *testing.B) {
 				}
 				defer r.close()
 				warm(b, writers, func(int) error {
-					if err := r.attempt(ctx); err != nil && !errors.Is(err, presence.ErrConflict) {
+					if _, err := r.attempt(ctx, nil); err != nil && !errors.Is(err, presence.ErrConflict) {
 						return err
 					}
 					return nil
@@ -165,8 +166,10 @@ func BenchmarkMetadata(b *testing.B) {
 				b.ResetTimer()
 				start := time.Now()
 				b.RunParallel(func(pb *testing.PB) {
+					var rec *presence.MetadataResponse
 					for pb.Next() {
-						err := r.attempt(ctx)
+						var err error
+						rec, err = r.attempt(ctx, rec)
 						switch {
 						case err == nil:
 							ok.Add(1)

@@ -12,6 +12,7 @@
 #                                                       # (table in compare.txt, chart in compare.svg)
 #   SERVER_ENV="GOGC=200 GOMEMLIMIT=512MiB" bench/e2e.sh # extra environment for the server (every build)
 #   FLOOD=1 bench/e2e.sh         # the 10/s scenario with one socket flooding beside it
+#   DASHBOARD=compare RATES=10 bench/e2e.sh   # dashboard off vs open, on 1,000 active rooms
 #
 # BASELINE_REF: the server is also built at that git ref (from a `git
 # archive` of it unpacked under $OUT, removed once built and at exit), and
@@ -25,6 +26,15 @@
 # FLOOD=1: RATES defaults to "10", and the loadtest adds one raw socket
 # sending FLOOD_RATE (default 20000) heartbeats/s for FLOOD_DURATION_MS
 # (default 10000) after the ramp-up; see go doc ./bench/cmd/loadtest.
+#
+# DASHBOARD=compare: like BASELINE_REF, two configurations interleaved
+# (off, on, off, on...), both this tree's server, both with EXTRA_ROOMS
+# (default 900) more rooms joined in Redis before the load, so 1,000 rooms
+# are active beside the loadtest's 100; "on" starts the server with the
+# dashboard (PRESENCE_DASHBOARD=1 on its own loopback port, with a token)
+# and the loadtest opens a viewer on it for the whole run: its event stream
+# read as it comes, and the page's polls (see go doc ./bench/cmd/loadtest).
+# The table compares on against off. Not with BASELINE_REF.
 #
 # CLIENTS: the loadtest's LOADTEST_CLIENT values to run, default
 # "socketio raw": the Go Socket.IO client, then the minimal raw client,
@@ -77,7 +87,12 @@ else
 fi
 go build -o "$OUT/loadtest" ./bench/cmd/loadtest
 builds=(new)
-if [[ -n "${BASELINE_REF:-}" ]]; then
+names="baseline new" # of the compared configurations, for the table
+if [[ "${DASHBOARD:-}" == compare ]]; then
+  [[ -z "${BASELINE_REF:-}" ]] || { echo "DASHBOARD=compare and BASELINE_REF: one comparison at a time"; exit 2; }
+  builds=(off on); names="off on"
+  export EXTRA_ROOMS=${EXTRA_ROOMS:-900}
+elif [[ -n "${BASELINE_REF:-}" ]]; then
   rev=$(git rev-parse --verify "$BASELINE_REF^{commit}")
   echo "baseline: $BASELINE_REF = $rev"
   rm -rf "$OUT/baseline-src"; mkdir -p "$OUT/baseline-src"
@@ -114,15 +129,23 @@ redis-server --bind 127.0.0.1 --port "$rport" --save '' --appendonly no --dir "$
 rpid=$!; pids+=("$rpid")
 for _ in $(seq 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.05; done
 
-# serve BINARY RATE [LOGNAME]: starts the server, sets spid and sport.
+# serve BINARY RATE [LOGNAME]: starts the server, sets spid, sport, kp
+# (its key prefix) and dash (the dashboard's URL when $variant is "on").
 serve() {
   sport=$(freeport)
+  kp="e2e$RANDOM"
+  dash=""
   local extra=()
+  if [[ "${variant:-}" == on ]]; then
+    local dport; dport=$(freeport)
+    extra+=(PRESENCE_DASHBOARD=1 PRESENCE_DASHBOARD_ADDR="127.0.0.1:$dport" PRESENCE_DASHBOARD_TOKEN=e2e-bench)
+    dash="http://127.0.0.1:$dport/dashboard/"
+  fi
   # The default per-socket limit is 20 heartbeats/s (bursts of 40); lift it
   # above the offered rate.
-  if (( $2 > 15 )); then extra=(PRESENCE_HEARTBEAT_RATE=$(( $2 * 2 )) PRESENCE_HEARTBEAT_BURST=$(( $2 * 4 ))); fi
+  if (( $2 > 15 )); then extra+=(PRESENCE_HEARTBEAT_RATE=$(( $2 * 2 )) PRESENCE_HEARTBEAT_BURST=$(( $2 * 4 ))); fi
   env HOST=127.0.0.1 PORT="$sport" REDIS_URL="redis://127.0.0.1:$rport/0" PRESENCE_HEARTBEAT=lua \
-    PRESENCE_KEY_PREFIX="e2e$RANDOM" LOG_LEVEL=warn PPROF_ADDR="127.0.0.1:${PPROF_PORT:-0}" "${extra[@]}" "${server_env[@]}" "$1" \
+    PRESENCE_KEY_PREFIX="$kp" LOG_LEVEL=warn PPROF_ADDR="127.0.0.1:${PPROF_PORT:-0}" "${extra[@]}" "${server_env[@]}" "$1" \
     > "$OUT/server-${3:-$2}.log" 2>&1 &
   spid=$!; pids+=("$spid")
   for _ in $(seq 200); do curl -fs "http://127.0.0.1:$sport/healthz" >/dev/null 2>&1 && return; sleep 0.05; done
@@ -136,6 +159,7 @@ for rate in $RATES; do
   for client in $CLIENTS; do
     for run in $(seq "$REPEAT"); do
       for build in "${builds[@]}"; do
+        variant=$build
         # Without a baseline or repeats, the names are those of a single run.
         tag="$client-$rate"; label=""
         if (( REPEAT > 1 )); then tag="$tag-r$run"; label=", run $run of $REPEAT"; fi
@@ -143,6 +167,7 @@ for rate in $RATES; do
         serve "$(binary "$build")" "$rate" "$tag"
         echo "=== $ROOM_COUNT rooms × $USERS_PER_ROOM users × $rate heartbeats/s, client $client$label (server pid $spid, redis pid $rpid)"
         TARGET_URL="http://127.0.0.1:$sport" HEARTBEATS_PER_SEC="$rate" LOADTEST_CLIENT="$client" SERVER_PID="$spid" REDIS_PID="$rpid" \
+          REDIS_URL="redis://127.0.0.1:$rport/0" PRESENCE_KEY_PREFIX="$kp" DASHBOARD_URL="$dash" DASHBOARD_TOKEN=e2e-bench \
           "$OUT/loadtest" -json > "$OUT/summary-$tag.json" || echo "(loadtest reported FAIL)"
         stop "$spid"
       done
@@ -150,6 +175,7 @@ for rate in $RATES; do
   done
 
   if [[ "${PROFILE:-0}" == 1 ]]; then
+    variant=""
     pport=$(freeport)
     PPROF_PORT=$pport serve "$OUT/presence-server-pprof" "$rate"
     client=${CLIENTS##* }
@@ -170,10 +196,15 @@ for rate in $RATES; do
 done
 if (( ${#builds[@]} > 1 )); then
   echo
-  echo "=== baseline $BASELINE_REF ($(cut -c1-12 "$OUT/baseline-rev")) vs new (this tree${SERVER_BIN:+, SERVER_BIN}); ${SERVER_ENV:+server env $SERVER_ENV; }median of $REPEAT run(s) each"
-  BASELINE_LABEL="$BASELINE_REF" python3 - "$OUT" "$REPEAT" "$RATES" "$CLIENTS" <<'PY' | tee "$OUT/compare.txt"
+  if [[ "$names" == "off on" ]]; then
+    echo "=== dashboard off vs on (a viewer open), $EXTRA_ROOMS extra active rooms in both; ${SERVER_ENV:+server env $SERVER_ENV; }median of $REPEAT run(s) each"
+  else
+    echo "=== baseline $BASELINE_REF ($(cut -c1-12 "$OUT/baseline-rev")) vs new (this tree${SERVER_BIN:+, SERVER_BIN}); ${SERVER_ENV:+server env $SERVER_ENV; }median of $REPEAT run(s) each"
+  fi
+  BUILD_NAMES="$names" BASELINE_LABEL="${BASELINE_REF:-dashboard off}" python3 - "$OUT" "$REPEAT" "$RATES" "$CLIENTS" <<'PY' | tee "$OUT/compare.txt"
 import json, statistics, sys, os
 out, repeat, rates, clients = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split()
+BA, NE = os.environ.get("BUILD_NAMES", "baseline new").split()  # compared against, compared
 
 def load(build, client, rate):
     runs = []
@@ -215,13 +246,13 @@ flood = float(os.environ.get("FLOOD_RATE") or 0) > 0
 rows, frows = [], []
 for rate in rates:
     for client in clients:
-        got = {b: load(b, client, rate) for b in ("baseline", "new")}
+        got = {b: load(b, client, rate) for b in (BA, NE)}
         m = {b: [med(got[b], c[1]) for c in cols] for b in got}
-        for b in ("baseline", "new"):
+        for b in (BA, NE):
             rows.append([rate, client, b, str(len(got[b]))] + [fmt(v, c[2]) for v, c in zip(m[b], cols)] + [codes(got[b])])
-        rows.append([rate, client, "new/baseline", ""] + [ratio(n, o) for n, o in zip(m["new"], m["baseline"])] + [""])
+        rows.append([rate, client, f"{NE}/{BA}", ""] + [ratio(n, o) for n, o in zip(m[NE], m[BA])] + [""])
         if flood:
-            for b in ("baseline", "new"):
+            for b in (BA, NE):
                 g = got[b]
                 frows.append([rate, client, b, fmt(med(g, "sent", "flood"), 0), fmt(med(g, "acked_ok", "flood"), 0),
                               codes(g, "acks_by_code", "flood"), fmt(med(g, "timeouts", "flood"), 0),
@@ -244,6 +275,18 @@ if frows:
     table(["rate/s", "client", "build", "flood sent", "acked ok", "timeouts", "disconnected",
            "main p99 in flood ms", "main p99 outside ms", "flood acks by code (all runs)"],
           [r[:5] + r[6:] + [r[5]] for r in frows])
+if BA == "off":
+    print()
+    print("the dashboard viewer of the \"on\" runs: presence events read from its stream, events the server dropped for it,")
+    print("its polls (rooms page every 3 s, a room's members every 2 s) and their errors, rooms on the first page:")
+    vrows = []
+    for rate in rates:
+        for client in clients:
+            for r in load(NE, client, rate):
+                d = r.get("dashboard") or {}
+                vrows.append([rate, client, f"{d.get('presence_events', 0):,}", f"{d.get('dropped', 0):,}", str(d.get("polls", 0)),
+                              str(d.get("poll_errors", 0)), str(d.get("rooms_listed", 0)), str(d.get("extra_rooms", 0)), d.get("stream_error", "") or "-"])
+    table(["rate/s", "client", "viewer events", "dropped", "polls", "poll errors", "rooms on page 1", "extra rooms", "stream error"], vrows)
 
 # The chart: acks/s, p99 and server CPU per 1,000 acks, baseline and new
 # side by side per scenario, on log scales (the builds differ by up to
@@ -251,16 +294,16 @@ if frows:
 import math
 groups = [(rate, client) for rate in rates for client in clients]
 med3 = {(g, b): [med(load(b, g[1], g[0]), k) for k in ("acks_per_sec", "p99_ms", "server_cpu_ms_per_1000_acks")]
-        for g in groups for b in ("baseline", "new")}
+        for g in groups for b in (BA, NE)}
 panels = [("acks/s (higher is better)", 0), ("ack p99, ms (lower is better)", 1), ("server CPU per 1,000 acks, ms (lower is better)", 2)]
 W, L, PH, GAP, TOP = 960, 70, 170, 70, 60
 H = TOP + len(panels) * (PH + GAP) + 30
-colors = {"baseline": "#9a9a9a", "new": "#1f5fa8"}
+colors = {BA: "#9a9a9a", NE: "#1f5fa8"}
 out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="Helvetica, Arial, sans-serif" font-size="12">',
        '<rect width="100%" height="100%" fill="#fff"/>',
-       f'<text x="{L}" y="26" font-size="16" font-weight="bold">presence-server end to end: baseline {os.environ.get("BASELINE_LABEL", "")} vs new, {os.environ.get("ROOM_COUNT", "100")} rooms x {os.environ.get("USERS_PER_ROOM", "5")} users</text>',
-       f'<rect x="{W-230}" y="36" width="12" height="12" fill="{colors["baseline"]}"/><text x="{W-213}" y="46">baseline</text>',
-       f'<rect x="{W-140}" y="36" width="12" height="12" fill="{colors["new"]}"/><text x="{W-123}" y="46">new</text>']
+       f'<text x="{L}" y="26" font-size="16" font-weight="bold">presence-server end to end: {BA + " " + os.environ.get("BASELINE_LABEL", "") if BA == "baseline" else "dashboard " + BA} vs {NE}, {os.environ.get("ROOM_COUNT", "100")} rooms x {os.environ.get("USERS_PER_ROOM", "5")} users</text>',
+       f'<rect x="{W-230}" y="36" width="12" height="12" fill="{colors[BA]}"/><text x="{W-213}" y="46">{BA}</text>',
+       f'<rect x="{W-140}" y="36" width="12" height="12" fill="{colors[NE]}"/><text x="{W-123}" y="46">{NE}</text>']
 gw = (W - L - 20) / len(groups)
 for pi, (title, k) in enumerate(panels):
     y0 = TOP + pi * (PH + GAP) + 20
@@ -275,7 +318,7 @@ for pi, (title, k) in enumerate(panels):
         out.append(f'<line x1="{L}" x2="{W-20}" y1="{yv(d):.1f}" y2="{yv(d):.1f}" stroke="#e3e3e3"/><text x="{L-6}" y="{yv(d)+4:.1f}" text-anchor="end" fill="#555">{d:g}</text>')
         d *= 10
     for gi, g in enumerate(groups):
-        for bi, b in enumerate(("baseline", "new")):
+        for bi, b in enumerate((BA, NE)):
             v = med3[(g, b)][k]
             if v is None: continue
             x = L + gi * gw + gw * 0.2 + bi * gw * 0.3

@@ -21,10 +21,14 @@ import (
 const counterKey = "counter"
 
 // MetadataScenario is W writers incrementing one counter item of one
-// channel: each reads the channel (GetMetadata), then updates the counter to
-// the value read + 1 with MajorRevision set to the majorRevision read
-// (compare-and-set); on a conflict it reads again and retries. lost updates
-// = successful updates − the final counter: what a correct CAS never loses.
+// channel: each updates the counter to the value it knows + 1 with
+// MajorRevision set to the majorRevision it knows (compare-and-set), and
+// retries on a conflict. What it knows is the record its last update
+// returned, or the one a conflict carried (presence.ConflictError); it
+// reads the channel (GetMetadata) only when it has neither: at the start,
+// after another error, or after a conflict without a record (the watch
+// strategy out of retries, the app-level CAS). lost updates = successful
+// updates − the final counter: what a correct CAS never loses.
 type MetadataScenario struct {
 	Backend string
 	// Strategy is a metadata spec ("lua", "watch", "watch?retries=5"), or
@@ -84,7 +88,7 @@ type metaRig struct {
 	cc     *counting.Client
 	svc    *presence.Service
 	ch     presence.Channel
-	update func(ctx context.Context, value string, major int64) error
+	update func(ctx context.Context, value string, major int64) (*presence.MetadataResponse, error)
 }
 
 func newMetaRig(ctx context.Context, t Target, backendName, spec string) (*metaRig, error) {
@@ -110,33 +114,41 @@ func newMetaRig(ctx context.Context, t Target, backendName, spec string) (*metaR
 		r.close()
 		return nil, err
 	}
-	r.update = func(ctx context.Context, value string, major int64) error {
-		_, err := svc.UpdateMetadata(ctx, r.ch, []presence.Item{{Key: counterKey, Value: value}}, presence.MetadataOptions{MajorRevision: &major})
-		return err
+	r.update = func(ctx context.Context, value string, major int64) (*presence.MetadataResponse, error) {
+		return svc.UpdateMetadata(ctx, r.ch, []presence.Item{{Key: counterKey, Value: value}}, presence.MetadataOptions{MajorRevision: &major})
 	}
 	if spec == StrategyAppCAS {
 		a := appCAS{c: cc, keys: svc.Keys()}
-		r.update = func(ctx context.Context, value string, major int64) error {
-			return a.update(ctx, r.ch, counterKey, value, major)
+		r.update = func(ctx context.Context, value string, major int64) (*presence.MetadataResponse, error) {
+			return nil, a.update(ctx, r.ch, counterKey, value, major)
 		}
 	}
 	cc.Reset()
 	return r, nil
 }
 
-// attempt reads the channel and writes counter+1 against the
-// majorRevision it read: nil on success, an error wrapping ErrConflict
-// when another writer got there first, another error on failure.
-func (r *metaRig) attempt(ctx context.Context) error {
-	rec, err := r.svc.GetMetadata(ctx, r.ch)
-	if err != nil {
-		return err
+// attempt writes counter+1 against the majorRevision of rec, the record
+// the writer knows (nil: it reads the channel first). It returns the
+// record to try next (nil: none known) and nil on success, an error
+// wrapping ErrConflict when another writer got there first, another
+// error on failure.
+func (r *metaRig) attempt(ctx context.Context, rec *presence.MetadataResponse) (*presence.MetadataResponse, error) {
+	if rec == nil {
+		var err error
+		if rec, err = r.svc.GetMetadata(ctx, r.ch); err != nil {
+			return nil, err
+		}
 	}
 	n, err := strconv.ParseInt(rec.Metadata[counterKey].Value, 10, 64)
 	if err != nil {
-		return fmt.Errorf("bench: counter %q: %w", rec.Metadata[counterKey].Value, err)
+		return nil, fmt.Errorf("bench: counter %q: %w", rec.Metadata[counterKey].Value, err)
 	}
-	return r.update(ctx, strconv.FormatInt(n+1, 10), rec.MajorRevision)
+	next, err := r.update(ctx, strconv.FormatInt(n+1, 10), rec.MajorRevision)
+	var ce *presence.ConflictError
+	if errors.As(err, &ce) {
+		next = ce.Current
+	}
+	return next, err
 }
 
 // counter reads the counter.
@@ -184,7 +196,7 @@ func RunMetadata(ctx context.Context, t Target, sc MetadataScenario, probe *Prob
 	var warm sync.WaitGroup
 	for range sc.Writers {
 		warm.Add(1)
-		go func() { defer warm.Done(); r.attempt(runCtx) }()
+		go func() { defer warm.Done(); r.attempt(runCtx, nil) }()
 	}
 	warm.Wait()
 	baseline, err := r.counter(runCtx)
@@ -204,6 +216,7 @@ func RunMetadata(ctx context.Context, t Target, sc MetadataScenario, probe *Prob
 		wg.Add(1)
 		go func(w *metaWriter) {
 			defer wg.Done()
+			var rec *presence.MetadataResponse
 			for time.Now().Before(deadline) {
 				start := time.Now()
 				for time.Now().Before(deadline) { // one increment: until it succeeds
@@ -211,7 +224,8 @@ func RunMetadata(ctx context.Context, t Target, sc MetadataScenario, probe *Prob
 						return
 					}
 					w.attempts++
-					err := r.attempt(runCtx)
+					var err error
+					rec, err = r.attempt(runCtx, rec)
 					if err == nil {
 						w.successes++
 						w.hist.Record(time.Since(start))

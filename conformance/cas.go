@@ -42,10 +42,12 @@ func checkCAS(tb rapid.TB, h *harness) {
 	m.sequence()
 	m.locks()
 	m.enforcedLocks()
+	m.fencingTokens()
 	m.oneAttempt()
 	m.lockChangedBeforeExec()
 	m.events()
 	m.concurrentIncrements()
+	m.concurrentFencing()
 	tb.Logf("cas: %d operations in %v", m.ops, time.Since(start).Round(time.Millisecond))
 }
 
@@ -136,6 +138,9 @@ func (m *caser) fails(ch presence.Channel, what string, mu mutation, wants ...er
 	}
 	if !match {
 		m.tb.Fatalf("%s = %v, want %v", what, err, wants)
+	}
+	if errors.Is(err, presence.ErrConflict) {
+		m.conflictRecord(ch, what, err)
 	}
 	if after := m.rawMeta(ch); !maps.Equal(before, after) {
 		m.tb.Errorf("%s failed with %v but changed the store:\nbefore %v\nafter  %v", what, err, before, after)
@@ -444,15 +449,7 @@ func (m *caser) concurrentIncrements() {
 	ch := chanIDs[0]
 	tb := m.tb
 	start := fromResponse(m.mustSet(ch))
-	svcs := []*presence.Service{m.svc}
-	for len(svcs) < m.h.opts.Nodes {
-		s, err := m.h.service(m.h.client(), m.svc.Config().KeyPrefix, m.clock.Now)
-		if err != nil {
-			tb.Fatalf("presence.New: %v", err)
-		}
-		m.h.t.Cleanup(func() { s.Close() })
-		svcs = append(svcs, s)
-	}
+	svcs := m.nodes()
 	var wins, ops, amb atomic.Int64
 	var wg sync.WaitGroup
 	deadline := time.Now().Add(m.h.opts.Duration)
@@ -509,6 +506,21 @@ func (m *caser) concurrentIncrements() {
 	if n == 0 {
 		tb.Errorf("no compare-and-set increment succeeded among %d attempts", ops.Load()/2)
 	}
+}
+
+// nodes returns m's service and more over the same keys, Options.Nodes
+// in all, each on a client of its own, as several server nodes would be.
+func (m *caser) nodes() []*presence.Service {
+	svcs := []*presence.Service{m.svc}
+	for len(svcs) < m.h.opts.Nodes {
+		s, err := m.h.service(m.h.client(), m.svc.Config().KeyPrefix, m.clock.Now)
+		if err != nil {
+			m.tb.Fatalf("presence.New: %v", err)
+		}
+		m.h.t.Cleanup(func() { s.Close() })
+		svcs = append(svcs, s)
+	}
+	return svcs
 }
 
 func (m *caser) mustSet(ch presence.Channel) *presence.MetadataResponse {

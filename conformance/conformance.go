@@ -49,8 +49,12 @@ const (
 	PropFencing = "fencing"
 	// PropCAS asserts the metadata compare-and-set rules directly: right
 	// and wrong majorRevision and item revisions, unknown items, locks,
-	// exactly one event per successful mutation, and no lost update among
-	// concurrent compare-and-set increments.
+	// lock fencing tokens (each acquisition's is greater, renew keeps it,
+	// a write under a superseded token fails, also after its lock
+	// expired, and no write under an older token commits after one under
+	// a newer token, among concurrent holders), the record a conflict
+	// carries, exactly one event per successful mutation, and no lost
+	// update among concurrent compare-and-set increments.
 	PropCAS = "cas"
 	// PropSequential runs a rapid state machine whose model predicts the
 	// result of every action and is compared with the store after each

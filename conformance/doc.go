@@ -44,7 +44,8 @@
 // linearizable is written as porcupine's HTML visualisation, and the path
 // is logged. Budgets (Options) default to about a second per property and
 // can be raised with -conformance.duration, -conformance.clients,
-// -rapid.checks and -rapid.steps, or the matching environment variables.
+// -rapid.checks and -rapid.steps, or the matching environment variables;
+// go test -short lowers them (ShortDuration, a fifth of rapid's checks).
 //
 // The suite proves its own power: its tests register deliberately broken
 // strategies (a heartbeat that checks the epoch and writes in separate

@@ -220,6 +220,7 @@ func cleanup(c backend.Client, prefix string) error {
 		del(k.LockIndex(ch.Type, ch.Name))
 		for _, l := range lockNames {
 			del(k.Lock(ch.Type, ch.Name, l))
+			del(k.Fence(ch.Type, ch.Name, l))
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

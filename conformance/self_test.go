@@ -169,6 +169,9 @@ func TestBrokenStrategiesAreCaught(t *testing.T) {
 		{"heartbeat", "lua", []string{PropUsers}, brokenUsersAnnounceEach},
 		{"metadata", brokenRetryConflict, []string{PropCAS}, ""},
 		{"metadata", brokenWatchNoLock, []string{PropCAS}, ""},
+		{"metadata", brokenFenceIgnored, []string{PropCAS}, ""},
+		{"metadata", brokenFenceSplit, []string{PropCAS}, ""},
+		{"metadata", brokenConflictBare, []string{PropCAS}, ""},
 	}
 	for _, c := range cases {
 		name := c.spec

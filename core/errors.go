@@ -18,3 +18,18 @@ var (
 	ErrInvalidArgument = errors.New("presence: invalid argument")
 	ErrClosed          = backend.ErrClosed
 )
+
+// ConflictError is the ErrConflict of a mutation whose majorRevision or
+// item revision check failed: Record is the channel's metadata as the
+// check read it, in the same atomic step, so a compare-and-set writer can
+// retry against it without reading again. errors.Is(err, ErrConflict)
+// holds for it.
+type ConflictError struct {
+	Record MetaRecord
+	Reason string // what did not match, e.g. `majorRevision is 4, not 3`
+}
+
+func (e *ConflictError) Error() string { return ErrConflict.Error() + ": " + e.Reason }
+
+// Unwrap makes errors.Is(err, ErrConflict) hold.
+func (e *ConflictError) Unwrap() error { return ErrConflict }

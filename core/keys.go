@@ -63,6 +63,12 @@ func (k Keys) LockPrefix(typ, name string) string { return k.channel(typ, name) 
 // the lock key is the truth, the index only says where to look.
 func (k Keys) LockIndex(typ, name string) string { return k.channel(typ, name) + "locks" }
 
+// Fence holds the last fencing token handed out for a channel's lock
+// name. It outlives the lock by a margin (see lock_acquire.lua) and then
+// expires like every key of an empty channel; the next token is floored by
+// the server's clock, so tokens keep growing across its expiry.
+func (k Keys) Fence(typ, name, lock string) string { return k.channel(typ, name) + "fence:" + lock }
+
 func (k Keys) MetaEvents(typ, name string) string { return k.channel(typ, name) + "meta_events" }
 
 // MetaEventsPattern matches the metadata event channel of every channel.

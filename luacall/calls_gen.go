@@ -322,8 +322,9 @@ func decodeLeave(a []backend.Reply) (v LeaveReply, ok bool) {
 }
 
 // LockAcquire calls lock_acquire.lua: take a channel lock, or extend it
-// when the owner already holds it, atomically. A lock always has a TTL, so
-// a crashed owner cannot hold a channel forever.
+// when the owner already holds it, atomically, and hand out the
+// acquisition's fencing token. A lock always has a TTL, so a crashed owner
+// cannot hold a channel forever.
 //
 // Build it with named fields only (the blank field refuses a positional
 // literal), so the order of KEYS and ARGV is the generator's, not the caller's.
@@ -332,19 +333,21 @@ type LockAcquire struct {
 
 	Lock  string // KEYS[1] the lock key (in its channel's slot)
 	Index string // KEYS[2] the channel's lock index (core.Keys.LockIndex, same slot)
+	Fence string // KEYS[3] the lock's last fencing token (core.Keys.Fence, same slot)
 
 	Owner      string // ARGV[1] who takes the lock
 	TTLMs      string // ARGV[2] the lock's TTL, ms (> 0)
 	Name       string // ARGV[3] the lock's name
 	LockPrefix string // ARGV[4] the prefix of the channel's lock keys (core.Keys.LockPrefix)
+	KeepMs     string // ARGV[5] how much longer than the lock its fencing token is kept, ms
 }
 
 // Eval returns the call for backend.Scripts. Its keys and arguments share
 // one allocation.
 func (c LockAcquire) Eval() backend.Eval {
-	v := make([]string, 0, 6)
-	v = append(v, c.Lock, c.Index, c.Owner, c.TTLMs, c.Name, c.LockPrefix)
-	return backend.Eval{Script: luasrc.LockAcquire, Keys: v[:2:2], Args: v[2:]}
+	v := make([]string, 0, 8)
+	v = append(v, c.Lock, c.Index, c.Fence, c.Owner, c.TTLMs, c.Name, c.LockPrefix, c.KeepMs)
+	return backend.Eval{Script: luasrc.LockAcquire, Keys: v[:3:3], Args: v[3:]}
 }
 
 // Run calls the script and decodes its reply; a script error is the error.
@@ -361,6 +364,7 @@ func (c LockAcquire) Run(ctx context.Context, s *backend.Scripts) (LockAcquireRe
 type LockAcquireReply struct {
 	Case  LockAcquireCase
 	TTLMs int64  // held, taken
+	Token int64  // held
 	Owner string // taken
 }
 
@@ -369,7 +373,7 @@ type LockAcquireCase uint8
 
 // The cases of lock_acquire.lua's reply; the zero LockAcquireCase is none.
 const (
-	LockAcquireHeld  LockAcquireCase = iota + 1 // {1, ttlMs:int}
+	LockAcquireHeld  LockAcquireCase = iota + 1 // {1, ttlMs:int, token:int}
 	LockAcquireTaken                            // {0, owner:str, ttlMs:int}
 )
 
@@ -402,11 +406,14 @@ func DecodeLockAcquireFlat(f *backend.FlatReply) (LockAcquireReply, error) {
 }
 
 func decodeLockAcquire(a []backend.Reply) (v LockAcquireReply, ok bool) {
-	// {1, ttlMs:int}
-	if len(a) == 2 && isInt(a[0], 1) {
+	// {1, ttlMs:int, token:int}
+	if len(a) == 3 && isInt(a[0], 1) {
 		v = LockAcquireReply{}
 		v.Case = LockAcquireHeld
 		if v.TTLMs, ok = asInt(a[1]); !ok {
+			return LockAcquireReply{}, false
+		}
+		if v.Token, ok = asInt(a[2]); !ok {
 			return LockAcquireReply{}, false
 		}
 		return v, true
@@ -492,7 +499,7 @@ func decodeLockRelease(r backend.Reply) (v LockReleaseReply, ok bool) {
 }
 
 // LockRenew calls lock_renew.lua: reset the TTL of a lock, only by its
-// owner, atomically.
+// owner, atomically; the lock keeps its fencing token.
 //
 // Build it with named fields only (the blank field refuses a positional
 // literal), so the order of KEYS and ARGV is the generator's, not the caller's.
@@ -501,18 +508,20 @@ type LockRenew struct {
 
 	Lock  string // KEYS[1] the lock key
 	Index string // KEYS[2] the channel's lock index
+	Fence string // KEYS[3] the lock's last fencing token (core.Keys.Fence)
 
-	Owner string // ARGV[1] who renews the lock
-	TTLMs string // ARGV[2] the lock's new TTL, ms (> 0)
-	Name  string // ARGV[3] the lock's name
+	Owner  string // ARGV[1] who renews the lock
+	TTLMs  string // ARGV[2] the lock's new TTL, ms (> 0)
+	Name   string // ARGV[3] the lock's name
+	KeepMs string // ARGV[4] how much longer than the lock its fencing token is kept, ms
 }
 
 // Eval returns the call for backend.Scripts. Its keys and arguments share
 // one allocation.
 func (c LockRenew) Eval() backend.Eval {
-	v := make([]string, 0, 5)
-	v = append(v, c.Lock, c.Index, c.Owner, c.TTLMs, c.Name)
-	return backend.Eval{Script: luasrc.LockRenew, Keys: v[:2:2], Args: v[2:]}
+	v := make([]string, 0, 7)
+	v = append(v, c.Lock, c.Index, c.Fence, c.Owner, c.TTLMs, c.Name, c.KeepMs)
+	return backend.Eval{Script: luasrc.LockRenew, Keys: v[:3:3], Args: v[3:]}
 }
 
 // Run calls the script and decodes its reply; a script error is the error.
@@ -524,18 +533,31 @@ func (c LockRenew) Run(ctx context.Context, s *backend.Scripts) (LockRenewReply,
 	return DecodeLockRenewFlat(&f)
 }
 
-// LockRenewReply is lock_renew.lua's reply.
+// LockRenewReply is lock_renew.lua's reply: Case says which shape came back,
+// and only the fields of that case are set.
 type LockRenewReply struct {
-	Renewed bool
+	Case  LockRenewCase
+	Token int64 // renewed
 }
+
+// LockRenewCase is a shape of lock_renew.lua's reply.
+type LockRenewCase uint8
+
+// The cases of lock_renew.lua's reply; the zero LockRenewCase is none.
+const (
+	LockRenewRenewed LockRenewCase = iota + 1 // {1, token:int}
+	LockRenewLost                             // {0}
+)
 
 // DecodeLockRenew decodes a reply of lock_renew.lua; a script error is the error.
 func DecodeLockRenew(r backend.Reply) (LockRenewReply, error) {
 	if err := r.Error(); err != nil {
 		return LockRenewReply{}, err
 	}
-	if v, ok := decodeLockRenew(r); ok {
-		return v, nil
+	if a, err := r.AsArray(); err == nil {
+		if v, ok := decodeLockRenew(a); ok {
+			return v, nil
+		}
 	}
 	return LockRenewReply{}, unexpected("lock_renew", r)
 }
@@ -547,14 +569,31 @@ func DecodeLockRenewFlat(f *backend.FlatReply) (LockRenewReply, error) {
 	if err := f.Error(); err != nil {
 		return LockRenewReply{}, err
 	}
-	return DecodeLockRenew(f.Full())
+	if a, err := f.Array(); err == nil {
+		if v, ok := decodeLockRenew(a); ok {
+			return v, nil
+		}
+	}
+	return LockRenewReply{}, unexpected("lock_renew", f.Full())
 }
 
-func decodeLockRenew(r backend.Reply) (v LockRenewReply, ok bool) {
-	if v.Renewed, ok = asBool(r); !ok {
-		return LockRenewReply{}, false
+func decodeLockRenew(a []backend.Reply) (v LockRenewReply, ok bool) {
+	// {1, token:int}
+	if len(a) == 2 && isInt(a[0], 1) {
+		v = LockRenewReply{}
+		v.Case = LockRenewRenewed
+		if v.Token, ok = asInt(a[1]); !ok {
+			return LockRenewReply{}, false
+		}
+		return v, true
 	}
-	return v, true
+	// {0}
+	if len(a) == 1 && isInt(a[0], 0) {
+		v = LockRenewReply{}
+		v.Case = LockRenewLost
+		return v, true
+	}
+	return LockRenewReply{}, false
 }
 
 // KeyValueRevision is one element of a variadic script argument: three ARGV in a row.
@@ -577,6 +616,7 @@ type MetaMutate struct {
 	Meta  string // KEYS[1] the channel's meta hash
 	Lock  string // KEYS[2] the named lock's key; read only when ARGV[10] is '1'
 	Index string // KEYS[3] the channel's lock index; read only when ARGV[11] is not ''
+	Fence string // KEYS[4] the named lock's fencing token key; read only when ARGV[12] is not ''
 
 	Op       string             // ARGV[1] 'set' | 'update' | 'remove'
 	Major    string             // ARGV[2] expected majorRevision, or '' for unchecked
@@ -589,18 +629,19 @@ type MetaMutate struct {
 	NowMs    string             // ARGV[9] the server's time, ms (the event's timestamp)
 	Named    string             // ARGV[10] '1' when the mutation names a lock (KEYS[2]), else ''
 	Enforced string             // ARGV[11] the prefix of the channel's lock keys when locks are enforced, else ''
-	Items    []KeyValueRevision // ARGV[12..] revision '' = unchecked/default
+	Token    string             // ARGV[12] the fencing token the writer holds the named lock under, or ''
+	Items    []KeyValueRevision // ARGV[13..] revision '' = unchecked/default
 }
 
 // Eval returns the call for backend.Scripts. Its keys and arguments share
 // one allocation.
 func (c MetaMutate) Eval() backend.Eval {
-	v := make([]string, 0, 14+3*len(c.Items))
-	v = append(v, c.Meta, c.Lock, c.Index, c.Op, c.Major, c.Actor, c.Stamp, c.Author, c.Events, c.ChanType, c.ChanName, c.NowMs, c.Named, c.Enforced)
+	v := make([]string, 0, 16+3*len(c.Items))
+	v = append(v, c.Meta, c.Lock, c.Index, c.Fence, c.Op, c.Major, c.Actor, c.Stamp, c.Author, c.Events, c.ChanType, c.ChanName, c.NowMs, c.Named, c.Enforced, c.Token)
 	for _, e := range c.Items {
 		v = append(v, e.Key, e.Value, e.Revision)
 	}
-	return backend.Eval{Script: luasrc.MetaMutate, Keys: v[:3:3], Args: v[3:]}
+	return backend.Eval{Script: luasrc.MetaMutate, Keys: v[:4:4], Args: v[4:]}
 }
 
 // Run calls the script and decodes its reply; a script error is the error.
@@ -617,7 +658,8 @@ func (c MetaMutate) Run(ctx context.Context, s *backend.Scripts) (MetaMutateRepl
 type MetaMutateReply struct {
 	Case     MetaMutateCase
 	Written  bool              // done
-	Hash     map[string]string // done
+	Hash     map[string]string // done, major, revision
+	Token    int64             // fenced
 	Lock     string            // held
 	Major    int64             // major
 	Key      string            // revision, unknown
@@ -631,9 +673,10 @@ type MetaMutateCase uint8
 const (
 	MetaMutateDone     MetaMutateCase = iota + 1 // {1, written:bool, hash:hash}
 	MetaMutateLocked                             // {0, 'LOCKED'}
+	MetaMutateFenced                             // {0, 'FENCED', token:int}
 	MetaMutateHeld                               // {0, 'HELD', lock:str}
-	MetaMutateMajor                              // {0, 'MAJOR', major:int}
-	MetaMutateRevision                           // {0, 'REVISION', key:str, revision:int}
+	MetaMutateMajor                              // {0, 'MAJOR', major:int, hash:hash}
+	MetaMutateRevision                           // {0, 'REVISION', key:str, revision:int, hash:hash}
 	MetaMutateUnknown                            // {0, 'UNKNOWN', key:str}
 	MetaMutateEmpty                              // {0, 'EMPTY'}
 )
@@ -685,6 +728,15 @@ func decodeMetaMutate(a []backend.Reply) (v MetaMutateReply, ok bool) {
 		v.Case = MetaMutateLocked
 		return v, true
 	}
+	// {0, 'FENCED', token:int}
+	if len(a) == 3 && isInt(a[0], 0) && isStr(a[1], "FENCED") {
+		v = MetaMutateReply{}
+		v.Case = MetaMutateFenced
+		if v.Token, ok = asInt(a[2]); !ok {
+			return MetaMutateReply{}, false
+		}
+		return v, true
+	}
 	// {0, 'HELD', lock:str}
 	if len(a) == 3 && isInt(a[0], 0) && isStr(a[1], "HELD") {
 		v = MetaMutateReply{}
@@ -694,23 +746,29 @@ func decodeMetaMutate(a []backend.Reply) (v MetaMutateReply, ok bool) {
 		}
 		return v, true
 	}
-	// {0, 'MAJOR', major:int}
-	if len(a) == 3 && isInt(a[0], 0) && isStr(a[1], "MAJOR") {
+	// {0, 'MAJOR', major:int, hash:hash}
+	if len(a) == 4 && isInt(a[0], 0) && isStr(a[1], "MAJOR") {
 		v = MetaMutateReply{}
 		v.Case = MetaMutateMajor
 		if v.Major, ok = asInt(a[2]); !ok {
 			return MetaMutateReply{}, false
 		}
+		if v.Hash, ok = asHash(a[3]); !ok {
+			return MetaMutateReply{}, false
+		}
 		return v, true
 	}
-	// {0, 'REVISION', key:str, revision:int}
-	if len(a) == 4 && isInt(a[0], 0) && isStr(a[1], "REVISION") {
+	// {0, 'REVISION', key:str, revision:int, hash:hash}
+	if len(a) == 5 && isInt(a[0], 0) && isStr(a[1], "REVISION") {
 		v = MetaMutateReply{}
 		v.Case = MetaMutateRevision
 		if v.Key, ok = asStr(a[2]); !ok {
 			return MetaMutateReply{}, false
 		}
 		if v.Revision, ok = asInt(a[3]); !ok {
+			return MetaMutateReply{}, false
+		}
+		if v.Hash, ok = asHash(a[4]); !ok {
 			return MetaMutateReply{}, false
 		}
 		return v, true

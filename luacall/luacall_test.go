@@ -40,7 +40,7 @@ func TestEvalFollowsTheHeader(t *testing.T) {
 
 	m := luacall.MetaMutate{Meta: "m", Lock: "l", Index: "i", Op: "set", Major: "3",
 		Items: []luacall.KeyValueRevision{{Key: "k", Value: "v", Revision: "2"}}}.Eval()
-	if want := []string{"set", "3", "", "", "", "", "", "", "", "", "", "k", "v", "2"}; !reflect.DeepEqual(m.Args, want) {
+	if want := []string{"set", "3", "", "", "", "", "", "", "", "", "", "", "k", "v", "2"}; !reflect.DeepEqual(m.Args, want) {
 		t.Errorf("meta_mutate args %q, want %q", m.Args, want)
 	}
 }
@@ -94,9 +94,16 @@ func TestDecodeCases(t *testing.T) {
 		t.Error("join: a snapshot row without a hash was accepted")
 	}
 
-	mm, err := luacall.DecodeMetaMutate(arr(i(0), s("REVISION"), s("k"), s("3")))
-	if err != nil || !reflect.DeepEqual(mm, luacall.MetaMutateReply{Case: luacall.MetaMutateRevision, Key: "k", Revision: 3}) {
+	mm, err := luacall.DecodeMetaMutate(arr(i(0), s("REVISION"), s("k"), s("3"), arr(s("major"), s("5"))))
+	if err != nil || !reflect.DeepEqual(mm, luacall.MetaMutateReply{Case: luacall.MetaMutateRevision, Key: "k", Revision: 3,
+		Hash: map[string]string{"major": "5"}}) {
 		t.Errorf("meta_mutate revision: %+v %v", mm, err)
+	}
+	if _, err := luacall.DecodeMetaMutate(arr(i(0), s("REVISION"), s("k"), s("3"))); err == nil {
+		t.Error("meta_mutate: a revision conflict without the record read was accepted")
+	}
+	if mm, err := luacall.DecodeMetaMutate(arr(i(0), s("FENCED"), s("17"))); err != nil || mm.Case != luacall.MetaMutateFenced || mm.Token != 17 {
+		t.Errorf("meta_mutate fenced: %+v %v", mm, err)
 	}
 	if r, err := luacall.DecodeLockRelease(i(1)); err != nil || !r.Released {
 		t.Errorf("lock_release 1: %+v %v", r, err)

@@ -4,6 +4,7 @@
 -- KEYS[1] meta: the channel's meta hash
 -- KEYS[2] lock: the named lock's key; read only when ARGV[10] is '1'
 -- KEYS[3] index: the channel's lock index; read only when ARGV[11] is not ''
+-- KEYS[4] fence: the named lock's fencing token key; read only when ARGV[12] is not ''
 -- ARGV[1] op: 'set' | 'update' | 'remove'
 -- ARGV[2] major: expected majorRevision, or '' for unchecked
 -- ARGV[3] actor: acting user ('' = none): must own KEYS[2] when it is given
@@ -15,26 +16,31 @@
 -- ARGV[9] nowMs: the server's time, ms (the event's timestamp)
 -- ARGV[10] named: '1' when the mutation names a lock (KEYS[2]), else ''
 -- ARGV[11] enforced: the prefix of the channel's lock keys when locks are enforced, else ''
--- ARGV[12..] items {key, value, revision}: revision '' = unchecked/default
+-- ARGV[12] token: the fencing token the writer holds the named lock under, or ''
+-- ARGV[13..] items {key, value, revision}: revision '' = unchecked/default
 -- Remove uses only the items' keys, and no items means remove all. With
 -- no lock named, KEYS[2] is any key of the channel's slot (the lock
 -- prefix), and KEYS[3] is given even when locks are advisory: a script's
--- keys are fixed.
+-- keys are fixed; so is KEYS[4], the lock prefix too when no token is given.
 -- Meta hash fields (see core/metahash.go):
 --   major  majorRevision
 --   v:<key> value   r:<key> revision   u:<key> updated   a:<key> author
 -- An item exists iff its r: field does; major is the only other field.
 -- Returns done {1, written:bool, hash:hash}
 --       | locked {0, 'LOCKED'}
+--       | fenced {0, 'FENCED', token:int}
 --       | held {0, 'HELD', lock:str}
---       | major {0, 'MAJOR', major:int}
---       | revision {0, 'REVISION', key:str, revision:int}
+--       | major {0, 'MAJOR', major:int, hash:hash}
+--       | revision {0, 'REVISION', key:str, revision:int, hash:hash}
 --       | unknown {0, 'UNKNOWN', key:str}
 --       | empty {0, 'EMPTY'}
 -- done: hash is the meta hash after (HGETALL), written 0 when a remove
--- found nothing; held: lock is a live lock that bars the actor; major:
--- the current majorRevision; revision: key's stored revision; empty: an
--- update of a channel without items.
+-- found nothing; fenced: token is the lock's last token (0: none kept),
+-- not the one given, so a newer acquisition fenced the writer off; held:
+-- lock is a live lock that bars the actor; major: the current
+-- majorRevision; revision: key's stored revision; empty: an update of a
+-- channel without items. A conflict (major, revision) carries the hash as
+-- read, so the writer can retry without reading it again.
 -- Numbers leave as string.format('%.0f'); strings go through cjson.encode
 -- only, so the event has exactly the fields of core.MetadataEvent.
 local function fmt(n) return string.format('%.0f', n) end
@@ -44,6 +50,13 @@ local named = ARGV[10] == '1'
 if named then
   local owner = redis.call('GET', KEYS[2])
   if actor == '' or not owner or owner ~= actor then return {0, 'LOCKED'} end
+  -- The fence key is written by every acquire of this lock, so a token
+  -- other than its value is one a later acquisition superseded (or one
+  -- never handed out).
+  if ARGV[12] ~= '' then
+    local last = redis.call('GET', KEYS[4])
+    if not last or last ~= ARGV[12] then return {0, 'FENCED', last or '0'} end
+  end
 end
 
 -- Enforced: every live lock of the channel bars everyone but its holder,
@@ -59,7 +72,7 @@ if ARGV[11] ~= '' then
 end
 
 local major = tonumber(redis.call('HGET', meta, 'major') or '0')
-if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= major then return {0, 'MAJOR', fmt(major)} end
+if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= major then return {0, 'MAJOR', fmt(major), redis.call('HGETALL', meta)} end
 
 -- Byte-wise order, whatever the server's collation locale is.
 local function less(a, b)
@@ -84,34 +97,34 @@ end
 
 if op == 'set' then
   redis.call('DEL', meta)
-  for i = 12, #ARGV, 3 do
+  for i = 13, #ARGV, 3 do
     local rev = 1
     if ARGV[i + 2] ~= '' and tonumber(ARGV[i + 2]) > 0 then rev = tonumber(ARGV[i + 2]) end
     write(ARGV[i], ARGV[i + 1], rev)
   end
 elseif op == 'update' then
   local revs = {}
-  for i = 12, #ARGV, 3 do
+  for i = 13, #ARGV, 3 do
     local cur = redis.call('HGET', meta, 'r:' .. ARGV[i])
     if not cur then
       if redis.call('HLEN', meta) <= 1 then return {0, 'EMPTY'} end
       return {0, 'UNKNOWN', ARGV[i]}
     end
     cur = tonumber(cur)
-    if ARGV[i + 2] ~= '' and tonumber(ARGV[i + 2]) ~= cur then return {0, 'REVISION', ARGV[i], fmt(cur)} end
+    if ARGV[i + 2] ~= '' and tonumber(ARGV[i + 2]) ~= cur then return {0, 'REVISION', ARGV[i], fmt(cur), redis.call('HGETALL', meta)} end
     revs[i] = cur
   end
-  for i = 12, #ARGV, 3 do write(ARGV[i], ARGV[i + 1], revs[i] + 1) end
+  for i = 13, #ARGV, 3 do write(ARGV[i], ARGV[i + 1], revs[i] + 1) end
 elseif op == 'remove' then
   local keys = {}
-  if #ARGV < 12 then
+  if #ARGV < 13 then
     local h = redis.call('HGETALL', meta)
     for i = 1, #h, 2 do
       if string.sub(h[i], 1, 2) == 'r:' then keys[#keys + 1] = string.sub(h[i], 3) end
     end
     table.sort(keys, less)
   else
-    for i = 12, #ARGV, 3 do keys[#keys + 1] = ARGV[i] end
+    for i = 13, #ARGV, 3 do keys[#keys + 1] = ARGV[i] end
   end
   for _, k in ipairs(keys) do
     local e = redis.call('HMGET', meta, 'v:' .. k, 'r:' .. k)

@@ -30,9 +30,10 @@ var Leave = &Script{Name: "leave", SHA1: "93e1d2fadd3de8d96373e8f961eaffe0d3cf5d
 var lockAcquireSource string
 
 // LockAcquire is lock_acquire.lua: take a channel lock, or extend it when
-// the owner already holds it, atomically. A lock always has a TTL, so a
-// crashed owner cannot hold a channel forever.
-var LockAcquire = &Script{Name: "lock_acquire", SHA1: "c0e3ea37666d64e78ee5e1d7127368b4e4ca2882", Source: lockAcquireSource}
+// the owner already holds it, atomically, and hand out the acquisition's
+// fencing token. A lock always has a TTL, so a crashed owner cannot hold a
+// channel forever.
+var LockAcquire = &Script{Name: "lock_acquire", SHA1: "0e69a4cd1b82d183a244c21fb1f7c4e703a9a2e2", Source: lockAcquireSource}
 
 //go:embed lock_release.lua
 var lockReleaseSource string
@@ -45,8 +46,8 @@ var LockRelease = &Script{Name: "lock_release", SHA1: "7fe98251970430e4e455f4a9f
 var lockRenewSource string
 
 // LockRenew is lock_renew.lua: reset the TTL of a lock, only by its owner,
-// atomically.
-var LockRenew = &Script{Name: "lock_renew", SHA1: "62a25d2fff9ae94435008622cb38b2f16abce2dd", Source: lockRenewSource}
+// atomically; the lock keeps its fencing token.
+var LockRenew = &Script{Name: "lock_renew", SHA1: "155f7a587544c8148f8d1eff46f881481376a5a5", Source: lockRenewSource}
 
 //go:embed meta_mutate.lua
 var metaMutateSource string
@@ -55,7 +56,7 @@ var metaMutateSource string
 // remove) of a channel: lock check, majorRevision and item revision checks,
 // the write, majorRevision + 1 and the metadata event, atomically: one
 // round trip.
-var MetaMutate = &Script{Name: "meta_mutate", SHA1: "d2eed1e606ffee70af43051d0e1f8cf837e0e161", Source: metaMutateSource}
+var MetaMutate = &Script{Name: "meta_mutate", SHA1: "ac0e96f599c767b01ec8025928a89546911964a3", Source: metaMutateSource}
 
 //go:embed reap.lua
 var reapSource string

@@ -425,7 +425,10 @@ func (b *Binding) onConnection(s *socket.Socket) {
 	b.handle(c, EventLeave, c.presence, c.leave)
 	b.bindMetadata(c)
 	b.bindUsers(c)
-	_ = s.On("disconnect", func(...any) { b.release(c) })
+	_ = s.On("disconnect", func(args ...any) {
+		b.logDrop(c, args)
+		b.release(c)
+	})
 	if s.Disconnected() {
 		// Closed while the handlers were registered: "disconnect" may have
 		// fired before its handler existed.

@@ -101,6 +101,9 @@ type (
 		Error     string `json:"error"`
 		Code      string `json:"code"`
 		Retryable bool   `json:"retryable,omitempty"`
+		// Current is the record a METADATA_CONFLICT lost to, as the
+		// refused mutation read it (presence.ConflictError).
+		Current *presence.MetadataResponse `json:"current,omitempty"`
 	}
 )
 
@@ -124,6 +127,12 @@ const (
 	CodeUnavailable  = "UNAVAILABLE"   // Redis failed; the event may or may not have taken effect (retryable)
 	CodeShuttingDown = "SHUTTING_DOWN" // this server is stopping; reconnect (retryable)
 	CodeDisconnected = "DISCONNECTED"  // the socket disconnected while the event waited
+
+	// CodeNotReplicated: with WaitReplicas set, the metadata write ran on
+	// the Redis master but fewer replicas than required confirmed it in
+	// time, so a failover may lose it. Not retryable as is: read the
+	// channel first (the write may well be there).
+	CodeNotReplicated = "METADATA_NOT_REPLICATED"
 )
 
 func (c *conn) join(ctx context.Context, payload any) (any, error) {
@@ -299,6 +308,9 @@ func (b *Binding) failure(c *conn, event string, err error) (errorAck, string) {
 		a.Code, result = pick(CodePresenceInvalid, CodeInvalid), ResultInvalid
 	case errors.Is(err, presence.ErrConflict):
 		a.Code = pick(CodePresenceConflict, CodeConflict)
+		if ce := (*presence.ConflictError)(nil); meta && errors.As(err, &ce) {
+			a.Current = ce.Current
+		}
 	case errors.Is(err, presence.ErrLocked), errors.Is(err, errNoActor):
 		a.Code = CodeLock
 	case errors.Is(err, presence.ErrStaleEpoch):
@@ -311,6 +323,9 @@ func (b *Binding) failure(c *conn, event string, err error) (errorAck, string) {
 		a.Code = CodeDisconnected
 	case errors.Is(err, errShuttingDown), errors.Is(err, presence.ErrClosed):
 		a.Error, a.Code, a.Retryable, result = errShuttingDown.Error(), CodeShuttingDown, true, ResultError
+	case errors.Is(err, presence.ErrNotReplicated):
+		b.failures.note("write not replicated", event, err)
+		a.Error, a.Code, result = "written on the master but not confirmed by enough replicas: it may be lost on a failover; read the channel before retrying", CodeNotReplicated, ResultError
 	case errors.Is(err, context.DeadlineExceeded):
 		b.failures.note("event timed out", event, err)
 		a.Error, a.Code, a.Retryable, result = "timeout", CodeTimeout, true, ResultError

@@ -60,6 +60,21 @@ func (b *Binding) installGates(io *socket.Server) {
 			b.gates.Delete(es)
 		})
 	})
+	// A connection that joins only another namespace (the admin UI's
+	// /admin, package adminui) must open its gate too, or each of its
+	// packets would wait gateTimeout. Namespaces made before Bind are not
+	// announced: make them after.
+	_ = io.Sockets().On("new_namespace", func(args ...any) {
+		n, ok := first[socket.Namespace](args)
+		if !ok {
+			return
+		}
+		_ = n.On("connection", func(args ...any) {
+			if s, ok := first[*socket.Socket](args); ok {
+				b.openGate(s)
+			}
+		})
+	})
 }
 
 // gateTimeout bounds how long a packet waits for its connection's socket.

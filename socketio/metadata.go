@@ -15,10 +15,11 @@ var errNoActor = fmt.Errorf("%w: no authenticated user: join presence (or authen
 // Lock acks of docs/PROTOCOL.md.
 type (
 	lockAck struct {
-		OK        bool   `json:"ok"`
-		LockName  string `json:"lockName"`
-		Owner     string `json:"owner"`
-		ExpiresAt int64  `json:"expiresAt"`
+		OK           bool   `json:"ok"`
+		LockName     string `json:"lockName"`
+		Owner        string `json:"owner"`
+		ExpiresAt    int64  `json:"expiresAt"`
+		FencingToken int64  `json:"fencingToken"`
 	}
 	getLockAck struct {
 		OK        bool    `json:"ok"`
@@ -74,6 +75,7 @@ func (r metaReq) items() []presence.Item {
 func (c *conn) metaOptions(r metaReq) presence.MetadataOptions {
 	o := presence.MetadataOptions{
 		LockName:     r.LockName,
+		FencingToken: r.FencingToken,
 		AddTimestamp: r.AddTimestamp,
 		AddUserID:    r.AddUserID,
 		Actor:        c.actor(),
@@ -143,7 +145,7 @@ func lockResult(l presence.Lock, err error) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return lockAck{OK: true, LockName: l.Name, Owner: l.Owner, ExpiresAt: l.ExpiresAt.UnixMilli()}, nil
+	return lockAck{OK: true, LockName: l.Name, Owner: l.Owner, ExpiresAt: l.ExpiresAt.UnixMilli(), FencingToken: l.FencingToken}, nil
 }
 
 func (c *conn) acquireLock(ctx context.Context, payload any) (any, error) {

@@ -20,6 +20,7 @@ type metaReq struct {
 	HasData                  bool
 	MajorRevision            int64 // -1: unchecked
 	LockName                 string
+	FencingToken             int64 // 0: unchecked
 	AddTimestamp, AddUserID  bool
 }
 
@@ -101,7 +102,7 @@ func parseMeta(v any, rule dataRule) (metaReq, error) {
 	if err != nil {
 		return r, err
 	}
-	if err := opts.only("options", "majorRevision", "lockName", "addTimestamp", "addUserId"); err != nil {
+	if err := opts.only("options", "majorRevision", "lockName", "fencingToken", "addTimestamp", "addUserId"); err != nil {
 		return r, err
 	}
 	if mr, ok, err := opts.optInt("majorRevision"); err != nil {
@@ -116,6 +117,17 @@ func parseMeta(v any, rule dataRule) (metaReq, error) {
 			return r, payloadErr("options.lockName must not be empty")
 		}
 		r.LockName = ln
+	}
+	if ft, ok, err := opts.optInt("fencingToken"); err != nil {
+		return r, err
+	} else if ok {
+		if ft <= 0 {
+			return r, payloadErr("options.fencingToken must be a token metadata:acquireLock returned, not %d", ft)
+		}
+		if r.LockName == "" {
+			return r, payloadErr("options.fencingToken needs options.lockName")
+		}
+		r.FencingToken = ft
 	}
 	if r.AddTimestamp, err = opts.optBool("addTimestamp"); err != nil {
 		return r, err

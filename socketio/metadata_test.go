@@ -149,8 +149,15 @@ func testMetadataConflicts(t *testing.T, n *node) {
 	a.fail("METADATA_CONFLICT", "metadata:setChannel", ch(name, map[string]any{"data": []any{}, "options": map[string]any{"majorRevision": 5}}))
 	a.fail("METADATA_CONFLICT", "metadata:updateChannel", ch(name, map[string]any{"data": []any{map[string]any{"key": "k", "value": "w"}}, "options": map[string]any{"majorRevision": 0}}))
 	a.fail("METADATA_CONFLICT", "metadata:removeChannel", ch(name, map[string]any{"options": map[string]any{"majorRevision": 9}}))
-	// Item revision mismatch.
-	a.fail("METADATA_CONFLICT", "metadata:updateChannel", ch(name, map[string]any{"data": []any{map[string]any{"key": "k", "value": "w", "revision": 2}}}))
+	// Item revision mismatch. The ack carries the record it lost to.
+	f := a.fail("METADATA_CONFLICT", "metadata:updateChannel", ch(name, map[string]any{"data": []any{map[string]any{"key": "k", "value": "w", "revision": 2}}}))
+	cur, _ := f["current"].(map[string]any)
+	if cur == nil || num(cur["majorRevision"]) != 1 || num(cur["totalCount"]) != 1 || cur["channelName"] != name {
+		t.Fatalf("conflict ack %v: current must be the stored record", f)
+	}
+	if k, _ := cur["metadata"].(map[string]any)["k"].(map[string]any); k == nil || k["value"] != "v" || num(k["revision"]) != 1 {
+		t.Fatalf("conflict ack %v: current.metadata.k must be v@1", f)
+	}
 	// Negative = unchecked.
 	a.ok("metadata:updateChannel", ch(name, map[string]any{"data": []any{map[string]any{"key": "k", "value": "w", "revision": -1}}, "options": map[string]any{"majorRevision": -1}}))
 	// The right majorRevision passes.
@@ -231,9 +238,10 @@ func testLocks(t *testing.T, n *node) {
 
 	now := time.Now().UnixMilli()
 	acq := a.ok("metadata:acquireLock", lock(map[string]any{"ttlMs": 5000}))
-	if acq["lockName"] != "edit" || acq["owner"] != "alice" || num(acq["expiresAt"]) < now+4000 || num(acq["expiresAt"]) > now+6000 {
+	if acq["lockName"] != "edit" || acq["owner"] != "alice" || num(acq["expiresAt"]) < now+4000 || num(acq["expiresAt"]) > now+6000 || num(acq["fencingToken"]) <= 0 {
 		t.Fatalf("acquire ack %v", acq)
 	}
+	tok := num(acq["fencingToken"])
 	g = b.ok("metadata:getLock", lock(nil))
 	if g["owner"] != "alice" || num(g["expiresAt"]) < now+3000 {
 		t.Fatalf("held lock %v", g)
@@ -246,10 +254,22 @@ func testLocks(t *testing.T, n *node) {
 	// Alice can.
 	a.ok("metadata:setChannel", ch(name, map[string]any{"data": []any{map[string]any{"key": "k", "value": "v"}}, "options": map[string]any{"lockName": "edit"}}))
 	r := a.ok("metadata:renewLock", lock(map[string]any{"ttlMs": 60000}))
-	if r["owner"] != "alice" || num(r["expiresAt"]) < now+50000 {
-		t.Fatalf("renew ack %v", r)
+	if r["owner"] != "alice" || num(r["expiresAt"]) < now+50000 || num(r["fencingToken"]) != tok {
+		t.Fatalf("renew ack %v: want fencingToken %d kept", r, tok)
 	}
-	a.ok("metadata:acquireLock", lock(map[string]any{"ttlMs": 5000})) // re-acquire by the owner
+	fenced := func(token int64) map[string]any {
+		return ch(name, map[string]any{"data": []any{map[string]any{"key": "k", "value": "f"}}, "options": map[string]any{"lockName": "edit", "fencingToken": token}})
+	}
+	a.ok("metadata:updateChannel", fenced(tok))
+	re := a.ok("metadata:acquireLock", lock(map[string]any{"ttlMs": 5000})) // re-acquire by the owner
+	if num(re["fencingToken"]) <= tok {
+		t.Fatalf("re-acquire ack %v: fencingToken not above %d", re, tok)
+	}
+	// The older token is fenced off, atomically with the write.
+	a.fail("METADATA_LOCK", "metadata:updateChannel", fenced(tok))
+	a.ok("metadata:updateChannel", fenced(num(re["fencingToken"])))
+	a.fail("METADATA_INVALID", "metadata:updateChannel", ch(name, map[string]any{"data": []any{map[string]any{"key": "k", "value": "f"}}, "options": map[string]any{"fencingToken": tok}}))
+	a.fail("METADATA_INVALID", "metadata:updateChannel", fenced(0))
 	if rel := a.ok("metadata:releaseLock", lock(nil)); len(rel) != 1 {
 		t.Fatalf("release ack %v, want just ok", rel)
 	}

@@ -164,7 +164,12 @@ func (t *wsTransport) Send(packets []*packet.Packet) {
 	defer t.Emit("drain")
 	var one [1]frame
 	frames := one[:0]
+	var ping []byte
 	for _, p := range packets {
+		if p.Type == packet.PING && p.Data == nil {
+			ping = []byte{'2'} // Engine.IO v4 ping, held back: see pingWriteDelay
+			continue
+		}
 		if p.Options != nil && p.Options.WsPreEncodedFrame != nil {
 			_, text := p.Options.WsPreEncodedFrame.(*types.StringBuffer)
 			frames = append(frames, frame{text, p.Options.WsPreEncodedFrame.Bytes()})
@@ -178,8 +183,37 @@ func (t *wsTransport) Send(packets []*packet.Packet) {
 		_, text := enc.(*types.StringBuffer)
 		frames = append(frames, frame{text, enc.Bytes()})
 	}
-	t.push(frames...)
+	if len(frames) > 0 {
+		t.push(frames...)
+	}
+	if ping != nil {
+		time.AfterFunc(pingWriteDelay, func() { t.push(frame{true, ping}) })
+		if pingSent != nil {
+			pingSent()
+		}
+	}
 }
+
+// pingWriteDelay holds back the engine's pings. The engine (zishang520
+// engine.io v3.0.6, socket.schedulePing) hands a ping to the transport and
+// only then arms the timer that closes the socket unless a pong arrives
+// within pingTimeout. A pong processed in between clears the previous
+// timer instead of this one, and this one closes the healthy socket
+// pingTimeout after the ping, unless the next ping comes first: with the
+// defaults it does not (pingTimeout 20s < pingInterval 25s), so the socket
+// is dropped 45s after its previous pong, logged as a ping timeout, with a
+// 1006 on the client: issue 11's "socket closed ~45s after it connected".
+// On loopback the pong is back in tens of microseconds, so the engine's
+// goroutine only has to be preempted, or wait for the engine's server-wide
+// event emitter (it emits "drain" there first), to lose the race. Written
+// this much later, the ping reaches the client after the engine armed its
+// timer unless that goroutine stalls longer; each ping cycle gets as much
+// longer, negligible next to the intervals (keep pingTimeout far above it).
+const pingWriteDelay = 50 * time.Millisecond
+
+// pingSent, set by tests only, runs after Send accepted a ping: where the
+// engine's goroutine may stall before arming its pong timer.
+var pingSent func()
 
 // frame is one data frame's payload and kind.
 type frame struct {

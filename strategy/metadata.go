@@ -41,7 +41,12 @@ type MetaRequest struct {
 	Items         []MetaItem // for OpRemove only Key is used; none = remove all
 	MajorRevision int64      // < 0: unchecked
 	LockName      string     // "" = no lock required
-	Actor         string     // acting user ("" = none)
+	// FencingToken, when > 0, must be the named lock's last fencing token
+	// (AcquireLock's), checked atomically with the write: a writer whose
+	// lock was acquired again since, by anyone, gets ErrLocked. Needs
+	// LockName.
+	FencingToken int64
+	Actor        string // acting user ("" = none)
 	// EnforceLocks: while any lock of the channel is held, only a
 	// mutation that names a lock its Actor holds, by an Actor holding
 	// every live lock of the channel, may write; the others fail with
@@ -53,9 +58,10 @@ type MetaRequest struct {
 }
 
 // Metadata applies mutations atomically (docs/DESIGN.md §4): a majorRevision or
-// item revision mismatch is ErrConflict and never retried; a lock not held
-// by the actor, or a lock that bars the actor under req.EnforceLocks, is
-// ErrLocked; a successful mutation bumps majorRevision by
+// item revision mismatch is ErrConflict (a *core.ConflictError carrying
+// the record the check read) and never retried; a lock not held
+// by the actor, a fencing token that is not the lock's last, or a lock
+// that bars the actor under req.EnforceLocks, is ErrLocked; a successful mutation bumps majorRevision by
 // exactly one and publishes exactly one event, a failed one publishes
 // nothing. Implementations are safe for concurrent use.
 type Metadata interface {

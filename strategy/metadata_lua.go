@@ -70,8 +70,12 @@ func MetaMutateCall(k core.Keys, req MetaRequest) luacall.MetaMutate {
 		NowMs:    backend.Itoa(req.NowMs),
 		Items:    make([]luacall.KeyValueRevision, len(req.Items)),
 	}
+	c.Fence = c.Lock
 	if req.LockName != "" {
 		c.Lock, c.Named = k.Lock(req.Type, req.Name, req.LockName), "1"
+		if req.FencingToken > 0 {
+			c.Fence, c.Token = k.Fence(req.Type, req.Name, req.LockName), backend.Itoa(req.FencingToken)
+		}
 	}
 	if req.EnforceLocks {
 		c.Enforced = k.LockPrefix(req.Type, req.Name)
@@ -108,16 +112,26 @@ func metaMutateResult(req MetaRequest, rep luacall.MetaMutateReply) (core.MetaRe
 		return core.MetaRecord{}, errMetaLocked(req)
 	case luacall.MetaMutateHeld:
 		return core.MetaRecord{}, errMetaHeld(req, rep.Lock)
+	case luacall.MetaMutateFenced:
+		return core.MetaRecord{}, errMetaFenced(req, rep.Token)
 	case luacall.MetaMutateMajor:
-		return core.MetaRecord{}, errMetaMajor(req, rep.Major)
+		rec, err := core.ParseMetaHash(rep.Hash)
+		if err != nil {
+			return core.MetaRecord{}, err
+		}
+		return core.MetaRecord{}, errMetaMajor(req, rec)
 	case luacall.MetaMutateRevision:
+		rec, err := core.ParseMetaHash(rep.Hash)
+		if err != nil {
+			return core.MetaRecord{}, err
+		}
 		want := int64(-1)
 		for _, it := range req.Items {
 			if it.Key == rep.Key {
 				want = it.Revision
 			}
 		}
-		return core.MetaRecord{}, errMetaRevision(rep.Key, rep.Revision, want)
+		return core.MetaRecord{}, errMetaRevision(rep.Key, rep.Revision, want, rec)
 	case luacall.MetaMutateUnknown:
 		return core.MetaRecord{}, errMetaUnknown(rep.Key)
 	case luacall.MetaMutateEmpty:

@@ -25,12 +25,21 @@ func errMetaHeld(req MetaRequest, lock string) error {
 	return fmt.Errorf("%w: channel %s:%s is also locked by lock %q, not held by %q", core.ErrLocked, req.Type, req.Name, lock, req.Actor)
 }
 
-func errMetaMajor(req MetaRequest, cur int64) error {
-	return fmt.Errorf("%w: majorRevision is %d, not %d", core.ErrConflict, cur, req.MajorRevision)
+// errMetaFenced: the writer's fencing token is not the lock's last one.
+func errMetaFenced(req MetaRequest, last int64) error {
+	if last == 0 {
+		return fmt.Errorf("%w: fencing token %d of lock %q is not current: the lock keeps no token", core.ErrLocked, req.FencingToken, req.LockName)
+	}
+	return fmt.Errorf("%w: fencing token %d of lock %q is not current: the lock was acquired again, under token %d", core.ErrLocked, req.FencingToken, req.LockName, last)
 }
 
-func errMetaRevision(key string, cur, want int64) error {
-	return fmt.Errorf("%w: item %q has revision %d, not %d", core.ErrConflict, key, cur, want)
+// errMetaMajor and errMetaRevision carry rec, the record the check read.
+func errMetaMajor(req MetaRequest, rec core.MetaRecord) error {
+	return &core.ConflictError{Record: rec, Reason: fmt.Sprintf("majorRevision is %d, not %d", rec.MajorRevision, req.MajorRevision)}
+}
+
+func errMetaRevision(key string, cur, want int64, rec core.MetaRecord) error {
+	return &core.ConflictError{Record: rec, Reason: fmt.Sprintf("item %q has revision %d, not %d", key, cur, want)}
 }
 
 func errMetaUnknown(key string) error {
@@ -51,14 +60,23 @@ type metaPlan struct {
 	event   *core.MetadataEvent // nil: nothing changes, nothing is published
 }
 
-// planMeta applies req to cur. lockOwner is the lock's value and lockHeld
-// whether the lock key exists (only read when req.LockName is set).
-func planMeta(req MetaRequest, cur core.MetaRecord, lockOwner string, lockHeld bool) (metaPlan, error) {
-	if req.LockName != "" && (req.Actor == "" || !lockHeld || lockOwner != req.Actor) {
+// lockState is the named lock as read (only when req.LockName is set).
+type lockState struct {
+	owner string // the lock key's value
+	held  bool   // whether the lock key exists
+	fence int64  // the lock's last fencing token, 0 when none is kept (read only when req.FencingToken is set)
+}
+
+// planMeta applies req to cur under the named lock as read.
+func planMeta(req MetaRequest, cur core.MetaRecord, lock lockState) (metaPlan, error) {
+	if req.LockName != "" && (req.Actor == "" || !lock.held || lock.owner != req.Actor) {
 		return metaPlan{}, errMetaLocked(req)
 	}
+	if req.FencingToken > 0 && lock.fence != req.FencingToken {
+		return metaPlan{}, errMetaFenced(req, lock.fence)
+	}
 	if req.MajorRevision >= 0 && req.MajorRevision != cur.MajorRevision {
-		return metaPlan{}, errMetaMajor(req, cur.MajorRevision)
+		return metaPlan{}, errMetaMajor(req, cur)
 	}
 	stamp, author := "", ""
 	if req.AddTimestamp {
@@ -101,7 +119,7 @@ func planMeta(req MetaRequest, cur core.MetaRecord, lockOwner string, lockHeld b
 				return metaPlan{}, errMetaUnknown(it.Key)
 			}
 			if it.Revision >= 0 && it.Revision != e.Revision {
-				return metaPlan{}, errMetaRevision(it.Key, e.Revision, it.Revision)
+				return metaPlan{}, errMetaRevision(it.Key, e.Revision, it.Revision, cur)
 			}
 		}
 		for k, e := range cur.Items {

@@ -76,6 +76,13 @@ func (w *WatchMetadata) Mutate(ctx context.Context, req MetaRequest) (core.MetaR
 	if req.LockName != "" {
 		keys = append(keys, k.Lock(req.Type, req.Name, req.LockName))
 	}
+	fenceAt := 0
+	if req.LockName != "" && req.FencingToken > 0 {
+		// Watched, so an acquire between the read and EXEC (which
+		// hands out a newer token) aborts the write.
+		fenceAt = len(keys)
+		keys = append(keys, k.Fence(req.Type, req.Name, req.LockName))
+	}
 	if req.EnforceLocks {
 		// Watching the index is enough to see any lock taken before EXEC:
 		// every acquire writes it (lock_acquire.lua). A lock that expires
@@ -93,6 +100,9 @@ func (w *WatchMetadata) Mutate(ctx context.Context, req MetaRequest) (core.MetaR
 			if req.LockName != "" {
 				reads = append(reads, backend.K("GET", keys[1]))
 			}
+			if fenceAt > 0 {
+				reads = append(reads, backend.K("GET", keys[fenceAt]))
+			}
 			if req.EnforceLocks {
 				reads = append(reads, backend.K("HKEYS", keys[len(keys)-1]))
 			}
@@ -104,21 +114,26 @@ func (w *WatchMetadata) Mutate(ctx context.Context, req MetaRequest) (core.MetaR
 			if err != nil {
 				return nil, err
 			}
-			owner, held := "", false
+			var lock lockState
 			if req.LockName != "" {
 				if err := r[1].Error(); err != nil {
 					return nil, err
 				}
 				if !r[1].IsNil() {
-					owner, held = r[1].Str, true
+					lock.owner, lock.held = r[1].Str, true
 				}
 			}
-			if req.EnforceLocks {
-				if err := w.checkLocks(ctx, tx, req, r[len(r)-1], owner, held); err != nil {
+			if fenceAt > 0 {
+				if lock.fence, err = fenceReply(r[fenceAt]); err != nil {
 					return nil, err
 				}
 			}
-			if plan, err = planMeta(req, cur, owner, held); err != nil {
+			if req.EnforceLocks {
+				if err := w.checkLocks(ctx, tx, req, r[len(r)-1], lock.owner, lock.held); err != nil {
+					return nil, err
+				}
+			}
+			if plan, err = planMeta(req, cur, lock); err != nil {
 				return nil, err
 			}
 			if plan.event == nil {
@@ -200,6 +215,21 @@ func (w *WatchMetadata) checkLocks(ctx context.Context, tx backend.Tx, req MetaR
 		}
 	}
 	return nil
+}
+
+// fenceReply decodes a fence key's GET: its token, 0 when missing.
+func fenceReply(r backend.Reply) (int64, error) {
+	if err := r.Error(); err != nil {
+		return 0, err
+	}
+	if r.IsNil() {
+		return 0, nil
+	}
+	n, err := r.AsInt()
+	if err != nil {
+		return 0, fmt.Errorf("strategy: unexpected fencing token reply: %w", err)
+	}
+	return n, nil
 }
 
 // commands are the writes of a plan and the PUBLISH of its event, for

@@ -63,6 +63,8 @@ type Client struct {
 	subs map[*subscription]struct{}
 
 	sink *logSink // where go-redis lines about this client go; nil: go-redis's own logger
+
+	reload reloader // slot map reloads after connection failures (reload.go)
 }
 
 var _ backend.Client = (*Client)(nil)
@@ -237,6 +239,7 @@ func (c *Client) Publish(ctx context.Context, channel, payload string) error {
 // closedErr makes a failure of a call that Close overtook (go-redis closes
 // connections in use) report backend.ErrClosed.
 func (c *Client) closedErr(err error) error {
+	c.maybeReload(err)
 	if err != nil && c.closed.Load() && !errors.Is(err, backend.ErrClosed) {
 		return fmt.Errorf("%w: %w", backend.ErrClosed, err)
 	}
@@ -258,6 +261,7 @@ func (c *Client) Close() error {
 		for _, s := range subs {
 			_ = s.Close()
 		}
+		c.reload.wg.Wait()
 		c.closeErr = c.rc.Close()
 		if c.sink != nil {
 			router.release(c.sink)

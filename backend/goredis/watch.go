@@ -35,6 +35,12 @@ var errNoWatchKeys = errors.New("backend/goredis: Watch needs at least one key")
 // runs: once fn has been called, its error, or the outcome of EXEC, is
 // returned as it is, so fn runs at most once per Watch.
 func (c *Client) Watch(ctx context.Context, keys []string, fn backend.TxFunc) ([]backend.Reply, error) {
+	return c.watchTx(ctx, keys, fn, nil)
+}
+
+// watchTx is Watch; with wait set, WAIT follows EXEC on the transaction's
+// connection (see WaitingReplicas).
+func (c *Client) watchTx(ctx context.Context, keys []string, fn backend.TxFunc, wait *backend.ReplicaWait) ([]backend.Reply, error) {
 	if c.closed.Load() {
 		return nil, backend.ErrClosed
 	}
@@ -77,8 +83,20 @@ func (c *Client) Watch(ctx context.Context, keys []string, fn backend.TxFunc) ([
 		if errors.Is(err, redis.TxFailedErr) {
 			return backend.ErrTxAborted
 		}
-		out, err = replies(ctx, rcs, err)
-		return err
+		if out, err = replies(ctx, rcs, err); err != nil || wait == nil {
+			return err
+		}
+		wr := newCmd(ctx, wait.Cmd())
+		_ = tx.Process(ctx, wr)
+		r, err := replies(ctx, []*redis.Cmd{wr}, nil)
+		if err != nil {
+			return err
+		}
+		if err := wait.CheckWait(cmds, out, r[0]); err != nil {
+			fnErr = err // returned as it is
+			return err
+		}
+		return nil
 	}, keys...)
 	switch {
 	case fnErr != nil:

@@ -489,6 +489,27 @@ func TestEmbeddedDetected(t *testing.T) {
 	}
 }
 
+// TestOneSeedCluster: the check that tells the embedded server from a
+// cluster keeps a real cluster reached through one seed a cluster client,
+// and a standalone server a standalone one.
+func TestOneSeedCluster(t *testing.T) {
+	for _, tc := range []struct {
+		s    *redistest.Server
+		want bool
+	}{{redistest.Cluster(t), true}, {redistest.Standalone(t), false}} {
+		t.Run(tc.s.Name, func(t *testing.T) {
+			c := newClient(t, tc.s, rb.Options{Addrs: tc.s.Addrs[:1]})
+			if c.Cluster() != tc.want {
+				t.Errorf("Cluster() = %v through the seed %s, want %v", c.Cluster(), tc.s.Addr(), tc.want)
+			}
+			p := redistest.Prefix(t)
+			if rs := do(t, c, backend.K("SET", p+":a", "1"), backend.K("SET", p+":b", "2")); rs[0].Err != nil || rs[1].Err != nil {
+				t.Errorf("SET on keys of different slots: %v", rs)
+			}
+		})
+	}
+}
+
 // TestNewHonoursContext: New returns when its context ends, even while
 // rueidis is still dialing.
 func TestNewHonoursContext(t *testing.T) {

@@ -21,6 +21,12 @@ import (
 // Keys must share one slot, and so must every keyed command fn sends through
 // tx or returns: a transaction runs on one node. See backend.Transactor.
 func (c *Client) Watch(ctx context.Context, keys []string, fn backend.TxFunc) ([]backend.Reply, error) {
+	return c.watchTx(ctx, keys, fn, nil)
+}
+
+// watchTx is Watch; with wait set, WAIT follows EXEC in the same pipeline
+// (see WaitingReplicas).
+func (c *Client) watchTx(ctx context.Context, keys []string, fn backend.TxFunc, wait *backend.ReplicaWait) ([]backend.Reply, error) {
 	if c.closed.Load() {
 		return nil, backend.ErrClosed
 	}
@@ -59,9 +65,13 @@ func (c *Client) Watch(ctx context.Context, keys []string, fn backend.TxFunc) ([
 		return nil, err
 	}
 
-	results, err := execute(ctx, dc, cmds)
+	results, err := execute(ctx, dc, cmds, wait)
 	if err != nil {
 		return nil, err
+	}
+	var waitReply rueidis.RedisResult
+	if wait != nil {
+		waitReply, results = results[len(results)-1], results[:len(results)-1]
 	}
 	for _, r := range results {
 		if err := r.NonRedisError(); err != nil {
@@ -69,8 +79,8 @@ func (c *Client) Watch(ctx context.Context, keys []string, fn backend.TxFunc) ([
 		}
 	}
 	// EXEC ran (or failed): either way the server has dropped the WATCH
-	// and the MULTI state.
-	clean = true
+	// and the MULTI state; a WAIT cut short may still block the connection.
+	clean = wait == nil || waitReply.NonRedisError() == nil
 	if err := c.resultErr(ctx, results[0]); err != nil {
 		return nil, err
 	}
@@ -95,6 +105,15 @@ func (c *Client) Watch(ctx context.Context, keys []string, fn backend.TxFunc) ([
 	replies := make([]backend.Reply, len(elems))
 	for i := range elems {
 		replies[i] = normalize(cmds[i], toReply(&elems[i]))
+	}
+	if wait != nil {
+		if err := waitReply.NonRedisError(); err != nil {
+			return nil, c.wrapErr(ctx, err)
+		}
+		m, _ := waitReply.ToMessage()
+		if err := wait.CheckWait(cmds, replies, toReply(&m)); err != nil {
+			return nil, err
+		}
 	}
 	return replies, nil
 }
@@ -156,16 +175,19 @@ func (c *Client) dedicate(ctx context.Context) (rueidis.DedicatedClient, func(),
 // execute sends MULTI, cmds and EXEC as one pipeline on dc. A panic of
 // rueidis (its builder and its dedicated cluster client panic rather than
 // return errors) becomes an error; the caller then closes dc.
-func execute(ctx context.Context, dc rueidis.DedicatedClient, cmds []backend.Cmd) (results []rueidis.RedisResult, err error) {
+func execute(ctx context.Context, dc rueidis.DedicatedClient, cmds []backend.Cmd, wait *backend.ReplicaWait) (results []rueidis.RedisResult, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			results, err = nil, fmt.Errorf("backend/rueidis: rueidis refused the transaction: %v", p)
 		}
 	}()
-	multi := make([]rueidis.Completed, 0, len(cmds)+2)
+	multi := make([]rueidis.Completed, 0, len(cmds)+3)
 	multi = append(multi, dc.B().Multi().Build())
 	multi = append(multi, build(dc.B(), cmds)...)
 	multi = append(multi, dc.B().Exec().Build())
+	if wait != nil {
+		multi = append(multi, buildOne(dc.B(), wait.Cmd()))
+	}
 	results = dc.DoMulti(ctx, multi...)
 	if len(results) != len(multi) {
 		return nil, fmt.Errorf("backend/rueidis: %d replies for a transaction of %d commands", len(results), len(multi))

@@ -15,6 +15,7 @@ import (
 	"github.com/zishang520/socket.io/v3/pkg/types"
 
 	"github.com/realtime-message/presence"
+	"github.com/realtime-message/presence/adminui"
 	_ "github.com/realtime-message/presence/backend/builtin" // presence.Open selects rueidis or goredis by name
 	"github.com/realtime-message/presence/embedded"
 	"github.com/realtime-message/presence/socketio"
@@ -28,8 +29,10 @@ type App struct {
 	Service  *presence.Service
 	IO       *socket.Server
 	Binding  *socketio.Binding
+	AdminUI  *adminui.Admin // nil unless enabled
 	Metrics  *Metrics
 	HTTP     *http.Server
+	Admin    *AdminServer // the dashboard's listener; nil when off
 }
 
 // RedisTarget is the Redis the service runs on: the configured one, or the
@@ -180,6 +183,11 @@ func provideHTTP(io *socket.Server, b *socketio.Binding, svc *presence.Service, 
 // Run serves until ctx ends (SIGINT, SIGTERM), then shuts down gracefully.
 // listening, when set, is told the bound address.
 func (a *App) Run(ctx context.Context, listening func(net.Addr)) error {
+	if a.Admin != nil {
+		if _, err := a.Admin.listen(a.Settings.DashboardToken != ""); err != nil {
+			return err
+		}
+	}
 	ln, err := net.Listen("tcp", a.Settings.Addr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -217,6 +225,11 @@ func (a *App) Shutdown() error {
 	go func() { httpDone <- a.HTTP.Shutdown(ctx) }()
 
 	var errs []error
+	if a.Admin != nil {
+		if err := a.Admin.shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := a.Binding.Shutdown(ctx); err != nil {
 		errs = append(errs, err)
 	}

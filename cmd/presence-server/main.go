@@ -41,6 +41,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "presence-server:", err)
 		return 2
 	}
+	if s.HashPassword {
+		return hashPassword(os.Stdin, stdout, stderr)
+	}
 	if s.SignToken != "" {
 		if s.AuthSecret == "" {
 			fmt.Fprintln(stderr, "presence-server: -sign-token needs PRESENCE_AUTH_SECRET")

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/realtime-message/presence"
+	"github.com/realtime-message/presence/adminui"
 	"github.com/realtime-message/presence/socketio"
 )
 
@@ -64,11 +65,32 @@ type Settings struct {
 	LogLevel  slog.Level
 	LogFormat string
 
+	// AdminUI serves the official Socket.IO Admin UI's namespace, /admin
+	// (PRESENCE_ADMIN_UI=1 or -admin-ui), with AdminUIOptions: the login
+	// PRESENCE_ADMIN_UI_USER and PRESENCE_ADMIN_UI_PASSWORD_HASH (bcrypt),
+	// or PRESENCE_ADMIN_UI_NO_AUTH=1; see adminui.go.
+	AdminUI        bool
+	AdminUIOptions adminui.Options
+	// Dashboard turns on the operator dashboard (-dashboard,
+	// PRESENCE_DASHBOARD=1), served at /dashboard/ on DashboardAddr
+	// (-dashboard-addr, PRESENCE_DASHBOARD_ADDR, default 127.0.0.1:3001), a
+	// listener of its own, never the public one. DashboardToken
+	// (PRESENCE_DASHBOARD_TOKEN, environment only) makes its data need
+	// "Authorization: Bearer <token>"; an address other than loopback
+	// requires one.
+	Dashboard      bool
+	DashboardAddr  string
+	DashboardToken string
+
 	// SignToken, when set (-sign-token USER), makes the program print a
 	// token for USER signed with AuthSecret and exit; TokenTTL is its
 	// lifetime (-token-ttl, default 24h).
 	SignToken string
 	TokenTTL  time.Duration
+	// HashPassword (-hash-password) makes the program read a password from
+	// stdin, print its bcrypt hash for PRESENCE_ADMIN_UI_PASSWORD_HASH and
+	// exit.
+	HashPassword bool
 }
 
 // authenticator is the token check the settings ask for, nil without a
@@ -89,6 +111,7 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 		ShutdownTimeout: 15 * time.Second,
 		LogFormat:       "text",
 		TokenTTL:        24 * time.Hour,
+		DashboardAddr:   "127.0.0.1:3001",
 	}
 	// The environment is read here rather than by presence.ConfigFromEnv so
 	// that its durations and REDIS_URL follow the same rules as the flags.
@@ -100,6 +123,7 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	s.AuthAudience = getenv("PRESENCE_AUTH_AUDIENCE")
 	s.AuthIssuer = getenv("PRESENCE_AUTH_ISSUER")
 	s.CORSOrigin = getenv("PRESENCE_CORS_ORIGIN")
+	s.DashboardToken = getenv("PRESENCE_DASHBOARD_TOKEN")
 	if v := getenv("LOG_FORMAT"); v != "" {
 		s.LogFormat = v
 	}
@@ -122,6 +146,8 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	env("PRESENCE_TTL_MS", msInto(&s.Presence.TTL))
 	env("PRESENCE_REAPER_INTERVAL_MS", msInto(&s.Presence.ReaperInterval))
 	env("PRESENCE_REAPER_LOOKBACK_MS", msInto(&s.Presence.ReaperLookback))
+	env("PRESENCE_WAIT_REPLICAS", atoiInto(&s.Presence.WaitReplicas))
+	env("PRESENCE_WAIT_TIMEOUT_MS", msInto(&s.Presence.WaitReplicasTimeout))
 	env("LOG_LEVEL", func(v string) error { return s.LogLevel.UnmarshalText([]byte(v)) })
 	env("PRESENCE_MAX_MESSAGE_BYTES", intInto(&s.MaxMessageBytes))
 	env("PRESENCE_CALL_TIMEOUT_MS", msInto(&s.CallTimeout))
@@ -129,6 +155,15 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	env("PRESENCE_EVENT_BUDGET_MS", msInto(&s.EventBudget))
 	env("PRESENCE_MAX_QUEUED_EVENTS", atoiInto(&s.MaxQueuedEvents))
 	env("PRESENCE_DISCONNECT_AFTER_REFUSED", atoiInto(&s.DisconnectAfterRefused))
+	env("PRESENCE_ADMIN_UI", boolInto(&s.AdminUI))
+	env("PRESENCE_ADMIN_UI_USER", func(v string) error { s.AdminUIOptions.Username = v; return nil })
+	env("PRESENCE_ADMIN_UI_PASSWORD_HASH", func(v string) error { s.AdminUIOptions.PasswordHash = v; return nil })
+	env("PRESENCE_ADMIN_UI_NO_AUTH", boolInto(&s.AdminUIOptions.NoAuth))
+	env("PRESENCE_ADMIN_UI_READONLY", boolInto(&s.AdminUIOptions.ReadOnly))
+	env("PRESENCE_ADMIN_UI_MODE", func(v string) error { s.AdminUIOptions.Mode = v; return nil })
+	env("PRESENCE_ADMIN_UI_MESSAGES", boolInto(&s.AdminUIOptions.Messages))
+	env("PRESENCE_DASHBOARD", func(v string) (err error) { s.Dashboard, err = strconv.ParseBool(v); return err })
+	env("PRESENCE_DASHBOARD_ADDR", func(v string) error { s.DashboardAddr = v; return nil })
 	env("PRESENCE_KEY_PREFIX", func(v string) error { s.Presence.KeyPrefix = v; return nil })
 	env("PRESENCE_MAX_STATE_BYTES", atoiInto(&s.Presence.MaxStateBytes))
 	env("PRESENCE_MAX_METADATA_VALUE_BYTES", atoiInto(&s.Presence.MaxMetadataValueBytes))
@@ -162,8 +197,14 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 			"  PRESENCE_AUTH_SECRET   require HS256 tokens signed with this secret (auth.token, ?token=\n"+
 			"                         or Authorization: Bearer); the token's sub is the user. Not a flag\n"+
 			"                         on purpose: a command line is visible to every user through ps\n"+
+			"  PRESENCE_ADMIN_UI_PASSWORD_HASH\n"+
+			"                         with -admin-ui: the bcrypt hash of the Admin UI's password\n"+
+			"                         (presence-server -hash-password < file-with-the-password)\n"+
+			"  PRESENCE_DASHBOARD_TOKEN  with -dashboard: the bearer token its data needs (required\n"+
+			"                         when -dashboard-addr is not a loopback address)\n"+
 			"  GOGC, GOMEMLIMIT       the Go runtime's garbage-collector settings\n"+
-			"Flag only: -sign-token and -token-ttl, which print a token instead of serving.\n")
+			"Flag only: -sign-token and -token-ttl, which print a token instead of serving, and\n"+
+			"-hash-password, which prints a password's bcrypt hash.\n")
 	}
 	fs.StringVar(&host, "host", host, "listen host (HOST; default every interface)")
 	fs.StringVar(&port, "port", port, "listen port (PORT)")
@@ -175,6 +216,8 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	fs.Var(durationFlag{&s.Presence.TTL}, "ttl", "connection TTL without heartbeats (PRESENCE_TTL_MS; default 30s)")
 	fs.Var(durationFlag{&s.Presence.ReaperInterval}, "reaper-interval", "reaper period, negative disables (PRESENCE_REAPER_INTERVAL_MS; default 3s)")
 	fs.Var(durationFlag{&s.Presence.ReaperLookback}, "reaper-lookback", "reap conns silent this long (PRESENCE_REAPER_LOOKBACK_MS; default TTL: a dead node's conns leave within TTL + interval)")
+	fs.IntVar(&s.Presence.WaitReplicas, "wait-replicas", s.Presence.WaitReplicas, "acknowledge a metadata write only once this many replicas of its master have it (Redis WAIT), else METADATA_NOT_REPLICATED; 0: off, a failover may lose acknowledged writes (PRESENCE_WAIT_REPLICAS; default 0)")
+	fs.Var(durationFlag{&s.Presence.WaitReplicasTimeout}, "wait-timeout", "bound of -wait-replicas's wait (PRESENCE_WAIT_TIMEOUT_MS; default 500ms)")
 	fs.StringVar(&s.Presence.KeyPrefix, "key-prefix", s.Presence.KeyPrefix, "Redis key prefix (PRESENCE_KEY_PREFIX; default prs)")
 	fs.Int64Var(&s.MaxMessageBytes, "max-message-bytes", s.MaxMessageBytes, "largest Socket.IO message; a larger one closes the connection (PRESENCE_MAX_MESSAGE_BYTES)")
 	fs.IntVar(&s.Presence.MaxStateBytes, "max-state-bytes", s.Presence.MaxStateBytes, "largest presence state or patch, encoded (PRESENCE_MAX_STATE_BYTES; default 64 KiB)")
@@ -194,6 +237,15 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	fs.TextVar(&s.LogLevel, "log-level", s.LogLevel, "debug, info, warn or error (LOG_LEVEL)")
 	fs.StringVar(&s.AuthAudience, "auth-audience", s.AuthAudience, "with PRESENCE_AUTH_SECRET: a token's aud claim must include this (PRESENCE_AUTH_AUDIENCE)")
 	fs.StringVar(&s.AuthIssuer, "auth-issuer", s.AuthIssuer, "with PRESENCE_AUTH_SECRET: a token's iss claim must equal this (PRESENCE_AUTH_ISSUER)")
+	fs.BoolVar(&s.AdminUI, "admin-ui", s.AdminUI, "serve the official Socket.IO Admin UI's /admin namespace; needs -admin-ui-user and PRESENCE_ADMIN_UI_PASSWORD_HASH, or -admin-ui-no-auth (PRESENCE_ADMIN_UI=1)")
+	fs.StringVar(&s.AdminUIOptions.Username, "admin-ui-user", s.AdminUIOptions.Username, "the Admin UI's username (PRESENCE_ADMIN_UI_USER)")
+	fs.BoolVar(&s.AdminUIOptions.NoAuth, "admin-ui-no-auth", s.AdminUIOptions.NoAuth, "the Admin UI without a login: only where nobody else reaches the server (PRESENCE_ADMIN_UI_NO_AUTH=1)")
+	fs.BoolVar(&s.AdminUIOptions.ReadOnly, "admin-ui-readonly", s.AdminUIOptions.ReadOnly, "the Admin UI may look, not disconnect sockets or change their rooms (PRESENCE_ADMIN_UI_READONLY=1)")
+	fs.StringVar(&s.AdminUIOptions.Mode, "admin-ui-mode", s.AdminUIOptions.Mode, "development (sockets, rooms, events) or production (stats only) (PRESENCE_ADMIN_UI_MODE; default development)")
+	fs.BoolVar(&s.AdminUIOptions.Messages, "admin-ui-messages", s.AdminUIOptions.Messages, "the Admin UI's events page shows every message and its payload (PRESENCE_ADMIN_UI_MESSAGES=1)")
+	fs.BoolVar(&s.HashPassword, "hash-password", false, "read a password from stdin, print its bcrypt hash for PRESENCE_ADMIN_UI_PASSWORD_HASH, and exit")
+	fs.BoolVar(&s.Dashboard, "dashboard", s.Dashboard, "serve the operator dashboard at /dashboard/ on -dashboard-addr (PRESENCE_DASHBOARD=1)")
+	fs.StringVar(&s.DashboardAddr, "dashboard-addr", s.DashboardAddr, "the dashboard's own listen address, HOST:PORT; not loopback needs PRESENCE_DASHBOARD_TOKEN (PRESENCE_DASHBOARD_ADDR)")
 	fs.StringVar(&s.SignToken, "sign-token", "", "print an HS256 token for this user, signed with PRESENCE_AUTH_SECRET (with -auth-audience and -auth-issuer as aud and iss), and exit")
 	fs.Var(durationFlag{&s.TokenTTL}, "token-ttl", "lifetime of the token -sign-token prints (0: no expiry)")
 	if err := fs.Parse(args); err != nil {
@@ -215,6 +267,16 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	if s.LogFormat != "text" && s.LogFormat != "json" {
 		return s, fmt.Errorf("log format %q: want text or json", s.LogFormat)
 	}
+	if s.AdminUI {
+		if err := s.AdminUIOptions.Validate(); err != nil {
+			return s, fmt.Errorf("admin UI: %w (PRESENCE_ADMIN_UI_USER and PRESENCE_ADMIN_UI_PASSWORD_HASH, or PRESENCE_ADMIN_UI_NO_AUTH=1)", err)
+		}
+	}
+	if s.Dashboard {
+		if err := checkDashboardAddr(s.DashboardAddr, s.DashboardToken != ""); err != nil {
+			return s, err
+		}
+	}
 	return s, nil
 }
 
@@ -224,6 +286,14 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 // database or TLS could not apply to every seed the same way.
 func splitRedisURL(v string) (string, []string, error) {
 	return presence.ParseRedisTarget(v)
+}
+
+func boolInto(dst *bool) func(string) error {
+	return func(v string) error {
+		b, err := strconv.ParseBool(v)
+		*dst = b
+		return err
+	}
 }
 
 func floatInto(dst *float64) func(string) error {

@@ -18,7 +18,9 @@ func initApp(ctx context.Context, s Settings, log *slog.Logger) (*App, func(), e
 		provideService,
 		provideSocketServer,
 		provideBinding,
+		provideAdminUI,
 		provideHTTP,
+		provideDashboard,
 		wire.Struct(new(App), "*"),
 	)
 	return nil, nil, nil

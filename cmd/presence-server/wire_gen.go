@@ -37,7 +37,14 @@ func initApp(ctx context.Context, s Settings, log *slog.Logger) (*App, func(), e
 		cleanup()
 		return nil, nil, err
 	}
+	admin, cleanup3, err := provideAdminUI(server, binding, s, log)
+	if err != nil {
+		cleanup2()
+		cleanup()
+		return nil, nil, err
+	}
 	httpServer := provideHTTP(server, binding, service, metrics, log)
+	adminServer := provideDashboard(s, service, binding, log)
 	app := &App{
 		Settings: s,
 		Log:      log,
@@ -45,10 +52,13 @@ func initApp(ctx context.Context, s Settings, log *slog.Logger) (*App, func(), e
 		Service:  service,
 		IO:       server,
 		Binding:  binding,
+		AdminUI:  admin,
 		Metrics:  metrics,
 		HTTP:     httpServer,
+		Admin:    adminServer,
 	}
 	return app, func() {
+		cleanup3()
 		cleanup2()
 		cleanup()
 	}, nil

@@ -30,24 +30,45 @@ var clusterFirstSlots = []int{0, 5461, 10923}
 // ready. It does what redis-cli --cluster create does, without its fixed
 // waits.
 func startCluster(dir string) (s *Server, err error) {
-	procs := make([]*proc, clusterNodes)
-	buses := make([]int, clusterNodes)
+	procs, buses, err := startClusterNodes(dir, clusterNodes, 5000)
+	if err != nil {
+		return nil, err
+	}
 	defer func() {
 		if err != nil {
-			for _, p := range procs {
-				if p != nil {
-					p.stop()
-				}
-			}
+			stopAll(procs)
 		}
 	}()
 
-	// Start the nodes in parallel: each takes a few ms, but the 2s writable
-	// delay of each starts with its process, so starting together saves it
-	// twice.
+	ids, err := assignSlots(procs)
+	if err != nil {
+		return nil, err
+	}
+	// Every pair meets directly rather than through gossip: saves a round.
+	if err := meetAll(procs, buses); err != nil {
+		return nil, err
+	}
+
+	s = &Server{Name: KindCluster.String(), Kind: KindCluster, Cluster: true, slots: clusterFirstSlots, procs: procs, dir: dir}
+	for _, p := range procs {
+		s.Addrs = append(s.Addrs, p.addr)
+	}
+	if err := waitClusterReady(procs, ids, buses); err != nil {
+		return nil, fmt.Errorf("redistest: cluster %v not ready: %w%s", s.Addrs, err, logTails(procs))
+	}
+	return s, nil
+}
+
+// startClusterNodes starts n cluster-enabled redis-servers in dir/node<i>
+// in parallel: each takes a few ms, but the 2s writable delay of each
+// starts with its process, so starting together saves it n-1 times. It
+// returns them with their cluster bus ports.
+func startClusterNodes(dir string, n, nodeTimeoutMs int) (procs []*proc, buses []int, err error) {
+	procs = make([]*proc, n)
+	buses = make([]int, n)
 	var wg sync.WaitGroup
-	errs := make([]error, clusterNodes)
-	for i := range clusterNodes {
+	errs := make([]error, n)
+	for i := range n {
 		wg.Go(func() {
 			procs[i], errs[i] = startRedis(filepath.Join(dir, "node"+strconv.Itoa(i)), func() ([]string, error) {
 				bus, err := freePort()
@@ -55,7 +76,7 @@ func startCluster(dir string) (s *Server, err error) {
 				return []string{
 					"cluster-enabled yes",
 					"cluster-config-file nodes.conf",
-					"cluster-node-timeout 5000",
+					"cluster-node-timeout " + strconv.Itoa(nodeTimeoutMs),
 					// The bus port is chosen, not port+10000, which may be
 					// taken or above 65535.
 					"cluster-port " + strconv.Itoa(bus),
@@ -69,11 +90,33 @@ func startCluster(dir string) (s *Server, err error) {
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		return nil, err
+		stopAll(procs)
+		return nil, nil, err
 	}
+	return procs, buses, nil
+}
 
-	ids := make([]string, clusterNodes)
-	for i, p := range procs {
+func stopAll(procs []*proc) {
+	for _, p := range procs {
+		if p != nil {
+			p.stop()
+		}
+	}
+}
+
+func logTails(procs []*proc) string {
+	var logs strings.Builder
+	for _, p := range procs {
+		fmt.Fprintf(&logs, "\n--- %s ---\n%s", filepath.Join(p.dir, "redis.log"), tail(filepath.Join(p.dir, "redis.log")))
+	}
+	return logs.String()
+}
+
+// assignSlots gives masters[i] the i-th third of the slots and config
+// epoch i+1, and returns their node ids.
+func assignSlots(masters []*proc) ([]string, error) {
+	ids := make([]string, len(masters))
+	for i, p := range masters {
 		hi := 16383
 		if i+1 < clusterNodes {
 			hi = clusterFirstSlots[i+1] - 1
@@ -95,28 +138,20 @@ func startCluster(dir string) (s *Server, err error) {
 		}
 		ids[i] = r.Str
 	}
-	// Every pair meets directly rather than through gossip: saves a round.
+	return ids, nil
+}
+
+// meetAll introduces every pair of nodes with CLUSTER MEET.
+func meetAll(procs []*proc, buses []int) error {
 	for i := range procs {
-		for j := i + 1; j < clusterNodes; j++ {
+		for j := i + 1; j < len(procs); j++ {
 			_, port, _ := strings.Cut(procs[j].addr, ":")
 			if err := expectOK(procs[i].addr, "CLUSTER", "MEET", "127.0.0.1", port, strconv.Itoa(buses[j])); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
-
-	s = &Server{Name: KindCluster.String(), Kind: KindCluster, Cluster: true, slots: clusterFirstSlots, procs: procs, dir: dir}
-	for _, p := range procs {
-		s.Addrs = append(s.Addrs, p.addr)
-	}
-	if err := waitClusterReady(procs, ids, buses); err != nil {
-		var logs strings.Builder
-		for _, p := range procs {
-			fmt.Fprintf(&logs, "\n--- %s ---\n%s", filepath.Join(p.dir, "redis.log"), tail(filepath.Join(p.dir, "redis.log")))
-		}
-		return nil, fmt.Errorf("redistest: cluster %v not ready: %w%s", s.Addrs, err, logs.String())
-	}
-	return s, nil
+	return nil
 }
 
 func expectOK(addr string, args ...string) error {

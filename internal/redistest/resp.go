@@ -24,7 +24,13 @@ const doTimeout = 10 * time.Second
 // and never disturbs the clients under test.
 func (s *Server) Do(t testing.TB, args ...string) backend.Reply {
 	t.Helper()
-	addr := s.Addr()
+	return doFollow(t, s.Addr(), args)
+}
+
+// doFollow sends one command to addr, following up to 5 MOVED
+// redirections; a connection failure fails the test.
+func doFollow(t testing.TB, addr string, args []string) backend.Reply {
+	t.Helper()
 	for hop := 0; ; hop++ {
 		r, err := doAddr(addr, doTimeout, args...)
 		if err != nil {

@@ -32,6 +32,8 @@ type Options struct {
 	Auth   map[string]any // CONNECT payload (socket.io-client's `auth`)
 	Query  url.Values     // handshake query parameters
 	Header http.Header    // handshake request headers
+	// Namespace is the namespace to join, e.g. "/admin" (default "/").
+	Namespace string
 	// Timeout bounds the handshake (default 5s).
 	Timeout time.Duration
 }
@@ -59,11 +61,12 @@ func (e Event) Map() map[string]any {
 	return m
 }
 
-// Client is one Socket.IO connection to the default namespace. Its
-// methods are safe for concurrent use.
+// Client is one Socket.IO connection to one namespace (Options.Namespace,
+// default "/"). Its methods are safe for concurrent use.
 type Client struct {
 	ws  *websocket.Conn
 	sid string // Socket.IO socket id
+	nsp string // "" for "/", else the namespace and a comma, e.g. "/admin,"
 
 	wmu    sync.Mutex
 	mu     sync.Mutex
@@ -76,7 +79,7 @@ type Client struct {
 }
 
 // Dial connects to a server's /socket.io/ endpoint (rawURL is http://host:port)
-// over WebSocket and joins the default namespace.
+// over WebSocket and joins Options.Namespace (default "/").
 func Dial(ctx context.Context, rawURL string, o Options) (*Client, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = 5 * time.Second
@@ -106,7 +109,7 @@ func Dial(ctx context.Context, rawURL string, o Options) (*Client, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		ws.SetReadDeadline(dl)
 	}
-	c := &Client{ws: ws, acks: map[uint64]chan []json.RawMessage{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	c := &Client{ws: ws, nsp: nspPrefix(o.Namespace), acks: map[uint64]chan []json.RawMessage{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	// Engine.IO open packet.
 	_, msg, err := ws.ReadMessage()
 	if err != nil || len(msg) == 0 || msg[0] != '0' {
@@ -120,7 +123,7 @@ func Dial(ctx context.Context, rawURL string, o Options) (*Client, error) {
 			return nil, err
 		}
 	}
-	if err := c.write("40" + string(auth)); err != nil {
+	if err := c.write("40" + c.nsp + string(auth)); err != nil {
 		ws.Close()
 		return nil, err
 	}
@@ -130,10 +133,15 @@ func Dial(ctx context.Context, rawURL string, o Options) (*Client, error) {
 			ws.Close()
 			return nil, fmt.Errorf("siotest: waiting for CONNECT: %w", err)
 		}
-		s := string(msg)
+		s := c.stripNsp(string(msg))
 		switch {
 		case s == "2":
 			c.write("3")
+			continue
+		case strings.HasPrefix(s, "42"):
+			// The namespace may emit from its connection handler, which
+			// the client sees right after CONNECT; keep it.
+			c.handle(s)
 			continue
 		case strings.HasPrefix(s, "40"):
 			var ok struct {
@@ -192,7 +200,29 @@ func (c *Client) readLoop() {
 	}
 }
 
+// nspPrefix is how a namespace appears in a packet: "/admin," (none for
+// "/").
+func nspPrefix(nsp string) string {
+	if nsp == "" || nsp == "/" {
+		return ""
+	}
+	if !strings.HasPrefix(nsp, "/") {
+		nsp = "/" + nsp
+	}
+	return nsp + ","
+}
+
+// stripNsp removes the client's namespace from a Socket.IO packet
+// "4<type><nsp>,...", so the rest is parsed as in the default namespace.
+func (c *Client) stripNsp(s string) string {
+	if c.nsp != "" && len(s) >= 2 && s[0] == '4' && strings.HasPrefix(s[2:], c.nsp) {
+		return s[:2] + s[2+len(c.nsp):]
+	}
+	return s
+}
+
 func (c *Client) handle(s string) {
+	s = c.stripNsp(s)
 	switch {
 	case s == "2":
 		c.write("3")
@@ -256,7 +286,7 @@ func (c *Client) Emit(event string, args ...any) error {
 	if err != nil {
 		return err
 	}
-	return c.write("42" + string(b))
+	return c.write("42" + c.nsp + string(b))
 }
 
 // Call sends an event asking for an acknowledgement and returns the ack's
@@ -277,7 +307,7 @@ func (c *Client) Call(ctx context.Context, event string, args ...any) ([]json.Ra
 		delete(c.acks, id)
 		c.mu.Unlock()
 	}()
-	if err := c.write("42" + strconv.FormatUint(id, 10) + string(b)); err != nil {
+	if err := c.write("42" + c.nsp + strconv.FormatUint(id, 10) + string(b)); err != nil {
 		return nil, err
 	}
 	select {
@@ -311,24 +341,30 @@ func (c *Client) CallMap(ctx context.Context, event string, args ...any) (map[st
 // argument satisfies match (nil matches all), removes it from the buffer
 // and returns it. Events received before it stay buffered.
 func (c *Client) WaitEvent(ctx context.Context, name string, match func(map[string]any) bool) (map[string]any, error) {
+	e, err := c.WaitEventArgs(ctx, name, func(e Event) bool { return match == nil || match(e.Map()) })
+	if err != nil {
+		return nil, err
+	}
+	return e.Map(), nil
+}
+
+// WaitEventArgs is WaitEvent for events whose arguments are not one
+// object: match sees every argument.
+func (c *Client) WaitEventArgs(ctx context.Context, name string, match func(Event) bool) (Event, error) {
 	for {
 		c.mu.Lock()
 		for i, e := range c.events {
-			if e.Name != name {
-				continue
-			}
-			m := e.Map()
-			if match == nil || match(m) {
+			if e.Name == name && (match == nil || match(e)) {
 				c.events = append(c.events[:i:i], c.events[i+1:]...)
 				c.mu.Unlock()
-				return m, nil
+				return e, nil
 			}
 		}
 		c.mu.Unlock()
 		select {
 		case <-c.wake:
 		case <-ctx.Done():
-			return nil, fmt.Errorf("siotest: no matching %s event: %w (buffered: %s)", name, ctx.Err(), c.describe())
+			return Event{}, fmt.Errorf("siotest: no matching %s event: %w (buffered: %s)", name, ctx.Err(), c.describe())
 		case <-time.After(25 * time.Millisecond):
 		}
 	}
@@ -366,7 +402,7 @@ func (c *Client) Err() error {
 // Close leaves the namespace ("41") and closes the connection, as
 // socket.disconnect() does. Idempotent.
 func (c *Client) Close() error {
-	_ = c.write("41")
+	_ = c.write("41" + c.nsp)
 	c.wmu.Lock()
 	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
 	c.wmu.Unlock()

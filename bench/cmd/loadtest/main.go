@@ -35,6 +35,9 @@
 //	FLOOD_RATE          heartbeats/s of one extra flooding socket (default 0:
 //	                    none); see below
 //	FLOOD_DURATION_MS   how long it floods (default 10000)
+//	EXTRA_ROOMS, DASHBOARD_URL, DASHBOARD_TOKEN
+//	                    idle rooms joined before the load, and a dashboard
+//	                    viewer during it (see dashConfig in dashboard.go)
 //
 // Failure acks are counted by their code field (errors_by_code; "none"
 // when the ack has no code, "(no ack)" when the socket closed first).
@@ -139,6 +142,7 @@ type Config struct {
 	Client         string // LOADTEST_CLIENT
 	FloodRate      float64
 	FloodDuration  time.Duration
+	Dash           dashConfig // EXTRA_ROOMS, DASHBOARD_URL: see dashboard.go
 }
 
 func configFromEnv() (Config, error) {
@@ -222,6 +226,10 @@ func configFromEnv() (Config, error) {
 		c.FloodDuration = time.Duration(n) * time.Millisecond
 	}
 	c.Patch = os.Getenv("PATCH_STATE") != "0"
+	var err error
+	if c.Dash, err = dashConfigFromEnv(); err != nil {
+		return c, err
+	}
 	c.Client = "socketio"
 	if v := os.Getenv("LOADTEST_CLIENT"); v != "" {
 		if _, ok := dialers[v]; !ok {
@@ -374,7 +382,8 @@ type Summary struct {
 	ServerRSSStartMB    float64 `json:"server_rss_start_mb,omitempty"`
 	ServerRSSPeakMB     float64 `json:"server_rss_peak_mb,omitempty"`
 
-	Flood *FloodSummary `json:"flood,omitempty"`
+	Flood     *FloodSummary     `json:"flood,omitempty"`
+	Dashboard *DashboardSummary `json:"dashboard,omitempty"`
 
 	Pass bool `json:"pass"`
 }
@@ -411,6 +420,11 @@ func run(ctx context.Context, cfg Config, logw io.Writer) (*Summary, error) {
 	if cfg.FloodRate > 0 {
 		fl = &flood{}
 	}
+	dl, err := startDashLoad(ctx, cfg.Dash, time.Now().Add(cfg.Duration+cfg.AckTimeout+time.Minute), logw)
+	if err != nil {
+		return nil, err
+	}
+	defer dl.stop()
 	rss := startRSS(cfg.ServerPID)
 	defer rss.stop()
 	start := time.Now()
@@ -680,6 +694,7 @@ loop:
 	if fl != nil {
 		sum.Flood = fl.summary(cfg, calm.take())
 	}
+	sum.Dashboard = dl.stop()
 	sum.Pass = sum.JoinErrors == 0 && sum.Errors == 0 && sum.Timeouts == 0 && sum.UpdatesMissing == 0 && sum.Acks > 0
 	printSummary(logw, sum)
 	return sum, nil
