@@ -98,6 +98,12 @@ type Config struct {
 	// WaitReplicasTimeout bounds the wait of WaitReplicas.
 	WaitReplicasTimeout time.Duration
 
+	// DisableUserIndex turns the user index off (Service.User and user
+	// online/offline events; docs/DESIGN.md "User index"): joins and
+	// leaves then skip its writes. Every node of a deployment must agree,
+	// or users joined through an index-less node are missing from it.
+	DisableUserIndex bool
+
 	// Hooks observe the service for metrics; nil funcs are skipped.
 	Hooks Hooks
 	// Now is the clock (default time.Now); tests replace it.

@@ -80,7 +80,7 @@ func (s *Service) Join(ctx context.Context, room, conn, user string, state json.
 		Conn: conn, User: user, Room: room, NowMs: strconv.FormatInt(now, 10), TTLMs: strconv.FormatInt(s.cfg.TTL.Milliseconds(), 10),
 		Events: k.RoomEvents(room), ConnPrefix: k.ConnPrefix(room), State: fields,
 	}
-	_, replies, err := s.scripts.DoWith(ctx, []backend.Cmd{addRoom}, join.Eval())
+	pre, replies, err := s.scripts.DoWith(ctx, append([]backend.Cmd{addRoom}, s.userPreRead(room, conn)...), join.Eval())
 	if err != nil {
 		return JoinResult{}, fmt.Errorf("presence: join: %w", err)
 	}
@@ -92,7 +92,7 @@ func (s *Service) Join(ctx context.Context, room, conn, user string, state json.
 		return JoinResult{}, fmt.Errorf("presence: join: %w", err)
 	}
 	snap := snapshotEntries(rep.Snapshot)
-	if _, err := s.client.Do(ctx, addRoom); err != nil {
+	if err := s.afterJoin(ctx, addRoom, pre[1:], room, conn, user, rep.Epoch, now); err != nil {
 		return JoinResult{}, fmt.Errorf("presence: join: %w", err)
 	}
 	return JoinResult{Epoch: rep.Epoch, Snapshot: snap}, nil
@@ -217,17 +217,17 @@ func (s *Service) Leave(ctx context.Context, room, conn string) error {
 		return err
 	}
 	k := s.keys
-	rep, err := luacall.Leave{
+	rep, owner, err := s.runLeave(ctx, luacall.Leave{
 		Conns: k.Conns(room), Members: k.Members(room), LastSeen: k.LastSeen(room), ConnMeta: k.ConnMeta(room),
 		UserConns: k.UserConns(room), Gone: k.Gone(room), ConnHash: k.Conn(room, conn),
 		Conn: conn, Room: room, NowMs: strconv.FormatInt(s.nowMs(), 10), Events: k.RoomEvents(room),
 		LookbackMs: strconv.FormatInt(s.cfg.ReaperLookback.Milliseconds(), 10),
-	}.Run(ctx, s.scripts)
+	}, room, conn)
 	if err != nil {
 		return fmt.Errorf("presence: leave: %w", err)
 	}
-	if rep.Left && rep.Remaining == 0 {
-		return s.dropIfEmpty(ctx, room)
+	if err := s.afterLeave(ctx, room, conn, owner, rep.Left && rep.Remaining == 0); err != nil {
+		return fmt.Errorf("presence: leave: %w", err)
 	}
 	return nil
 }

@@ -23,6 +23,7 @@ func (s *Service) reapLoop() {
 	defer s.bg.Done()
 	t := time.NewTicker(s.cfg.ReaperInterval)
 	defer t.Stop()
+	passes := 0
 	for {
 		select {
 		case <-s.stop:
@@ -38,6 +39,11 @@ func (s *Service) reapLoop() {
 			}
 		}()
 		n, err := s.Reap(ctx)
+		if passes++; err == nil && passes%userRepairEvery == 0 {
+			if fixed, err := s.RepairUsers(ctx); err != nil && !s.closed.Load() {
+				s.log.Warn("presence: user index repair failed", "err", err, "removed", fixed)
+			}
+		}
 		cancel()
 		if err != nil && s.closed.Load() {
 			return
@@ -60,7 +66,6 @@ func (s *Service) Reap(ctx context.Context) (int, error) {
 	if err := s.checkOpen(); err != nil {
 		return 0, err
 	}
-	k := s.keys
 	total := 0
 	defer func() {
 		s.ctr.reaped.Add(uint64(total))
@@ -68,32 +73,41 @@ func (s *Service) Reap(ctx context.Context) (int, error) {
 			h(total)
 		}
 	}()
+	err := s.eachBatch(ctx, s.keys.ActiveRooms(), "reaper", func(rooms []string) error {
+		removed, err := s.reapRooms(ctx, rooms)
+		total += removed
+		return err
+	})
+	return total, err
+}
+
+// eachBatch SSCANs the set key, 500 members per page, and calls fn with
+// them reapBatch at a time, until fn fails or the scan ends.
+func (s *Service) eachBatch(ctx context.Context, key, what string, fn func([]string) error) error {
 	cursor := "0"
 	for {
-		r, err := s.client.Do(ctx, backend.K("SSCAN", k.ActiveRooms(), cursor, "COUNT", "500"))
+		r, err := s.client.Do(ctx, backend.K("SSCAN", key, cursor, "COUNT", "500"))
 		if err != nil {
-			return total, err
+			return err
 		}
 		if err := r[0].Error(); err != nil {
-			return total, err
+			return err
 		}
 		page, err := r[0].AsArray()
 		if err != nil || len(page) != 2 {
-			return total, fmt.Errorf("presence: reaper: unexpected SSCAN reply %v", r[0])
+			return fmt.Errorf("presence: %s: unexpected SSCAN reply %v", what, r[0])
 		}
 		cursor, _ = page[0].AsString()
-		rooms, _ := page[1].AsStrings()
-		for len(rooms) > 0 {
-			n := min(len(rooms), reapBatch)
-			removed, err := s.reapRooms(ctx, rooms[:n])
-			total += removed
-			if err != nil {
-				return total, err
+		members, _ := page[1].AsStrings()
+		for len(members) > 0 {
+			n := min(len(members), reapBatch)
+			if err := fn(members[:n]); err != nil {
+				return err
 			}
-			rooms = rooms[n:]
+			members = members[n:]
 		}
 		if cursor == "0" {
-			return total, nil
+			return nil
 		}
 	}
 }
@@ -119,12 +133,14 @@ func (s *Service) reapRooms(ctx context.Context, rooms []string) (int, error) {
 			return total, err
 		}
 		var more []string
+		reaped := userRemovals{}
 		for i, r := range replies {
 			rep, err := luacall.DecodeReap(r)
 			if err != nil {
 				return total, fmt.Errorf("presence: reaper: room %q: %w", rooms[i], err)
 			}
 			total += int(rep.Removed)
+			reaped.addReaped(rooms[i], rep.Reaped)
 			switch {
 			case rep.More && rep.Removed > 0:
 				more = append(more, rooms[i])
@@ -133,6 +149,9 @@ func (s *Service) reapRooms(ctx context.Context, rooms []string) (int, error) {
 					return total, err
 				}
 			}
+		}
+		if _, err := s.removeUserEntries(ctx, reaped); err != nil {
+			return total, fmt.Errorf("presence: reaper: user index: %w", err)
 		}
 		rooms = more
 	}
@@ -145,10 +164,15 @@ func (s *Service) reapRooms(ctx context.Context, rooms []string) (int, error) {
 // SADD landed before our SREM, its conn is visible to our second look and we
 // put the room back; if after, the room is back anyway.
 func (s *Service) dropIfEmpty(ctx context.Context, room string) error {
-	k := s.keys
-	if _, err := s.client.Do(ctx, backend.K("SREM", k.ActiveRooms(), room)); err != nil {
+	if _, err := s.client.Do(ctx, backend.K("SREM", s.keys.ActiveRooms(), room)); err != nil {
 		return err
 	}
+	return s.lookAgain(ctx, room)
+}
+
+// lookAgain is dropIfEmpty's second half, after its SREM.
+func (s *Service) lookAgain(ctx context.Context, room string) error {
+	k := s.keys
 	r, err := s.client.Do(ctx, backend.K("SCARD", k.Conns(room)))
 	if n, nerr := r0Int(r, err); nerr != nil || n > 0 {
 		// Not known to be empty: put it back. An empty room in the list

@@ -45,6 +45,7 @@ type Service struct {
 	subs    map[*subscription]struct{}
 	onClose []func()
 	notify  *notifyReaper // nil unless Config.Reaper is notify
+	owners  ownerCache    // users.go
 }
 
 // New builds a Service on client with cfg's strategies and limits

@@ -205,6 +205,7 @@ func tinyOptions(t Target) Options {
 	o.Warmup, o.Duration = 20*time.Millisecond, 120*time.Millisecond
 	o.CeilingConcurrency, o.CeilingBatch = []int{16}, 8
 	o.MetaWriters, o.MetaDuration = 4, 200*time.Millisecond
+	o.UserIndexPairs, o.UserIndexSlice, o.UserIndexConns = 2, 60*time.Millisecond, 8
 	o.MaxOps = 20_000
 	return o
 }
@@ -227,7 +228,8 @@ func TestScenarios(t *testing.T) {
 	}
 	want := 2*(len(o.CeilingConcurrency)+1) + // ceiling rows, at the start and the end
 		len(o.Backends)*len(o.Strategies)*(1+len(o.Concurrency)) + // seed + saturation
-		len(o.Backends)*len(o.MetaStrategies)
+		len(o.Backends)*len(o.MetaStrategies) +
+		len(o.Backends)*2 // user index: heartbeat, join+leave
 	if len(res.Rows) != want {
 		t.Fatalf("%d rows, want %d", len(res.Rows), want)
 	}
@@ -262,6 +264,14 @@ func TestScenarios(t *testing.T) {
 					t.Errorf("%s: round trips per batch %v, want at most 2", name, r.RoundTripsPerBatch)
 				}
 			}
+		case TableUserIndex:
+			if r.OnOffRatio == nil || r.OffOpsPerSec == nil || *r.OffOpsPerSec <= 0 || r.OffRoundTripsPerOp == nil {
+				t.Fatalf("%s: user index fields missing: %+v", name, r)
+			}
+			// Heartbeats never touch the index: one round trip either way.
+			if r.Op == OpHeartbeat && (r.RoundTripsPerOp != 1 || *r.OffRoundTripsPerOp != 1) {
+				t.Errorf("%s: heartbeat round trips %v (on) and %v (off), want exactly 1", name, r.RoundTripsPerOp, *r.OffRoundTripsPerOp)
+			}
 		case TableMetadata:
 			if r.SuccessRate == nil || r.AvgRetries == nil || r.LostUpdates == nil || r.Attempts == nil {
 				t.Fatalf("%s: metadata fields missing: %+v", name, r)
@@ -288,7 +298,7 @@ func TestScenarios(t *testing.T) {
 
 	var md bytes.Buffer
 	res.WriteMarkdown(&md)
-	for _, s := range []string{"### Heartbeat: the seed's scenario", "### Heartbeat: closed-loop saturation", "### Metadata", "**ceiling**", "| app-cas |"} {
+	for _, s := range []string{"### Heartbeat: the seed's scenario", "### Heartbeat: closed-loop saturation", "### Metadata", "**ceiling**", "| app-cas |", "### User index cost", "| join+leave |"} {
 		if !strings.Contains(md.String(), s) {
 			t.Errorf("markdown lacks %q:\n%s", s, md.String())
 		}

@@ -12,6 +12,7 @@ const (
 	TableSeed      = "heartbeat_seed" // the seed's scenario: 100 conns, one heartbeat each every 5 s
 	TableHeartbeat = "heartbeat"      // closed-loop saturation, and the ceiling
 	TableMetadata  = "metadata"       // W writers doing get → update(majorRevision CAS)
+	// TableUserIndex (users.go): heartbeat and join+leave, user index off and on.
 )
 
 // Strategy labels of rows that are not registered strategies.
@@ -54,6 +55,14 @@ type Row struct {
 	LostUpdates    *int64   `json:"lost_updates,omitempty"`      // successful updates − final counter
 	Attempts       *int64   `json:"attempts,omitempty"`          // update attempts (get → update)
 	TxRetriesPerOp *float64 `json:"tx_retries_per_op,omitempty"` // watch: EXEC aborts retried inside the strategy, per attempt
+
+	// User index rows: the index on (the row's own figures) against off,
+	// measured in interleaved slices (users.go).
+	Op                 string    `json:"op,omitempty"`                     // OpHeartbeat or OpJoinLeave
+	OffOpsPerSec       *float64  `json:"off_ops_per_sec,omitempty"`        // the same load with the index off
+	OffRoundTripsPerOp *float64  `json:"off_round_trips_per_op,omitempty"` // likewise
+	OnOffRatio         *float64  `json:"on_off_ratio,omitempty"`           // ops_per_sec / off_ops_per_sec
+	BlockRatios        []float64 `json:"block_ratios,omitempty"`           // the ratio of each block of slices, for the spread
 
 	FirstError string `json:"first_error,omitempty"` // the first of Errors, for the log
 }

@@ -41,6 +41,14 @@ type Options struct {
 	MetaWriters    int
 	MetaDuration   time.Duration
 
+	// User index cost: heartbeat and join+leave at UserIndexConns, the
+	// index off and on taking turns of UserIndexSlice, UserIndexPairs
+	// times each (0: skipped). UserIndexOnly runs these rows alone.
+	UserIndexPairs int
+	UserIndexSlice time.Duration
+	UserIndexConns int
+	UserIndexOnly  bool
+
 	// MaxOps bounds the operations of any one scenario.
 	MaxOps int64
 
@@ -66,6 +74,9 @@ func DefaultOptions() Options {
 		MetaStrategies:     []string{"lua", "watch", StrategyAppCAS},
 		MetaWriters:        20,
 		MetaDuration:       10 * time.Second,
+		UserIndexPairs:     80,
+		UserIndexSlice:     200 * time.Millisecond,
+		UserIndexConns:     64,
 		MaxOps:             50_000_000,
 	}
 }
@@ -79,12 +90,14 @@ func QuickOptions() Options {
 	o.Duration = 650 * time.Millisecond
 	o.MetaDuration = 800 * time.Millisecond
 	o.CeilingTwice = false
+	o.UserIndexPairs = 10
+	o.UserIndexSlice = 100 * time.Millisecond
 	return o
 }
 
 // Scale multiplies every duration by f (smoke tests use a small f).
 func (o Options) Scale(f float64) Options {
-	for _, d := range []*time.Duration{&o.SeedDuration, &o.Warmup, &o.Duration, &o.MetaDuration} {
+	for _, d := range []*time.Duration{&o.SeedDuration, &o.Warmup, &o.Duration, &o.MetaDuration, &o.UserIndexSlice} {
 		*d = time.Duration(float64(*d) * f)
 	}
 	return o
@@ -101,7 +114,11 @@ func (o Options) Estimate() time.Duration {
 	}
 	d += time.Duration(nc) * (o.Warmup + o.Duration)
 	d += time.Duration(nb*len(o.MetaStrategies)) * o.MetaDuration
-	return d
+	ui := time.Duration(o.UserIndexPairs*nb*2*2) * (o.UserIndexSlice * 6 / 5)
+	if o.UserIndexOnly {
+		return ui
+	}
+	return d + ui
 }
 
 // Env describes where the figures were taken.
@@ -198,10 +215,15 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 		}
 	}
 
+	jobs = append(jobs, userIndexJobs(o, probe)...)
+
 	// The ceiling again at the end: the best of both is the ceiling, so a
 	// disturbance during one measurement does not flatter every ratio.
 	if o.CeilingTwice {
 		jobs = append(jobs, ceiling...)
+	}
+	if o.UserIndexOnly {
+		jobs = userIndexJobs(o, probe)
 	}
 	for i, j := range jobs {
 		if err := ctx.Err(); err != nil {
@@ -279,6 +301,10 @@ func (r *Results) WriteMarkdown(w io.Writer) {
 		fmt.Fprintf(w, "Other processes on the machine used %.0f%% of one core on average during the measured windows (at most %.0f%%).\n\n", sum/float64(n), peak)
 	}
 
+	if o.UserIndexOnly {
+		r.writeUserIndex(w)
+		return
+	}
 	fmt.Fprintf(w, "### Heartbeat: the seed's scenario (%d connections, one heartbeat each every %v, %v)\n\n", o.SeedConns, o.SeedInterval, o.SeedDuration)
 	WriteSeedTable(w, r.Rows)
 	fmt.Fprintln(w)
@@ -291,4 +317,15 @@ func (r *Results) WriteMarkdown(w io.Writer) {
 	fmt.Fprintf(w, "### Metadata: %d writers, get → update(counter+1, majorRevision CAS) on one channel, %v\n\n", o.MetaWriters, o.MetaDuration)
 	WriteMetadataTable(w, r.Rows)
 	fmt.Fprintln(w)
+	r.writeUserIndex(w)
+}
+
+func (r *Results) writeUserIndex(w io.Writer) {
+	o := r.Options
+	if o.UserIndexPairs > 0 {
+		fmt.Fprintf(w, "### User index cost: %d conns, closed loop, lua; the index off and on take turns of %v, %d each (off-on, on-off, …); \"per block\" is the ratio over each fifth of the turns\n\n",
+			o.UserIndexConns, o.UserIndexSlice, o.UserIndexPairs)
+		WriteUserIndexTable(w, r.Rows)
+		fmt.Fprintln(w)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 
 	"github.com/realtime-message/presence/core"
 
@@ -38,6 +39,13 @@ const (
 	// of the lookback, which is right while every node shares one clock
 	// and lets a rejoin on a node behind the others reuse an epoch.
 	brokenPruneBound = "broken-prune-bound"
+	// brokenUsersNoRemove: a user index that is written on join and never
+	// shrinks, as when the second step of leave and reap is forgotten.
+	brokenUsersNoRemove = "broken-users-no-remove"
+	// brokenUsersAnnounceEach: online announced for every conn added to a
+	// user's index rather than its first, as when the decision is made
+	// from the caller's view instead of in the user's slot.
+	brokenUsersAnnounceEach = "broken-users-announce-each"
 )
 
 func init() {
@@ -107,6 +115,21 @@ var brokenStores = map[string]func(backend.Client) backend.Client{
 	brokenJoinNoTTL: func(c backend.Client) backend.Client {
 		return scriptRewriter{c, luasrc.Join, func(cmd backend.Cmd) (backend.Cmd, []backend.Cmd) {
 			return cmd, []backend.Cmd{backend.K("PERSIST", cmd.Keys[len(cmd.Keys)-1])}
+		}}
+	},
+	brokenUsersNoRemove: func(c backend.Client) backend.Client {
+		return scriptRewriter{c, luasrc.UserRemove, func(cmd backend.Cmd) (backend.Cmd, []backend.Cmd) {
+			return backend.Cmd{Name: "EVAL", Pre: []string{"return {0, 0}", "1"}, Keys: cmd.Keys[:1]}, nil
+		}}
+	},
+	brokenUsersAnnounceEach: func(c backend.Client) backend.Client {
+		const decision = "local first = (not cur) and n == 1"
+		if !strings.Contains(luasrc.UserAdd.Source, decision) {
+			panic("user_add.lua no longer decides with " + decision)
+		}
+		src := strings.Replace(luasrc.UserAdd.Source, decision, "local first = not cur", 1)
+		return scriptRewriter{c, luasrc.UserAdd, func(cmd backend.Cmd) (backend.Cmd, []backend.Cmd) {
+			return backend.Cmd{Name: "EVAL", Pre: []string{src, "1"}, Keys: cmd.Keys, Args: cmd.Args}, nil
 		}}
 	},
 	brokenPruneBound: func(c backend.Client) backend.Client {

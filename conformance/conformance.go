@@ -37,7 +37,7 @@ type Target struct {
 }
 
 // Properties the suite checks, in the order Run runs them. A heartbeat
-// strategy gets fencing, sequential and linearizable; a metadata strategy
+// strategy gets fencing, sequential, linearizable and users; a metadata strategy
 // gets cas, sequential and linearizable.
 const (
 	// PropFencing asserts docs/DESIGN.md §4's fencing invariants directly:
@@ -63,6 +63,13 @@ const (
 	// PropLinearizable records a concurrent history of Options.Clients
 	// clients and checks it with porcupine against the sequential model.
 	PropLinearizable = "linearizable"
+	// PropUsers asserts the user index guarantee (docs/DESIGN.md, "User
+	// index"): after concurrent joins, leaves, expiries and reaps on
+	// several nodes, with failed calls retried, and one reaper and one
+	// repair pass, each user's index is the union of its conns in the
+	// rooms, and its online/offline events alternate and end where the
+	// index is.
+	PropUsers = "users"
 )
 
 // DefaultSpecs are the specs the suite uses for built-in strategies whose
@@ -151,6 +158,7 @@ var (
 		{PropFencing, checkFencing},
 		{PropSequential, checkPresenceSequential},
 		{PropLinearizable, checkPresenceLinearizable},
+		{PropUsers, checkUsers},
 	}
 	metadataProps = []property{
 		{PropCAS, checkCAS},

@@ -203,6 +203,10 @@ func cleanup(c backend.Client, prefix string) error {
 	var cmds []backend.Cmd
 	del := func(key string) { cmds = append(cmds, backend.K("DEL", key)) }
 	del(k.ActiveRooms())
+	del(k.ActiveUsers())
+	for _, u := range userIDs {
+		del(k.UserIndex(u))
+	}
 	for _, r := range roomIDs {
 		for _, key := range k.RoomKeys(r) {
 			del(key)

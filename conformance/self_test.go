@@ -165,6 +165,8 @@ func TestBrokenStrategiesAreCaught(t *testing.T) {
 		{"heartbeat", brokenEpochString, []string{PropSequential}, ""},
 		{"heartbeat", "lua", []string{PropSequential}, brokenPruneBound},
 		{"heartbeat", "lua", []string{PropSequential}, brokenJoinNoTTL},
+		{"heartbeat", "lua", []string{PropUsers}, brokenUsersNoRemove},
+		{"heartbeat", "lua", []string{PropUsers}, brokenUsersAnnounceEach},
 		{"metadata", brokenRetryConflict, []string{PropCAS}, ""},
 		{"metadata", brokenWatchNoLock, []string{PropCAS}, ""},
 		{"metadata", brokenFenceIgnored, []string{PropCAS}, ""},

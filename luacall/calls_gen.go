@@ -838,6 +838,7 @@ type ReapReply struct {
 	Removed   int64
 	Remaining int64
 	More      bool
+	Reaped    map[string]string
 }
 
 // DecodeReap decodes a reply of reap.lua; a script error is the error.
@@ -869,8 +870,8 @@ func DecodeReapFlat(f *backend.FlatReply) (ReapReply, error) {
 }
 
 func decodeReap(a []backend.Reply) (v ReapReply, ok bool) {
-	// {removed:int, remaining:int, more:bool}
-	if len(a) == 3 {
+	// {removed:int, remaining:int, more:bool, reaped:hash}
+	if len(a) == 4 {
 		v = ReapReply{}
 		if v.Removed, ok = asInt(a[0]); !ok {
 			return ReapReply{}, false
@@ -879,6 +880,9 @@ func decodeReap(a []backend.Reply) (v ReapReply, ok bool) {
 			return ReapReply{}, false
 		}
 		if v.More, ok = asBool(a[2]); !ok {
+			return ReapReply{}, false
+		}
+		if v.Reaped, ok = asHash(a[3]); !ok {
 			return ReapReply{}, false
 		}
 		return v, true
@@ -948,4 +952,180 @@ func decodeSnapshot(r backend.Reply) (v SnapshotReply, ok bool) {
 		return SnapshotReply{}, false
 	}
 	return v, true
+}
+
+// UserAdd calls user_add.lua: record one conn of a user in the user's
+// index, in the user's slot, and announce the user online when this is its
+// first conn anywhere.
+//
+// Build it with named fields only (the blank field refuses a positional
+// literal), so the order of KEYS and ARGV is the generator's, not the caller's.
+type UserAdd struct {
+	_ struct{}
+
+	Index string // KEYS[1] the user's index hash (core.Keys.UserIndex)
+
+	Entry  string // ARGV[1] the conn's field, core.UserEntry(room, conn)
+	Epoch  string // ARGV[2] the conn's epoch, as the room's join returned it
+	User   string // ARGV[3] user id
+	NowMs  string // ARGV[4] the server's time, ms
+	Events string // ARGV[5] the user's event channel
+}
+
+// Eval returns the call for backend.Scripts. Its keys and arguments share
+// one allocation.
+func (c UserAdd) Eval() backend.Eval {
+	v := make([]string, 0, 6)
+	v = append(v, c.Index, c.Entry, c.Epoch, c.User, c.NowMs, c.Events)
+	return backend.Eval{Script: luasrc.UserAdd, Keys: v[:1:1], Args: v[1:]}
+}
+
+// Run calls the script and decodes its reply; a script error is the error.
+func (c UserAdd) Run(ctx context.Context, s *backend.Scripts) (UserAddReply, error) {
+	f, err := s.RunFlat(ctx, c.Eval())
+	if err != nil {
+		return UserAddReply{}, err
+	}
+	return DecodeUserAddFlat(&f)
+}
+
+// UserAddReply is user_add.lua's reply.
+type UserAddReply struct {
+	Online bool
+	Conns  int64
+}
+
+// DecodeUserAdd decodes a reply of user_add.lua; a script error is the error.
+func DecodeUserAdd(r backend.Reply) (UserAddReply, error) {
+	if err := r.Error(); err != nil {
+		return UserAddReply{}, err
+	}
+	if a, err := r.AsArray(); err == nil {
+		if v, ok := decodeUserAdd(a); ok {
+			return v, nil
+		}
+	}
+	return UserAddReply{}, unexpected("user_add", r)
+}
+
+// DecodeUserAddFlat is DecodeUserAdd for a reply read by backend.Scripts.RunFlat;
+// it allocates nothing for a short reply of integers and strings, only to
+// build hash, idhashes and raw values and to report a malformed reply.
+func DecodeUserAddFlat(f *backend.FlatReply) (UserAddReply, error) {
+	if err := f.Error(); err != nil {
+		return UserAddReply{}, err
+	}
+	if a, err := f.Array(); err == nil {
+		if v, ok := decodeUserAdd(a); ok {
+			return v, nil
+		}
+	}
+	return UserAddReply{}, unexpected("user_add", f.Full())
+}
+
+func decodeUserAdd(a []backend.Reply) (v UserAddReply, ok bool) {
+	// {online:bool, conns:int}
+	if len(a) == 2 {
+		v = UserAddReply{}
+		if v.Online, ok = asBool(a[0]); !ok {
+			return UserAddReply{}, false
+		}
+		if v.Conns, ok = asInt(a[1]); !ok {
+			return UserAddReply{}, false
+		}
+		return v, true
+	}
+	return UserAddReply{}, false
+}
+
+// EntryEpoch is one element of a variadic script argument: two ARGV in a row.
+type EntryEpoch struct {
+	Entry string
+	Epoch string
+}
+
+// UserRemove calls user_remove.lua: forget conns of a user in the user's
+// index, in the user's slot, and announce the user offline when its last
+// conn anywhere goes.
+//
+// Build it with named fields only (the blank field refuses a positional
+// literal), so the order of KEYS and ARGV is the generator's, not the caller's.
+type UserRemove struct {
+	_ struct{}
+
+	Index string // KEYS[1] the user's index hash (core.Keys.UserIndex)
+
+	User    string       // ARGV[1] user id
+	NowMs   string       // ARGV[2] the server's time, ms
+	Events  string       // ARGV[3] the user's event channel
+	Entries []EntryEpoch // ARGV[4..] fields to remove, each only while the epoch it holds is at most epoch
+}
+
+// Eval returns the call for backend.Scripts. Its keys and arguments share
+// one allocation.
+func (c UserRemove) Eval() backend.Eval {
+	v := make([]string, 0, 4+2*len(c.Entries))
+	v = append(v, c.Index, c.User, c.NowMs, c.Events)
+	for _, e := range c.Entries {
+		v = append(v, e.Entry, e.Epoch)
+	}
+	return backend.Eval{Script: luasrc.UserRemove, Keys: v[:1:1], Args: v[1:]}
+}
+
+// Run calls the script and decodes its reply; a script error is the error.
+func (c UserRemove) Run(ctx context.Context, s *backend.Scripts) (UserRemoveReply, error) {
+	f, err := s.RunFlat(ctx, c.Eval())
+	if err != nil {
+		return UserRemoveReply{}, err
+	}
+	return DecodeUserRemoveFlat(&f)
+}
+
+// UserRemoveReply is user_remove.lua's reply.
+type UserRemoveReply struct {
+	Removed int64
+	Offline bool
+}
+
+// DecodeUserRemove decodes a reply of user_remove.lua; a script error is the error.
+func DecodeUserRemove(r backend.Reply) (UserRemoveReply, error) {
+	if err := r.Error(); err != nil {
+		return UserRemoveReply{}, err
+	}
+	if a, err := r.AsArray(); err == nil {
+		if v, ok := decodeUserRemove(a); ok {
+			return v, nil
+		}
+	}
+	return UserRemoveReply{}, unexpected("user_remove", r)
+}
+
+// DecodeUserRemoveFlat is DecodeUserRemove for a reply read by backend.Scripts.RunFlat;
+// it allocates nothing for a short reply of integers and strings, only to
+// build hash, idhashes and raw values and to report a malformed reply.
+func DecodeUserRemoveFlat(f *backend.FlatReply) (UserRemoveReply, error) {
+	if err := f.Error(); err != nil {
+		return UserRemoveReply{}, err
+	}
+	if a, err := f.Array(); err == nil {
+		if v, ok := decodeUserRemove(a); ok {
+			return v, nil
+		}
+	}
+	return UserRemoveReply{}, unexpected("user_remove", f.Full())
+}
+
+func decodeUserRemove(a []backend.Reply) (v UserRemoveReply, ok bool) {
+	// {removed:int, offline:bool}
+	if len(a) == 2 {
+		v = UserRemoveReply{}
+		if v.Removed, ok = asInt(a[0]); !ok {
+			return UserRemoveReply{}, false
+		}
+		if v.Offline, ok = asBool(a[1]); !ok {
+			return UserRemoveReply{}, false
+		}
+		return v, true
+	}
+	return UserRemoveReply{}, false
 }

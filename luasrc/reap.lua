@@ -14,13 +14,15 @@
 -- ARGV[4] events: the room's event channel
 -- ARGV[5] connPrefix: the room's conn key prefix (core.Keys.ConnPrefix)
 -- ARGV[6] limit: most conns to examine in this call
--- Returns {removed:int, remaining:int, more:bool}
+-- Returns {removed:int, remaining:int, more:bool, reaped:hash}
 -- remaining counts the conns left in the room; more is 1 when more
--- candidates may remain.
+-- candidates may remain; reaped maps each removed conn to its conn_meta
+-- value, "epoch:user", so the caller can update those users' indexes.
 local function fmt(n) return string.format('%.0f', n) end
 
 local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[6]))
 local removed = 0
+local reaped = {}
 for _, conn in ipairs(ids) do
   if redis.call('EXISTS', ARGV[5] .. conn) == 0 then
     local user, epoch = nil, -1
@@ -43,6 +45,10 @@ for _, conn in ipairs(ids) do
       ',"userId":' .. cjson.encode(user or '') .. ',"connId":' .. cjson.encode(conn) ..
       ',"state":null,"ts":' .. ARGV[2] .. ',"epoch":' .. fmt(epoch) .. '}')
     removed = removed + 1
+    if meta then
+      reaped[#reaped + 1] = conn
+      reaped[#reaped + 1] = meta
+    end
   end
 end
 -- Epochs below the cutoff are below any future now, so a rejoin no longer
@@ -54,4 +60,4 @@ local top = redis.call('ZRANGE', KEYS[6], -1, -1, 'WITHSCORES')
 if #top == 2 then redis.call('PEXPIRE', KEYS[6], fmt(tonumber(top[2]) - tonumber(ARGV[3]))) end
 local more = 0
 if #ids == tonumber(ARGV[6]) then more = 1 end
-return {removed, redis.call('SCARD', KEYS[1]), more}
+return {removed, redis.call('SCARD', KEYS[1]), more, reaped}

@@ -65,7 +65,7 @@ var reapSource string
 // for each, atomically in the room's slot, so reapers on many nodes racing
 // on one room remove each conn exactly once, and a conn that heartbeated
 // (its hash exists again) is never removed.
-var Reap = &Script{Name: "reap", SHA1: "723d05306afa7ce261af104b0950fa14fbd8db25", Source: reapSource}
+var Reap = &Script{Name: "reap", SHA1: "d3b1e62649a8e5ee311e4eb302ce9748fae7685a", Source: reapSource}
 
 //go:embed snapshot.lua
 var snapshotSource string
@@ -75,5 +75,21 @@ var snapshotSource string
 // left out.
 var Snapshot = &Script{Name: "snapshot", SHA1: "81a4babe66c700bdc2a45c186ebfbd99e2ba6dba", Source: snapshotSource}
 
+//go:embed user_add.lua
+var userAddSource string
+
+// UserAdd is user_add.lua: record one conn of a user in the user's index,
+// in the user's slot, and announce the user online when this is its first
+// conn anywhere.
+var UserAdd = &Script{Name: "user_add", SHA1: "6abe81d16119411ccd69ff45e8e889e0ff725705", Source: userAddSource}
+
+//go:embed user_remove.lua
+var userRemoveSource string
+
+// UserRemove is user_remove.lua: forget conns of a user in the user's
+// index, in the user's slot, and announce the user offline when its last
+// conn anywhere goes.
+var UserRemove = &Script{Name: "user_remove", SHA1: "67dc671700027e23fba59474266f33a794b8ad6c", Source: userRemoveSource}
+
 // All lists every script, for preloading.
-var All = []*Script{Heartbeat, Join, Leave, LockAcquire, LockRelease, LockRenew, MetaMutate, Reap, Snapshot}
+var All = []*Script{Heartbeat, Join, Leave, LockAcquire, LockRelease, LockRenew, MetaMutate, Reap, Snapshot, UserAdd, UserRemove}

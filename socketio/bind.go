@@ -140,6 +140,10 @@ type Options struct {
 	// (default 1000; negative: never).
 	DisconnectAfterRefused int
 
+	// MaxWatchedUsers bounds the users one socket watches with
+	// presence:watchUser (default DefaultMaxWatchedUsers).
+	MaxWatchedUsers int
+
 	// Logger receives the binding's logs (default slog.Default()).
 	Logger *slog.Logger
 	// FailureLogInterval: failures of the server or Redis are logged once
@@ -199,6 +203,9 @@ func (o Options) withDefaults() Options {
 	if o.DisconnectAfterRefused == 0 {
 		o.DisconnectAfterRefused = 1000
 	}
+	if o.MaxWatchedUsers <= 0 {
+		o.MaxWatchedUsers = DefaultMaxWatchedUsers
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -228,6 +235,7 @@ type Binding struct {
 
 	rmu   sync.RWMutex
 	rooms map[string]map[*conn]struct{} // presence room → its local sockets (broadcast.go)
+	watch *watchers                     // user → local sockets watching it (users.go)
 
 	mu       sync.Mutex
 	conns    map[socket.SocketId]*conn
@@ -268,6 +276,7 @@ func Bind(ctx context.Context, io *socket.Server, svc *presence.Service, opts Op
 		log:      opts.Logger,
 		conns:    map[socket.SocketId]*conn{},
 		rooms:    map[string]map[*conn]struct{}{},
+		watch:    newWatchers(),
 		cleanups: map[*conn]chan struct{}{},
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
@@ -285,6 +294,11 @@ func Bind(ctx context.Context, io *socket.Server, svc *presence.Service, opts Op
 	}
 	b.subs = append(b.subs, sub)
 	if err := b.subscribeMetadata(ctx); err != nil {
+		b.closeSubs()
+		b.cancel()
+		return nil, err
+	}
+	if err := b.subscribeUsers(ctx); err != nil {
 		b.closeSubs()
 		b.cancel()
 		return nil, err
@@ -410,6 +424,7 @@ func (b *Binding) onConnection(s *socket.Socket) {
 	b.handle(c, EventHeartbeat, c.heartbeat, c.heartbeatEvent)
 	b.handle(c, EventLeave, c.presence, c.leave)
 	b.bindMetadata(c)
+	b.bindUsers(c)
 	_ = s.On("disconnect", func(args ...any) {
 		b.logDrop(c, args)
 		b.release(c)
@@ -436,6 +451,7 @@ func (b *Binding) release(c *conn) {
 		return
 	}
 	close(c.gone)
+	b.watch.drop(c)
 	b.connected.Add(-1)
 	b.mu.Lock()
 	delete(b.conns, c.sock.Id())

@@ -34,6 +34,8 @@ type nodeConfig struct {
 	MaxMsg    int64
 	// Wrap, when set, wraps the backend client the service runs on.
 	Wrap func(backend.Client) backend.Client
+	// DisableUserIndex turns the service's user index off.
+	DisableUserIndex bool
 }
 
 // node is one in-process presence server: service, Socket.IO server,
@@ -74,6 +76,8 @@ func startNode(t testing.TB, srv *redistest.Server, nc nodeConfig) *node {
 		ReaperInterval: -1,
 		ReaperLookback: nc.Lookback,
 		Logger:         quietLogger(t),
+
+		DisableUserIndex: nc.DisableUserIndex,
 	}
 	if nc.Reaper > 0 {
 		cfg.ReaperInterval = nc.Reaper

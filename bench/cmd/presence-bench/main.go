@@ -8,6 +8,7 @@
 //	go run ./bench/cmd/presence-bench -json           # one JSON object per row
 //	go run ./bench/cmd/presence-bench -out tables.md -svg bench/heartbeat.svg
 //	go run ./bench/cmd/presence-bench -reaper         # reaper modes only, about 10 minutes
+//	go run ./bench/cmd/presence-bench -user-index-only # the user index's cost alone
 //
 // It starts its own redis-server (from PATH, in a private temporary
 // directory, on a free 127.0.0.1 port, killed at exit) unless REDIS_URL
@@ -68,6 +69,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&rs.IdleRooms, "reaper-rooms", rs.IdleRooms, "with -reaper: rooms of the idle conns")
 	fs.DurationVar(&rs.Window, "reaper-window", rs.Window, "with -reaper: the idle window measured")
 	fs.DurationVar(&rs.JoinTimeout, "reaper-join-timeout", rs.JoinTimeout, "with -reaper: bound of joining the idle conns (fewer are measured if it ends first)")
+	uiPairs := fs.Int("user-index-pairs", -1, "turns each side (user index off, on) takes in the user index cost rows (default 80, -quick 10; 0 skips them)")
+	uiConns := fs.Int("user-index-conns", 64, "concurrency of the user index cost rows")
+	uiOnly := fs.Bool("user-index-only", false, "measure only the user index cost (issue 14): heartbeat and join+leave, the index off and on")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -88,6 +92,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o.Strategies = split(*strategies)
 	o.MetaStrategies = split(*meta)
 	o.MetaWriters = *writers
+	if *uiPairs >= 0 {
+		o.UserIndexPairs = *uiPairs
+	}
+	if *uiConns <= 0 {
+		return fmt.Errorf("-user-index-conns: %d is not a positive integer", *uiConns)
+	}
+	o.UserIndexConns, o.UserIndexOnly = *uiConns, *uiOnly
+	if o.UserIndexOnly && o.UserIndexPairs == 0 {
+		return errors.New("-user-index-only with -user-index-pairs 0 measures nothing")
+	}
 	o.Concurrency = nil
 	for _, s := range split(*conc) {
 		var n int
@@ -211,6 +225,8 @@ func renderRows(path, svg, title string, stdout io.Writer) error {
 	bench.WriteHeartbeatTable(stdout, rows)
 	fmt.Fprintln(stdout)
 	bench.WriteMetadataTable(stdout, rows)
+	fmt.Fprintln(stdout)
+	bench.WriteUserIndexTable(stdout, rows)
 	if svg == "" {
 		return nil
 	}

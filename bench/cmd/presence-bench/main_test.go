@@ -41,7 +41,7 @@ func TestRunQuickScaled(t *testing.T) {
 		}
 		rows++
 	}
-	if want := 3 + 2 + 2 + 2; rows != want { // ceiling ×3 (once with -quick), seed ×2, saturation ×2, metadata ×2
+	if want := 3 + 2 + 2 + 2 + 2; rows != want { // ceiling ×3 (once with -quick), seed ×2, saturation ×2, metadata ×2, user index ×2
 		t.Errorf("%d rows, want %d:\n%s", rows, want, stdout.String())
 	}
 	for _, f := range []string{md, svg} {
@@ -65,16 +65,45 @@ func TestRunQuickScaled(t *testing.T) {
 	if b, err := os.ReadFile(svg2); err != nil || !bytes.Contains(b, []byte("<svg")) {
 		t.Errorf("-render chart: %v", err)
 	}
-	if !strings.Contains(stderr.String(), "started redis-server") || !strings.Contains(stderr.String(), "[ 9/9") {
+	if !strings.Contains(stderr.String(), "started redis-server") || !strings.Contains(stderr.String(), "[11/11") {
 		t.Errorf("progress:\n%s", stderr.String())
 	}
 }
 
 func TestFlags(t *testing.T) {
 	var out, errw bytes.Buffer
-	for _, args := range [][]string{{"-backends", "redis"}, {"-concurrency", "x"}, {"extra"}} {
+	for _, args := range [][]string{{"-backends", "redis"}, {"-concurrency", "x"}, {"extra"},
+		{"-user-index-conns", "0"}, {"-user-index-only", "-user-index-pairs", "0"}} {
 		if err := run(context.Background(), args, &out, &errw); err == nil {
 			t.Errorf("%q accepted", args)
 		}
+	}
+}
+
+// TestUserIndexOnly: -user-index-only measures the user index's cost
+// alone, off and on per backend and operation, and prints their ratio.
+func TestUserIndexOnly(t *testing.T) {
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		if os.Getenv("REQUIRE_REDIS") == "1" {
+			t.Fatal("redis-server not on PATH and REQUIRE_REDIS=1")
+		}
+		t.Skip("redis-server not on PATH")
+	}
+	t.Setenv("REDIS_URL", "")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	err := run(ctx, []string{"-quick", "-scale", "0.05", "-backends", "rueidis", "-user-index-only", "-user-index-conns", "8"}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	out := stdout.String()
+	for _, want := range []string{"### User index cost", "| heartbeat | rueidis |", "| join+leave | rueidis |"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "### Heartbeat") || !strings.Contains(stderr.String(), "[ 2/2") {
+		t.Errorf("not the user index rows alone:\n%s\n%s", out, stderr.String())
 	}
 }
