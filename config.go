@@ -157,8 +157,14 @@ func (c Config) withDefaults() (Config, error) {
 	if c.KeyPrefix == "" {
 		c.KeyPrefix = "prs"
 	}
-	if strings.ContainsAny(c.KeyPrefix, "{}") {
-		return c, invalid("config: KeyPrefix %q may not contain '{' or '}'", c.KeyPrefix)
+	// Braces would move the hash tag; glob characters would make the
+	// pattern subscriptions built from the prefix match other
+	// deployments' channels; spaces and control characters make keys
+	// unreadable in redis-cli and logs.
+	if i := strings.IndexFunc(c.KeyPrefix, func(r rune) bool {
+		return strings.ContainsRune("{}*?[]\\", r) || r <= ' ' || r == 0x7f
+	}); i >= 0 {
+		return c, invalid("config: KeyPrefix %q: %q is not allowed (no braces, glob characters *?[]\\, spaces or control characters)", c.KeyPrefix, c.KeyPrefix[i:i+1])
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
