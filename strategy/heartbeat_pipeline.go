@@ -26,7 +26,10 @@ func init() {
 // check the epoch in Go, write. The read and the write are fenced by WATCH
 // on the conn hash, so a join (or another heartbeat) landing between them
 // aborts the write instead of being overwritten; an abort is retried from
-// the read. Three round trips: WATCH, read, MULTI/EXEC.
+// the read. Three round trips: WATCH, read, MULTI/EXEC. The room's sequence
+// counter is watched too, so an update event's seq is taken atomically with
+// the write; any change of the room between the read and EXEC then aborts
+// the heartbeat, which is retried like any abort.
 type pipelineHeartbeat struct {
 	env     Env
 	retries int
@@ -42,14 +45,18 @@ func (p *pipelineHeartbeat) Heartbeat(ctx context.Context, req HeartbeatRequest)
 		ck = p.env.Keys.ConnKeys(req.Room, req.Conn)
 	}
 	connKey := ck.ConnKey()
+	watched := []string{connKey, ck.Seq()}
 	for attempt := 0; ; attempt++ {
 		var res HeartbeatResult
-		replies, err := p.env.Client.Watch(ctx, []string{connKey}, func(ctx context.Context, tx backend.Tx) ([]backend.Cmd, error) {
-			r, err := tx.Do(ctx, backend.K("HGETALL", connKey))
+		replies, err := p.env.Client.Watch(ctx, watched, func(ctx context.Context, tx backend.Tx) ([]backend.Cmd, error) {
+			// The room's counter is read (and watched) with the conn, in
+			// the same round trip, in case the patch changes the state
+			// and the update event must take the next number.
+			r, err := tx.Do(ctx, backend.K("HGETALL", connKey), backend.K("GET", ck.Seq()), backend.C("TIME", nil))
 			if err != nil {
 				return nil, err
 			}
-			if err := r[0].Error(); err != nil {
+			if err := backend.FirstError(r); err != nil {
 				return nil, err
 			}
 			h, err := r[0].AsStringMap()
@@ -89,9 +96,13 @@ func (p *pipelineHeartbeat) Heartbeat(ctx context.Context, req HeartbeatRequest)
 				backend.K("ZADD", ck.LastSeen(), now, req.Conn),
 			)
 			if res.Changed {
+				seq, next, err := nextSeq(ck.Seq(), r[1], r[2])
+				if err != nil {
+					return nil, err
+				}
 				ev, _ := json.Marshal(core.PresenceEvent{Type: "update", RoomID: req.Room, UserID: h["user"], ConnID: req.Conn,
-					State: core.StateFromHash(h), TS: req.NowMs, Epoch: stored})
-				cmds = append(cmds, backend.C("PUBLISH", nil, ck.RoomEvents(), string(ev)))
+					State: core.StateFromHash(h), TS: req.NowMs, Epoch: stored, Seq: seq})
+				cmds = append(cmds, next, backend.C("PUBLISH", nil, ck.RoomEvents(), string(ev)))
 			}
 			return cmds, nil
 		})
@@ -106,4 +117,27 @@ func (p *pipelineHeartbeat) Heartbeat(ctx context.Context, req HeartbeatRequest)
 		}
 		return res, nil
 	}
+}
+
+// nextSeq returns the room's next sequence number and the command that
+// takes it, as the scripts' nextSeq does, from the counter's value (seqR,
+// read after WATCH) and Redis's TIME (timeR).
+func nextSeq(key string, seqR, timeR backend.Reply) (int64, backend.Cmd, error) {
+	if cur, err := seqR.AsInt(); err == nil {
+		return cur + 1, backend.K("INCR", key), nil
+	}
+	if !seqR.IsNil() {
+		return 0, backend.Cmd{}, fmt.Errorf("strategy: sequence counter %q holds %v", key, seqR)
+	}
+	t := timeR.Elems
+	if len(t) != 2 {
+		return 0, backend.Cmd{}, fmt.Errorf("strategy: TIME replied %v", timeR)
+	}
+	sec, err1 := t[0].AsInt()
+	usec, err2 := t[1].AsInt()
+	if err1 != nil || err2 != nil {
+		return 0, backend.Cmd{}, fmt.Errorf("strategy: TIME replied %v", timeR)
+	}
+	seq := sec*1_000_000 + usec
+	return seq, backend.K("SET", key, strconv.FormatInt(seq, 10)), nil
 }
