@@ -61,6 +61,7 @@ const (
 	EventJoin      = "presence:join"
 	EventHeartbeat = "presence:heartbeat"
 	EventLeave     = "presence:leave"
+	EventSync      = "presence:sync" // a fresh snapshot of the socket's room, with its seq
 	EventPresence  = "presence:event" // server → client
 
 	EventSetChannel    = "metadata:setChannel"
@@ -409,6 +410,7 @@ func (b *Binding) onConnection(s *socket.Socket) {
 	b.handle(c, EventJoin, c.presence, c.join)
 	b.handle(c, EventHeartbeat, c.heartbeat, c.heartbeatEvent)
 	b.handle(c, EventLeave, c.presence, c.leave)
+	b.handle(c, EventSync, c.presence, c.sync)
 	b.bindMetadata(c)
 	_ = s.On("disconnect", func(...any) { b.release(c) })
 	if s.Disconnected() {
