@@ -37,7 +37,7 @@ type Target struct {
 }
 
 // Properties the suite checks, in the order Run runs them. A heartbeat
-// strategy gets fencing, sequential and linearizable; a metadata strategy
+// strategy gets fencing, sequential, linearizable and seq; a metadata strategy
 // gets cas, sequential and linearizable.
 const (
 	// PropFencing asserts docs/DESIGN.md §4's fencing invariants directly:
@@ -147,6 +147,7 @@ var (
 		{PropFencing, checkFencing},
 		{PropSequential, checkPresenceSequential},
 		{PropLinearizable, checkPresenceLinearizable},
+		{PropSeq, checkSeq},
 	}
 	metadataProps = []property{
 		{PropCAS, checkCAS},

@@ -167,6 +167,7 @@ func TestBrokenStrategiesAreCaught(t *testing.T) {
 		{"heartbeat", "lua", []string{PropSequential}, brokenJoinNoTTL},
 		{"metadata", brokenRetryConflict, []string{PropCAS}, ""},
 		{"metadata", brokenWatchNoLock, []string{PropCAS}, ""},
+		{"heartbeat", brokenSeqUnwatched, []string{PropSeq}, ""},
 	}
 	for _, c := range cases {
 		name := c.spec

@@ -37,9 +37,6 @@ func TestSeqMirrorProperty(t *testing.T) {
 					st := seqRun(t, srv, be, uint64(run+1), clients, ops)
 					naiveDiverged += st.naiveDiverged
 					gaps += st.gaps
-					if naiveDiverged > 0 && run >= 1 {
-						break
-					}
 				}
 				t.Logf("naive clients diverged: %d; rule-following clients that resynced on a gap: %d", naiveDiverged, gaps)
 				if naiveDiverged == 0 {
