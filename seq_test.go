@@ -119,4 +119,3 @@ func TestRoomSeq(t *testing.T) {
 		next("join", d.Seq)
 	})
 }
-

@@ -3,10 +3,10 @@ package conformance
 import (
 	"cmp"
 	"encoding/json"
-	"maps"
-	"slices"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 

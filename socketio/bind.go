@@ -61,7 +61,7 @@ const (
 	EventJoin      = "presence:join"
 	EventHeartbeat = "presence:heartbeat"
 	EventLeave     = "presence:leave"
-	EventSync      = "presence:sync" // a fresh snapshot of the socket's room, with its seq
+	EventSync      = "presence:sync"  // a fresh snapshot of the socket's room, with its seq
 	EventPresence  = "presence:event" // server → client
 
 	EventSetChannel    = "metadata:setChannel"
