@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
+	"time"
 
 	"github.com/realtime-message/presence/core"
 
@@ -26,10 +28,13 @@ func init() {
 // check the epoch in Go, write. The read and the write are fenced by WATCH
 // on the conn hash, so a join (or another heartbeat) landing between them
 // aborts the write instead of being overwritten; an abort is retried from
-// the read. Three round trips: WATCH, read, MULTI/EXEC. The room's sequence
-// counter is watched too, so an update event's seq is taken atomically with
-// the write; any change of the room between the read and EXEC then aborts
-// the heartbeat, which is retried like any abort.
+// the read. Three round trips: WATCH, read, MULTI/EXEC. A heartbeat with a
+// patch, which may change the state and then publish an update event that
+// takes the room's next seq, watches the room's sequence counter too, so
+// the seq is taken atomically with the write; any change of the room
+// between the read and EXEC then aborts it, and patching heartbeats of one
+// room contend: aborts are retried after a short random pause, so
+// contenders spread out instead of colliding again.
 type pipelineHeartbeat struct {
 	env     Env
 	retries int
@@ -45,14 +50,21 @@ func (p *pipelineHeartbeat) Heartbeat(ctx context.Context, req HeartbeatRequest)
 		ck = p.env.Keys.ConnKeys(req.Room, req.Conn)
 	}
 	connKey := ck.ConnKey()
-	watched := []string{connKey, ck.Seq()}
+	watched := []string{connKey}
+	if len(req.Patch) > 0 {
+		watched = append(watched, ck.Seq())
+	}
 	for attempt := 0; ; attempt++ {
 		var res HeartbeatResult
 		replies, err := p.env.Client.Watch(ctx, watched, func(ctx context.Context, tx backend.Tx) ([]backend.Cmd, error) {
-			// The room's counter is read (and watched) with the conn, in
-			// the same round trip, in case the patch changes the state
-			// and the update event must take the next number.
-			r, err := tx.Do(ctx, backend.K("HGETALL", connKey), backend.K("GET", ck.Seq()), backend.C("TIME", nil))
+			// The room's counter is read with the conn, in the same round
+			// trip, in case the patch changes the state and the update
+			// event must take the next number.
+			reads := []backend.Cmd{backend.K("HGETALL", connKey)}
+			if len(watched) > 1 {
+				reads = append(reads, backend.K("GET", ck.Seq()), backend.C("TIME", nil))
+			}
+			r, err := tx.Do(ctx, reads...)
 			if err != nil {
 				return nil, err
 			}
@@ -107,6 +119,9 @@ func (p *pipelineHeartbeat) Heartbeat(ctx context.Context, req HeartbeatRequest)
 			return cmds, nil
 		})
 		if errors.Is(err, backend.ErrTxAborted) && attempt < p.retries {
+			if err := pause(ctx, attempt); err != nil {
+				return HeartbeatResult{}, err
+			}
 			continue
 		}
 		if err == nil {
@@ -140,4 +155,18 @@ func nextSeq(key string, seqR, timeR backend.Reply) (int64, backend.Cmd, error) 
 	}
 	seq := sec*1_000_000 + usec
 	return seq, backend.K("SET", key, strconv.FormatInt(seq, 10)), nil
+}
+
+// pause waits a random time below 100µs × 2^attempt (at most ~6.5ms)
+// before a retry, or until ctx ends.
+func pause(ctx context.Context, attempt int) error {
+	d := time.Duration(rand.Int64N(int64(100*time.Microsecond) << min(attempt, 6)))
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
