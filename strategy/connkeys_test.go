@@ -59,6 +59,7 @@ func TestHeartbeatEvalUsesConnKeys(t *testing.T) {
 		t.Fatalf("HeartbeatEval with ConnKeys: %q %q", e.Keys, e.Args)
 	}
 	if !sameData(e.Keys[0], ck.ConnKey()) || !sameData(e.Keys[1], ck.LastSeen()) || !sameData(e.Keys[2], ck.ConnMeta()) ||
+		!sameData(e.Keys[3], ck.Seq()) ||
 		!sameData(e.Args[4], ck.RoomEvents()) {
 		t.Fatal("HeartbeatEval built keys although ConnKeys were given")
 	}
