@@ -22,6 +22,11 @@ type Event struct {
 	State  json.RawMessage `json:"state"` // object, or null
 	TS     int64           `json:"ts"`    // ms, the server's time of the change
 	Epoch  int64           `json:"epoch"` // the conn's epoch
+	// Seq is the room's sequence number of this change: one more than the
+	// room's previous change. A client that mirrors a room applies, in
+	// order, the events with Seq above its snapshot's; a gap means it
+	// missed one and must take a new snapshot (docs/PROTOCOL.md).
+	Seq int64 `json:"seq"`
 }
 
 // Subscription is an active event subscription.

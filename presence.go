@@ -31,6 +31,9 @@ type Entry struct {
 type JoinResult struct {
 	Epoch    int64
 	Snapshot []Entry
+	// Seq is the join event's room sequence number: Snapshot holds every
+	// change up to it and none after (see Event.Seq).
+	Seq int64
 }
 
 // HeartbeatParams are a heartbeat's optional fields.
@@ -76,7 +79,7 @@ func (s *Service) Join(ctx context.Context, room, conn, user string, state json.
 	addRoom := backend.K("SADD", k.ActiveRooms(), room)
 	join := luacall.Join{
 		Conns: k.Conns(room), Members: k.Members(room), LastSeen: k.LastSeen(room), ConnMeta: k.ConnMeta(room),
-		UserConns: k.UserConns(room), Gone: k.Gone(room), ConnHash: k.Conn(room, conn),
+		UserConns: k.UserConns(room), Gone: k.Gone(room), ConnHash: k.Conn(room, conn), Seq: k.Seq(room),
 		Conn: conn, User: user, Room: room, NowMs: strconv.FormatInt(now, 10), TTLMs: strconv.FormatInt(s.cfg.TTL.Milliseconds(), 10),
 		Events: k.RoomEvents(room), ConnPrefix: k.ConnPrefix(room), State: fields,
 	}
@@ -95,7 +98,7 @@ func (s *Service) Join(ctx context.Context, room, conn, user string, state json.
 	if err := s.afterJoin(ctx, addRoom, pre[1:], room, conn, user, rep.Epoch, now); err != nil {
 		return JoinResult{}, fmt.Errorf("presence: join: %w", err)
 	}
-	return JoinResult{Epoch: rep.Epoch, Snapshot: snap}, nil
+	return JoinResult{Epoch: rep.Epoch, Snapshot: snap, Seq: rep.Seq}, nil
 }
 
 // ConnRef is a validated room and conn with their Redis keys built once,
@@ -219,7 +222,7 @@ func (s *Service) Leave(ctx context.Context, room, conn string) error {
 	k := s.keys
 	rep, owner, err := s.runLeave(ctx, luacall.Leave{
 		Conns: k.Conns(room), Members: k.Members(room), LastSeen: k.LastSeen(room), ConnMeta: k.ConnMeta(room),
-		UserConns: k.UserConns(room), Gone: k.Gone(room), ConnHash: k.Conn(room, conn),
+		UserConns: k.UserConns(room), Gone: k.Gone(room), ConnHash: k.Conn(room, conn), Seq: k.Seq(room),
 		Conn: conn, Room: room, NowMs: strconv.FormatInt(s.nowMs(), 10), Events: k.RoomEvents(room),
 		LookbackMs: strconv.FormatInt(s.cfg.ReaperLookback.Milliseconds(), 10),
 	}, room, conn)
@@ -234,17 +237,33 @@ func (s *Service) Leave(ctx context.Context, room, conn string) error {
 
 // Snapshot returns every live conn of room.
 func (s *Service) Snapshot(ctx context.Context, room string) ([]Entry, error) {
+	r, err := s.SnapshotSeq(ctx, room)
+	return r.Snapshot, err
+}
+
+// SnapshotResult is a room's snapshot with its sequence number.
+type SnapshotResult struct {
+	Snapshot []Entry
+	// Seq is the room's last sequence number: Snapshot holds every change
+	// up to it and none after (see Event.Seq). 0 when the room has no
+	// counter (it was never joined, or has been empty past the lookback).
+	Seq int64
+}
+
+// SnapshotSeq is Snapshot with the room's sequence number, read in the same
+// atomic step, for a client that mirrors the room from events (Event.Seq).
+func (s *Service) SnapshotSeq(ctx context.Context, room string) (SnapshotResult, error) {
 	if err := s.checkOpen(); err != nil {
-		return nil, err
+		return SnapshotResult{}, err
 	}
 	if err := checkID("roomId", room, s.cfg.MaxIDBytes, ""); err != nil {
-		return nil, err
+		return SnapshotResult{}, err
 	}
-	rep, err := luacall.Snapshot{Conns: s.keys.Conns(room), ConnPrefix: s.keys.ConnPrefix(room)}.Run(ctx, s.scripts)
+	rep, err := luacall.Snapshot{Conns: s.keys.Conns(room), Seq: s.keys.Seq(room), ConnPrefix: s.keys.ConnPrefix(room)}.Run(ctx, s.scripts)
 	if err != nil {
-		return nil, fmt.Errorf("presence: snapshot: %w", err)
+		return SnapshotResult{}, fmt.Errorf("presence: snapshot: %w", err)
 	}
-	return snapshotEntries(rep.Conns), nil
+	return SnapshotResult{Snapshot: snapshotEntries(rep.Conns), Seq: rep.Seq}, nil
 }
 
 // snapshotEntries turns the conns a script returned into entries, sorted

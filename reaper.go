@@ -123,7 +123,7 @@ func (s *Service) reapRooms(ctx context.Context, rooms []string) (int, error) {
 		for i, room := range rooms {
 			evals[i] = luacall.Reap{
 				Conns: k.Conns(room), Members: k.Members(room), LastSeen: k.LastSeen(room), ConnMeta: k.ConnMeta(room),
-				UserConns: k.UserConns(room), Gone: k.Gone(room),
+				UserConns: k.UserConns(room), Gone: k.Gone(room), Seq: k.Seq(room),
 				Room: room, NowMs: nowS, CutoffMs: cutoff, Events: k.RoomEvents(room), ConnPrefix: k.ConnPrefix(room),
 				Limit: strconv.Itoa(reapPerRoom),
 			}.Eval()

@@ -18,6 +18,10 @@ type Options struct {
 
 	// Heartbeat strategies (specs) of the seed and saturation tables.
 	Strategies []string // default lua, pipeline, batch
+	// Patch makes every heartbeat of the seed and saturation tables change
+	// its connection's state, so each also takes the room's next seq and
+	// publishes an update event.
+	Patch bool
 
 	// The seed's scenario: SeedConns connections, each heartbeating once
 	// per SeedInterval, for SeedDuration.
@@ -192,7 +196,7 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 	for _, b := range o.Backends {
 		for _, s := range o.Strategies {
 			sc := HeartbeatScenario{Table: TableSeed, Backend: b, Strategy: s, Conns: o.SeedConns,
-				Interval: o.SeedInterval, Duration: o.SeedDuration, MaxOps: o.MaxOps}
+				Interval: o.SeedInterval, Duration: o.SeedDuration, MaxOps: o.MaxOps, Patch: o.Patch}
 			jobs = append(jobs, job{fmt.Sprintf("heartbeat seed scenario %s %s: %d conns every %v", b, s, sc.Conns, sc.Interval),
 				func(ctx context.Context) (Row, error) { return RunHeartbeat(ctx, o.Target, sc, probe) }})
 		}
@@ -201,7 +205,7 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 		for _, s := range o.Strategies {
 			for _, c := range o.Concurrency {
 				sc := HeartbeatScenario{Table: TableHeartbeat, Backend: b, Strategy: s, Conns: c,
-					Warmup: o.Warmup, Duration: o.Duration, MaxOps: o.MaxOps}
+					Warmup: o.Warmup, Duration: o.Duration, MaxOps: o.MaxOps, Patch: o.Patch}
 				jobs = append(jobs, job{fmt.Sprintf("heartbeat saturation %s %s, %d conns", b, s, c),
 					func(ctx context.Context) (Row, error) { return RunHeartbeat(ctx, o.Target, sc, probe) }})
 			}

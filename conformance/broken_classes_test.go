@@ -114,7 +114,14 @@ func (s scriptRewriter) Do(ctx context.Context, cmds ...backend.Cmd) ([]backend.
 var brokenStores = map[string]func(backend.Client) backend.Client{
 	brokenJoinNoTTL: func(c backend.Client) backend.Client {
 		return scriptRewriter{c, luasrc.Join, func(cmd backend.Cmd) (backend.Cmd, []backend.Cmd) {
-			return cmd, []backend.Cmd{backend.K("PERSIST", cmd.Keys[len(cmd.Keys)-1])}
+			// The conn hash is the key with the conn's part in it (it is
+			// not the last key since join.lua takes the room's counter).
+			for _, k := range cmd.Keys {
+				if strings.Contains(k, "}:conn:") {
+					return cmd, []backend.Cmd{backend.K("PERSIST", k)}
+				}
+			}
+			panic("broken-join-no-ttl: join.lua call without a conn hash key")
 		}}
 	},
 	brokenUsersNoRemove: func(c backend.Client) backend.Client {

@@ -37,6 +37,10 @@ const (
 	// the lua strategy writes: a lock taken between the check and the
 	// write does not stop the write.
 	brokenLocksSplit = "broken-locks-split"
+	// brokenSeqUnwatched fences like the pipeline strategy (WATCH on the
+	// conn) but reads the room's sequence counter without watching it: two
+	// changes of a room between its read and its EXEC publish one seq twice.
+	brokenSeqUnwatched = "broken-seq-unwatched"
 )
 
 func init() {
@@ -45,6 +49,9 @@ func init() {
 	})
 	strategy.Heartbeats.Register(brokenLowerEpoch, nil, func(env strategy.Env, _ *strategy.Params) (strategy.Heartbeat, error) {
 		return watchFence{env, func(int64, int64) bool { return false }}, nil
+	})
+	strategy.Heartbeats.Register(brokenSeqUnwatched, nil, func(env strategy.Env, _ *strategy.Params) (strategy.Heartbeat, error) {
+		return seqUnwatched{env}, nil
 	})
 	strategy.Metadatas.Register(brokenAppCAS, nil, func(env strategy.Env, _ *strategy.Params) (strategy.Metadata, error) {
 		return appCAS{env}, nil
@@ -189,6 +196,52 @@ func (l watchFence) Heartbeat(ctx context.Context, req strategy.HeartbeatRequest
 			var cmds []backend.Cmd
 			res, cmds, err = hbWrites(l.env, req, h, l.fence)
 			return cmds, err
+		})
+		if err == backend.ErrTxAborted {
+			continue
+		}
+		if err == nil {
+			err = backend.FirstError(r)
+		}
+		return res, err
+	}
+}
+
+type seqUnwatched struct{ env strategy.Env }
+
+func (s seqUnwatched) Close() error { return nil }
+
+func (s seqUnwatched) Heartbeat(ctx context.Context, req strategy.HeartbeatRequest) (strategy.HeartbeatResult, error) {
+	k := s.env.Keys
+	key, seqKey := k.Conn(req.Room, req.Conn), k.Seq(req.Room)
+	for {
+		var res strategy.HeartbeatResult
+		r, err := s.env.Client.Watch(ctx, []string{key}, func(ctx context.Context, tx backend.Tx) ([]backend.Cmd, error) {
+			r, err := tx.Do(ctx, backend.K("HGETALL", key), backend.K("GET", seqKey))
+			if err != nil {
+				return nil, err
+			}
+			h, err := r[0].AsStringMap()
+			if err != nil {
+				return nil, err
+			}
+			var cmds []backend.Cmd
+			res, cmds, err = hbWrites(s.env, req, h, func(req, stored int64) bool { return req < stored })
+			if err != nil || !res.Changed {
+				return cmds, err
+			}
+			// The update event (hbWrites's last command) takes the number
+			// read above, unwatched.
+			cur, _ := r[1].AsInt()
+			pub := cmds[len(cmds)-1]
+			var ev core.PresenceEvent
+			if err := json.Unmarshal([]byte(pub.Args[1]), &ev); err != nil {
+				return nil, err
+			}
+			ev.Seq = cur + 1
+			b, _ := json.Marshal(ev)
+			pub.Args = []string{pub.Args[0], string(b)}
+			return append(cmds[:len(cmds)-1], backend.K("INCR", seqKey), pub), nil
 		})
 		if err == backend.ErrTxAborted {
 			continue

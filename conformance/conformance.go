@@ -37,7 +37,7 @@ type Target struct {
 }
 
 // Properties the suite checks, in the order Run runs them. A heartbeat
-// strategy gets fencing, sequential, linearizable and users; a metadata strategy
+// strategy gets fencing, sequential, linearizable, users and seq; a metadata strategy
 // gets cas, sequential and linearizable.
 const (
 	// PropFencing asserts docs/DESIGN.md §4's fencing invariants directly:
@@ -159,6 +159,7 @@ var (
 		{PropSequential, checkPresenceSequential},
 		{PropLinearizable, checkPresenceLinearizable},
 		{PropUsers, checkUsers},
+		{PropSeq, checkSeq},
 	}
 	metadataProps = []property{
 		{PropCAS, checkCAS},

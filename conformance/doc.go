@@ -18,6 +18,9 @@
 //   - linearizable: a history of concurrent clients, checked with
 //     github.com/anishathalye/porcupine against the sequential model of
 //     presence (epoch, state and membership per conn);
+//   - seq: concurrent joins, patching heartbeats and leaves; each room's
+//     events carry seq growing by exactly one, and every snapshot equals
+//     the room rebuilt from the events up to its seq;
 //
 // and for each metadata strategy cas (the compare-and-set rules, locks,
 // events, and a concurrent counter that must lose no increment),

@@ -172,6 +172,7 @@ func TestBrokenStrategiesAreCaught(t *testing.T) {
 		{"metadata", brokenFenceIgnored, []string{PropCAS}, ""},
 		{"metadata", brokenFenceSplit, []string{PropCAS}, ""},
 		{"metadata", brokenConflictBare, []string{PropCAS}, ""},
+		{"heartbeat", brokenSeqUnwatched, []string{PropSeq}, ""},
 	}
 	for _, c := range cases {
 		name := c.spec

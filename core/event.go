@@ -18,6 +18,7 @@ type PresenceEvent struct {
 	State  json.RawMessage `json:"state"` // object, or null
 	TS     int64           `json:"ts"`
 	Epoch  int64           `json:"epoch"`
+	Seq    int64           `json:"seq"`
 }
 
 // MetadataEvent is the payload published on a channel's meta_events

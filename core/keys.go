@@ -35,15 +35,21 @@ func (k Keys) UserConns(room string) string { return k.room(room) + "user_conns"
 // pruned, since the clock has passed them.
 func (k Keys) Gone(room string) string       { return k.room(room) + "gone" }
 func (k Keys) RoomEvents(room string) string { return k.room(room) + "events" }
-func (k Keys) ActiveRooms() string           { return k.Prefix + ":active_rooms" }
+
+// Seq is the room's sequence counter: every presence change of the room
+// takes its next number in the script that makes the change. It lives
+// while the room has conns and expires the lookback after the room
+// empties, like Gone; a counter that is gone restarts at Redis's clock in
+// microseconds, so numbers of one room never go back.
+func (k Keys) Seq(room string) string { return k.room(room) + "seq" }
+func (k Keys) ActiveRooms() string    { return k.Prefix + ":active_rooms" }
 
 // RoomEventsPattern matches the event channel of every room.
 func (k Keys) RoomEventsPattern() string { return k.Prefix + ":{room:*}:events" }
 
-// RoomKeys returns the keys room scripts take, in the order the join,
-// leave and reap scripts document.
+// RoomKeys returns the room-wide keys of a room (the conn hashes aside).
 func (k Keys) RoomKeys(room string) []string {
-	return []string{k.Conns(room), k.Members(room), k.LastSeen(room), k.ConnMeta(room), k.UserConns(room), k.Gone(room)}
+	return []string{k.Conns(room), k.Members(room), k.LastSeen(room), k.ConnMeta(room), k.UserConns(room), k.Gone(room), k.Seq(room)}
 }
 
 func (k Keys) channel(typ, name string) string { return k.Prefix + ":{chan:" + typ + ":" + name + "}:" }
@@ -80,7 +86,7 @@ func (k Keys) MetaEventsPattern() string { return k.Prefix + ":{chan:*}:meta_eve
 // it in HeartbeatRequest.ConnKeys; it is immutable and safe to share.
 type ConnKeys struct {
 	prefix, room, conn string
-	hb                 [3]string // heartbeat.lua's KEYS: conn hash, last_seen, conn_meta
+	hb                 [4]string // heartbeat.lua's KEYS: conn hash, last_seen, conn_meta, seq
 	events             string
 	epoch              epochCache
 }
@@ -91,9 +97,9 @@ func (k Keys) ConnKeys(room, conn string) *ConnKeys {
 	base := k.room(room)
 	// One string holds every key, each a substring of it: one allocation
 	// instead of one or two per key.
-	const connPart, lastSeen, connMeta, events = "conn:", "last_seen", "conn_meta", "events"
+	const connPart, lastSeen, connMeta, seq, events = "conn:", "last_seen", "conn_meta", "seq", "events"
 	var b strings.Builder
-	b.Grow(4*len(base) + len(connPart) + len(conn) + len(lastSeen) + len(connMeta) + len(events))
+	b.Grow(5*len(base) + len(connPart) + len(conn) + len(lastSeen) + len(connMeta) + len(seq) + len(events))
 	cut := func(parts ...string) string {
 		start := b.Len()
 		for _, p := range parts {
@@ -105,6 +111,7 @@ func (k Keys) ConnKeys(room, conn string) *ConnKeys {
 	ck.hb[0] = cut(base, connPart, conn)
 	ck.hb[1] = cut(base, lastSeen)
 	ck.hb[2] = cut(base, connMeta)
+	ck.hb[3] = cut(base, seq)
 	ck.events = cut(base, events)
 	return ck
 }
@@ -114,6 +121,7 @@ func (c *ConnKeys) Conn() string       { return c.conn }
 func (c *ConnKeys) ConnKey() string    { return c.hb[0] }
 func (c *ConnKeys) LastSeen() string   { return c.hb[1] }
 func (c *ConnKeys) ConnMeta() string   { return c.hb[2] }
+func (c *ConnKeys) Seq() string        { return c.hb[3] }
 func (c *ConnKeys) RoomEvents() string { return c.events }
 
 // FormatEpoch formats a conn's epoch, reusing the last string while the

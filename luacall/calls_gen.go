@@ -27,6 +27,7 @@ type Heartbeat struct {
 	ConnHash string // KEYS[1] the conn hash
 	LastSeen string // KEYS[2] the room's last_seen zset
 	ConnMeta string // KEYS[3] the room's conn_meta hash
+	Seq      string // KEYS[4] the room's sequence counter
 
 	Conn   string     // ARGV[1] conn id
 	NowMs  string     // ARGV[2] the server's time, ms
@@ -40,12 +41,12 @@ type Heartbeat struct {
 // Eval returns the call for backend.Scripts. Its keys and arguments share
 // one allocation.
 func (c Heartbeat) Eval() backend.Eval {
-	v := make([]string, 0, 9+2*len(c.Patch))
-	v = append(v, c.ConnHash, c.LastSeen, c.ConnMeta, c.Conn, c.NowMs, c.TTLMs, c.Epoch, c.Events, c.Room)
+	v := make([]string, 0, 10+2*len(c.Patch))
+	v = append(v, c.ConnHash, c.LastSeen, c.ConnMeta, c.Seq, c.Conn, c.NowMs, c.TTLMs, c.Epoch, c.Events, c.Room)
 	for _, e := range c.Patch {
 		v = append(v, e.Key, e.Value)
 	}
-	return backend.Eval{Script: luasrc.Heartbeat, Keys: v[:3:3], Args: v[3:]}
+	return backend.Eval{Script: luasrc.Heartbeat, Keys: v[:4:4], Args: v[4:]}
 }
 
 // Run calls the script and decodes its reply; a script error is the error.
@@ -151,6 +152,7 @@ type Join struct {
 	UserConns string // KEYS[5] the room's user_conns hash
 	Gone      string // KEYS[6] the room's gone zset
 	ConnHash  string // KEYS[7] the conn hash
+	Seq       string // KEYS[8] the room's sequence counter
 
 	Conn       string     // ARGV[1] conn id
 	User       string     // ARGV[2] user id
@@ -165,12 +167,12 @@ type Join struct {
 // Eval returns the call for backend.Scripts. Its keys and arguments share
 // one allocation.
 func (c Join) Eval() backend.Eval {
-	v := make([]string, 0, 14+2*len(c.State))
-	v = append(v, c.Conns, c.Members, c.LastSeen, c.ConnMeta, c.UserConns, c.Gone, c.ConnHash, c.Conn, c.User, c.Room, c.NowMs, c.TTLMs, c.Events, c.ConnPrefix)
+	v := make([]string, 0, 15+2*len(c.State))
+	v = append(v, c.Conns, c.Members, c.LastSeen, c.ConnMeta, c.UserConns, c.Gone, c.ConnHash, c.Seq, c.Conn, c.User, c.Room, c.NowMs, c.TTLMs, c.Events, c.ConnPrefix)
 	for _, e := range c.State {
 		v = append(v, e.Key, e.Value)
 	}
-	return backend.Eval{Script: luasrc.Join, Keys: v[:7:7], Args: v[7:]}
+	return backend.Eval{Script: luasrc.Join, Keys: v[:8:8], Args: v[8:]}
 }
 
 // Run calls the script and decodes its reply; a script error is the error.
@@ -186,6 +188,7 @@ func (c Join) Run(ctx context.Context, s *backend.Scripts) (JoinReply, error) {
 type JoinReply struct {
 	Epoch    int64
 	Snapshot []IDHash
+	Seq      int64
 }
 
 // DecodeJoin decodes a reply of join.lua; a script error is the error.
@@ -217,13 +220,16 @@ func DecodeJoinFlat(f *backend.FlatReply) (JoinReply, error) {
 }
 
 func decodeJoin(a []backend.Reply) (v JoinReply, ok bool) {
-	// {epoch:int, snapshot:idhashes}
-	if len(a) == 2 {
+	// {epoch:int, snapshot:idhashes, seq:int}
+	if len(a) == 3 {
 		v = JoinReply{}
 		if v.Epoch, ok = asInt(a[0]); !ok {
 			return JoinReply{}, false
 		}
 		if v.Snapshot, ok = asIDHashes(a[1]); !ok {
+			return JoinReply{}, false
+		}
+		if v.Seq, ok = asInt(a[2]); !ok {
 			return JoinReply{}, false
 		}
 		return v, true
@@ -247,6 +253,7 @@ type Leave struct {
 	UserConns string // KEYS[5] the room's user_conns hash
 	Gone      string // KEYS[6] the room's gone zset
 	ConnHash  string // KEYS[7] the conn hash
+	Seq       string // KEYS[8] the room's sequence counter
 
 	Conn       string // ARGV[1] conn id
 	Room       string // ARGV[2] room id
@@ -258,9 +265,9 @@ type Leave struct {
 // Eval returns the call for backend.Scripts. Its keys and arguments share
 // one allocation.
 func (c Leave) Eval() backend.Eval {
-	v := make([]string, 0, 12)
-	v = append(v, c.Conns, c.Members, c.LastSeen, c.ConnMeta, c.UserConns, c.Gone, c.ConnHash, c.Conn, c.Room, c.NowMs, c.Events, c.LookbackMs)
-	return backend.Eval{Script: luasrc.Leave, Keys: v[:7:7], Args: v[7:]}
+	v := make([]string, 0, 13)
+	v = append(v, c.Conns, c.Members, c.LastSeen, c.ConnMeta, c.UserConns, c.Gone, c.ConnHash, c.Seq, c.Conn, c.Room, c.NowMs, c.Events, c.LookbackMs)
+	return backend.Eval{Script: luasrc.Leave, Keys: v[:8:8], Args: v[8:]}
 }
 
 // Run calls the script and decodes its reply; a script error is the error.
@@ -807,6 +814,7 @@ type Reap struct {
 	ConnMeta  string // KEYS[4] the room's conn_meta hash
 	UserConns string // KEYS[5] the room's user_conns hash
 	Gone      string // KEYS[6] the room's gone zset
+	Seq       string // KEYS[7] the room's sequence counter
 
 	Room       string // ARGV[1] room id
 	NowMs      string // ARGV[2] the server's time, ms
@@ -819,9 +827,9 @@ type Reap struct {
 // Eval returns the call for backend.Scripts. Its keys and arguments share
 // one allocation.
 func (c Reap) Eval() backend.Eval {
-	v := make([]string, 0, 12)
-	v = append(v, c.Conns, c.Members, c.LastSeen, c.ConnMeta, c.UserConns, c.Gone, c.Room, c.NowMs, c.CutoffMs, c.Events, c.ConnPrefix, c.Limit)
-	return backend.Eval{Script: luasrc.Reap, Keys: v[:6:6], Args: v[6:]}
+	v := make([]string, 0, 13)
+	v = append(v, c.Conns, c.Members, c.LastSeen, c.ConnMeta, c.UserConns, c.Gone, c.Seq, c.Room, c.NowMs, c.CutoffMs, c.Events, c.ConnPrefix, c.Limit)
+	return backend.Eval{Script: luasrc.Reap, Keys: v[:7:7], Args: v[7:]}
 }
 
 // Run calls the script and decodes its reply; a script error is the error.
@@ -900,6 +908,7 @@ type Snapshot struct {
 	_ struct{}
 
 	Conns string // KEYS[1] the room's conns set
+	Seq   string // KEYS[2] the room's sequence counter
 
 	ConnPrefix string // ARGV[1] the room's conn key prefix (core.Keys.ConnPrefix)
 }
@@ -907,9 +916,9 @@ type Snapshot struct {
 // Eval returns the call for backend.Scripts. Its keys and arguments share
 // one allocation.
 func (c Snapshot) Eval() backend.Eval {
-	v := make([]string, 0, 2)
-	v = append(v, c.Conns, c.ConnPrefix)
-	return backend.Eval{Script: luasrc.Snapshot, Keys: v[:1:1], Args: v[1:]}
+	v := make([]string, 0, 3)
+	v = append(v, c.Conns, c.Seq, c.ConnPrefix)
+	return backend.Eval{Script: luasrc.Snapshot, Keys: v[:2:2], Args: v[2:]}
 }
 
 // Run calls the script and decodes its reply; a script error is the error.
@@ -923,6 +932,7 @@ func (c Snapshot) Run(ctx context.Context, s *backend.Scripts) (SnapshotReply, e
 
 // SnapshotReply is snapshot.lua's reply.
 type SnapshotReply struct {
+	Seq   int64
 	Conns []IDHash
 }
 
@@ -931,8 +941,10 @@ func DecodeSnapshot(r backend.Reply) (SnapshotReply, error) {
 	if err := r.Error(); err != nil {
 		return SnapshotReply{}, err
 	}
-	if v, ok := decodeSnapshot(r); ok {
-		return v, nil
+	if a, err := r.AsArray(); err == nil {
+		if v, ok := decodeSnapshot(a); ok {
+			return v, nil
+		}
 	}
 	return SnapshotReply{}, unexpected("snapshot", r)
 }
@@ -944,14 +956,27 @@ func DecodeSnapshotFlat(f *backend.FlatReply) (SnapshotReply, error) {
 	if err := f.Error(); err != nil {
 		return SnapshotReply{}, err
 	}
-	return DecodeSnapshot(f.Full())
+	if a, err := f.Array(); err == nil {
+		if v, ok := decodeSnapshot(a); ok {
+			return v, nil
+		}
+	}
+	return SnapshotReply{}, unexpected("snapshot", f.Full())
 }
 
-func decodeSnapshot(r backend.Reply) (v SnapshotReply, ok bool) {
-	if v.Conns, ok = asIDHashes(r); !ok {
-		return SnapshotReply{}, false
+func decodeSnapshot(a []backend.Reply) (v SnapshotReply, ok bool) {
+	// {seq:int, conns:idhashes}
+	if len(a) == 2 {
+		v = SnapshotReply{}
+		if v.Seq, ok = asInt(a[0]); !ok {
+			return SnapshotReply{}, false
+		}
+		if v.Conns, ok = asIDHashes(a[1]); !ok {
+			return SnapshotReply{}, false
+		}
+		return v, true
 	}
-	return v, true
+	return SnapshotReply{}, false
 }
 
 // UserAdd calls user_add.lua: record one conn of a user in the user's

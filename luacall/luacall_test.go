@@ -18,14 +18,14 @@ import (
 // elements flattened in order, and keys apart from arguments.
 func TestEvalFollowsTheHeader(t *testing.T) {
 	e := luacall.Heartbeat{
-		ConnHash: "k1", LastSeen: "k2", ConnMeta: "k3",
+		ConnHash: "k1", LastSeen: "k2", ConnMeta: "k3", Seq: "k4",
 		Conn: "a1", NowMs: "a2", TTLMs: "a3", Epoch: "a4", Events: "a5", Room: "a6",
 		Patch: []luacall.KeyValue{{Key: "x", Value: "1"}, {Key: "y", Value: "2"}},
 	}.Eval()
 	if e.Script != luasrc.Heartbeat {
 		t.Fatalf("script %v", e.Script.Name)
 	}
-	if want := []string{"k1", "k2", "k3"}; !reflect.DeepEqual(e.Keys, want) {
+	if want := []string{"k1", "k2", "k3", "k4"}; !reflect.DeepEqual(e.Keys, want) {
 		t.Errorf("keys %q, want %q", e.Keys, want)
 	}
 	if want := []string{"a1", "a2", "a3", "a4", "a5", "a6", "x", "1", "y", "2"}; !reflect.DeepEqual(e.Args, want) {
@@ -86,11 +86,11 @@ func TestDecodeCases(t *testing.T) {
 		t.Errorf("script error decoded as %v", err)
 	}
 
-	j, err := luacall.DecodeJoin(arr(i(7), arr(arr(s("c1"), arr(s("user"), s("u"), s("epoch"), s("7"))))))
-	if err != nil || j.Epoch != 7 || len(j.Snapshot) != 1 || j.Snapshot[0].ID != "c1" || j.Snapshot[0].Hash["user"] != "u" {
+	j, err := luacall.DecodeJoin(arr(i(7), arr(arr(s("c1"), arr(s("user"), s("u"), s("epoch"), s("7")))), i(9)))
+	if err != nil || j.Epoch != 7 || len(j.Snapshot) != 1 || j.Snapshot[0].ID != "c1" || j.Snapshot[0].Hash["user"] != "u" || j.Seq != 9 {
 		t.Errorf("join: %+v %v", j, err)
 	}
-	if _, err := luacall.DecodeJoin(arr(i(7), arr(arr(s("c1"))))); err == nil {
+	if _, err := luacall.DecodeJoin(arr(i(7), arr(arr(s("c1"))), i(9))); err == nil {
 		t.Error("join: a snapshot row without a hash was accepted")
 	}
 

@@ -3,6 +3,7 @@
 -- KEYS[1] connHash: the conn hash
 -- KEYS[2] lastSeen: the room's last_seen zset
 -- KEYS[3] connMeta: the room's conn_meta hash
+-- KEYS[4] seq: the room's sequence counter
 -- ARGV[1] conn: conn id
 -- ARGV[2] nowMs: the server's time, ms
 -- ARGV[3] ttlMs: the conn hash's TTL, ms
@@ -14,8 +15,22 @@
 --       | notFound {0, 'NOTFOUND'}
 --       | stale {0, 'STALE', stored:int}
 -- State values are compared as the bytes Go encoded; nothing is re-encoded
--- here, since cjson would reorder keys and round numbers.
+-- here, since cjson would reorder keys and round numbers. Only a heartbeat
+-- that changed the state takes a seq (its update event's).
 local function fmt(n) return string.format('%.0f', n) end
+-- nextSeq: the room's next sequence number, one more than the last; when
+-- the counter is gone (the room was empty past the lookback, or Redis lost
+-- it) it restarts at Redis's clock in microseconds, above every number it
+-- handed out before (docs/DESIGN.md, room sequence numbers).
+local function nextSeq(key)
+  local s = redis.call('INCR', key)
+  if s == 1 then
+    local t = redis.call('TIME')
+    s = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    redis.call('SET', key, string.format('%.0f', s))
+  end
+  return s
+end
 
 local cur = redis.call('HMGET', KEYS[1], 'epoch', 'user')
 if not cur[1] then return {0, 'NOTFOUND'} end
@@ -52,11 +67,12 @@ if changed == 1 then
       vals[k] = h[i + 1]
     end
   end
+  local seq = nextSeq(KEYS[4])
   table.sort(keys)
   local parts = {}
   for _, k in ipairs(keys) do parts[#parts + 1] = cjson.encode(k) .. ':' .. vals[k] end
   redis.call('PUBLISH', ARGV[5], '{"type":"update","roomId":' .. cjson.encode(ARGV[6]) ..
     ',"userId":' .. cjson.encode(cur[2]) .. ',"connId":' .. cjson.encode(ARGV[1]) ..
-    ',"state":{' .. table.concat(parts, ',') .. '},"ts":' .. ARGV[2] .. ',"epoch":' .. fmt(stored) .. '}')
+    ',"state":{' .. table.concat(parts, ',') .. '},"ts":' .. ARGV[2] .. ',"epoch":' .. fmt(stored) .. ',"seq":' .. fmt(seq) .. '}')
 end
 return {1, changed, stored}

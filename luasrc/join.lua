@@ -7,6 +7,7 @@
 -- KEYS[5] userConns: the room's user_conns hash
 -- KEYS[6] gone: the room's gone zset
 -- KEYS[7] connHash: the conn hash
+-- KEYS[8] seq: the room's sequence counter
 -- ARGV[1] conn: conn id
 -- ARGV[2] user: user id
 -- ARGV[3] room: room id
@@ -15,14 +16,29 @@
 -- ARGV[6] events: the room's event channel
 -- ARGV[7] connPrefix: the room's conn key prefix (core.Keys.ConnPrefix)
 -- ARGV[8..] state {key, value}: top-level state keys and their canonical JSON
--- Returns {epoch:int, snapshot:idhashes}
+-- Returns {epoch:int, snapshot:idhashes, seq:int}
 -- The new epoch is max(previous + 1, now): previous is the largest epoch
 -- the conn hash, conn_meta or the gone index remember, so it strictly grows.
--- The snapshot is every live conn of the room with its hash, this one too.
+-- The snapshot is every live conn of the room with its hash, this one too;
+-- seq is the join event's, so the snapshot holds every event up to seq.
+-- The counter never expires while the room has conns.
 local conn, user, room = ARGV[1], ARGV[2], ARGV[3]
 local now = tonumber(ARGV[4])
 
 local function fmt(n) return string.format('%.0f', n) end
+-- nextSeq: the room's next sequence number, one more than the last; when
+-- the counter is gone (the room was empty past the lookback, or Redis lost
+-- it) it restarts at Redis's clock in microseconds, above every number it
+-- handed out before (docs/DESIGN.md, room sequence numbers).
+local function nextSeq(key)
+  local s = redis.call('INCR', key)
+  if s == 1 then
+    local t = redis.call('TIME')
+    s = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    redis.call('SET', key, string.format('%.0f', s))
+  end
+  return s
+end
 
 local prev = -1
 local cur = redis.call('HMGET', KEYS[7], 'epoch', 'user')
@@ -72,16 +88,19 @@ redis.call('ZADD', KEYS[3], ARGV[4], conn)
 redis.call('HSET', KEYS[4], conn, fmt(epoch) .. ':' .. user)
 redis.call('ZREM', KEYS[6], conn)
 
+local seq = nextSeq(KEYS[8])
+redis.call('PERSIST', KEYS[8])
+
 table.sort(keys)
 local parts = {}
 for _, k in ipairs(keys) do parts[#parts + 1] = cjson.encode(k) .. ':' .. vals[k] end
 redis.call('PUBLISH', ARGV[6], '{"type":"join","roomId":' .. cjson.encode(room) ..
   ',"userId":' .. cjson.encode(user) .. ',"connId":' .. cjson.encode(conn) ..
-  ',"state":{' .. table.concat(parts, ',') .. '},"ts":' .. ARGV[4] .. ',"epoch":' .. fmt(epoch) .. '}')
+  ',"state":{' .. table.concat(parts, ',') .. '},"ts":' .. ARGV[4] .. ',"epoch":' .. fmt(epoch) .. ',"seq":' .. fmt(seq) .. '}')
 
 local snap = {}
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local h = redis.call('HGETALL', ARGV[7] .. id)
   if #h > 0 then snap[#snap + 1] = {id, h} end
 end
-return {epoch, snap}
+return {epoch, snap, seq}

@@ -8,15 +8,30 @@
 -- KEYS[5] userConns: the room's user_conns hash
 -- KEYS[6] gone: the room's gone zset
 -- KEYS[7] connHash: the conn hash
+-- KEYS[8] seq: the room's sequence counter
 -- ARGV[1] conn: conn id
 -- ARGV[2] room: room id
 -- ARGV[3] nowMs: the server's time, ms
 -- ARGV[4] events: the room's event channel
 -- ARGV[5] lookbackMs: the reaper's lookback, ms
 -- Returns {left:bool, remaining:int}
--- remaining counts the conns left in the room.
+-- remaining counts the conns left in the room. The leave takes the room's
+-- next seq; the last one out starts the counter's expiry (the lookback).
 local conn = ARGV[1]
 local function fmt(n) return string.format('%.0f', n) end
+-- nextSeq: the room's next sequence number, one more than the last; when
+-- the counter is gone (the room was empty past the lookback, or Redis lost
+-- it) it restarts at Redis's clock in microseconds, above every number it
+-- handed out before (docs/DESIGN.md, room sequence numbers).
+local function nextSeq(key)
+  local s = redis.call('INCR', key)
+  if s == 1 then
+    local t = redis.call('TIME')
+    s = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    redis.call('SET', key, string.format('%.0f', s))
+  end
+  return s
+end
 
 -- The gone index matters only until the clock is past its largest epoch by
 -- the lookback (see reap.lua): it expires then, so a room that emptied
@@ -59,6 +74,10 @@ redis.call('HDEL', KEYS[4], conn)
 if epoch >= 0 then redis.call('ZADD', KEYS[6], fmt(epoch), conn) end
 tidyGone(KEYS[6], tonumber(ARGV[3]), tonumber(ARGV[5]))
 
+local seq = nextSeq(KEYS[8])
+local remaining = redis.call('SCARD', KEYS[1])
+if remaining == 0 then redis.call('PEXPIRE', KEYS[8], ARGV[5]) end
+
 local state = 'null'
 if #h > 0 then
   table.sort(keys)
@@ -68,5 +87,5 @@ if #h > 0 then
 end
 redis.call('PUBLISH', ARGV[4], '{"type":"leave","roomId":' .. cjson.encode(ARGV[2]) ..
   ',"userId":' .. cjson.encode(user or '') .. ',"connId":' .. cjson.encode(conn) ..
-  ',"state":' .. state .. ',"ts":' .. ARGV[3] .. ',"epoch":' .. fmt(epoch) .. '}')
-return {1, redis.call('SCARD', KEYS[1])}
+  ',"state":' .. state .. ',"ts":' .. ARGV[3] .. ',"epoch":' .. fmt(epoch) .. ',"seq":' .. fmt(seq) .. '}')
+return {1, remaining}

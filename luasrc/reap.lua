@@ -8,6 +8,7 @@
 -- KEYS[4] connMeta: the room's conn_meta hash
 -- KEYS[5] userConns: the room's user_conns hash
 -- KEYS[6] gone: the room's gone zset
+-- KEYS[7] seq: the room's sequence counter
 -- ARGV[1] room: room id
 -- ARGV[2] nowMs: the server's time, ms
 -- ARGV[3] cutoffMs: now - the reaper's lookback, ms
@@ -18,7 +19,22 @@
 -- remaining counts the conns left in the room; more is 1 when more
 -- candidates may remain; reaped maps each removed conn to its conn_meta
 -- value, "epoch:user", so the caller can update those users' indexes.
+-- Each leave takes the room's next seq; a pass that empties the room starts
+-- the counter's expiry (the lookback).
 local function fmt(n) return string.format('%.0f', n) end
+-- nextSeq: the room's next sequence number, one more than the last; when
+-- the counter is gone (the room was empty past the lookback, or Redis lost
+-- it) it restarts at Redis's clock in microseconds, above every number it
+-- handed out before (docs/DESIGN.md, room sequence numbers).
+local function nextSeq(key)
+  local s = redis.call('INCR', key)
+  if s == 1 then
+    local t = redis.call('TIME')
+    s = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    redis.call('SET', key, string.format('%.0f', s))
+  end
+  return s
+end
 
 local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[6]))
 local removed = 0
@@ -41,9 +57,10 @@ for _, conn in ipairs(ids) do
     redis.call('ZREM', KEYS[3], conn)
     redis.call('HDEL', KEYS[4], conn)
     if epoch >= 0 then redis.call('ZADD', KEYS[6], fmt(epoch), conn) end
+    local seq = nextSeq(KEYS[7])
     redis.call('PUBLISH', ARGV[4], '{"type":"leave","roomId":' .. cjson.encode(ARGV[1]) ..
       ',"userId":' .. cjson.encode(user or '') .. ',"connId":' .. cjson.encode(conn) ..
-      ',"state":null,"ts":' .. ARGV[2] .. ',"epoch":' .. fmt(epoch) .. '}')
+      ',"state":null,"ts":' .. ARGV[2] .. ',"epoch":' .. fmt(epoch) .. ',"seq":' .. fmt(seq) .. '}')
     removed = removed + 1
     if meta then
       reaped[#reaped + 1] = conn
@@ -58,6 +75,12 @@ end
 redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', ARGV[3])
 local top = redis.call('ZRANGE', KEYS[6], -1, -1, 'WITHSCORES')
 if #top == 2 then redis.call('PEXPIRE', KEYS[6], fmt(tonumber(top[2]) - tonumber(ARGV[3]))) end
+local remaining = redis.call('SCARD', KEYS[1])
+-- Only a pass that removed someone: a pass over a room already empty must
+-- not push the expiry back.
+if removed > 0 and remaining == 0 then
+  redis.call('PEXPIRE', KEYS[7], fmt(tonumber(ARGV[2]) - tonumber(ARGV[3])))
+end
 local more = 0
 if #ids == tonumber(ARGV[6]) then more = 1 end
-return {removed, redis.call('SCARD', KEYS[1]), more, reaped}
+return {removed, remaining, more, reaped}

@@ -9,14 +9,14 @@ var heartbeatSource string
 
 // Heartbeat is heartbeat.lua: fencing check, state patch, last_seen, TTL,
 // reaper index, conn_meta and the update event, atomically: one round trip.
-var Heartbeat = &Script{Name: "heartbeat", SHA1: "b67778c836d118b3f5cba78101f87fc2adc330cf", Source: heartbeatSource}
+var Heartbeat = &Script{Name: "heartbeat", SHA1: "3820265db1f6aa565dd0189f2391b7e77cbde574", Source: heartbeatSource}
 
 //go:embed join.lua
 var joinSource string
 
 // Join is join.lua: add a connection to a room, or rejoin it, with a fresh
 // epoch, and return the room's snapshot, atomically in the room's slot.
-var Join = &Script{Name: "join", SHA1: "fc630089af9a1fd4749f3da5d80a84710c3f7213", Source: joinSource}
+var Join = &Script{Name: "join", SHA1: "fd28f9132ed8f3dd98c5b2d95a7d3d92e9160d13", Source: joinSource}
 
 //go:embed leave.lua
 var leaveSource string
@@ -24,7 +24,7 @@ var leaveSource string
 // Leave is leave.lua: remove a connection from every index of its room and
 // publish leave, atomically. Idempotent: a conn that is not there changes
 // nothing and publishes nothing.
-var Leave = &Script{Name: "leave", SHA1: "93e1d2fadd3de8d96373e8f961eaffe0d3cf5dcd", Source: leaveSource}
+var Leave = &Script{Name: "leave", SHA1: "8abc9faa7fce885ddc3bef9622680a40f5193ebd", Source: leaveSource}
 
 //go:embed lock_acquire.lua
 var lockAcquireSource string
@@ -65,7 +65,7 @@ var reapSource string
 // for each, atomically in the room's slot, so reapers on many nodes racing
 // on one room remove each conn exactly once, and a conn that heartbeated
 // (its hash exists again) is never removed.
-var Reap = &Script{Name: "reap", SHA1: "d3b1e62649a8e5ee311e4eb302ce9748fae7685a", Source: reapSource}
+var Reap = &Script{Name: "reap", SHA1: "d1a01266bca519c4aea50b62cde3e97a8b3515d6", Source: reapSource}
 
 //go:embed snapshot.lua
 var snapshotSource string
@@ -73,7 +73,7 @@ var snapshotSource string
 // Snapshot is snapshot.lua: every live connection of a room with its hash,
 // in one consistent read. Conns whose hash expired (not yet reaped) are
 // left out.
-var Snapshot = &Script{Name: "snapshot", SHA1: "81a4babe66c700bdc2a45c186ebfbd99e2ba6dba", Source: snapshotSource}
+var Snapshot = &Script{Name: "snapshot", SHA1: "04762dbdacbc83ed511bb514d8bea2afc3e6744b", Source: snapshotSource}
 
 //go:embed user_add.lua
 var userAddSource string

@@ -4,7 +4,7 @@
 //
 // Bind takes the place of the original Node.js server's setup call: one call
 // wires every client event (presence:join, presence:heartbeat,
-// presence:leave, metadata:*) with validation and acknowledgements, the
+// presence:leave, presence:sync, metadata:*) with validation and acknowledgements, the
 // bridge that forwards presence:event and metadata:event from Redis
 // pub/sub to the local sockets of each room (so clients on every node see
 // every change), and the cleanup that leaves a socket's presence room when
@@ -61,6 +61,7 @@ const (
 	EventJoin      = "presence:join"
 	EventHeartbeat = "presence:heartbeat"
 	EventLeave     = "presence:leave"
+	EventSync      = "presence:sync"  // a fresh snapshot of the socket's room, with its seq
 	EventPresence  = "presence:event" // server → client
 
 	EventSetChannel    = "metadata:setChannel"
@@ -122,7 +123,7 @@ type Options struct {
 	// MetadataRate limits the metadata:* events together per socket
 	// (default 50/s, bursts of 100).
 	MetadataRate Rate
-	// PresenceRate limits presence:join and presence:leave together per
+	// PresenceRate limits presence:join, presence:leave and presence:sync together per
 	// socket (default 10/s, bursts of 20).
 	PresenceRate Rate
 
@@ -423,6 +424,7 @@ func (b *Binding) onConnection(s *socket.Socket) {
 	b.handle(c, EventJoin, c.presence, c.join)
 	b.handle(c, EventHeartbeat, c.heartbeat, c.heartbeatEvent)
 	b.handle(c, EventLeave, c.presence, c.leave)
+	b.handle(c, EventSync, c.presence, c.sync)
 	b.bindMetadata(c)
 	b.bindUsers(c)
 	_ = s.On("disconnect", func(args ...any) {

@@ -89,6 +89,7 @@ type (
 		OK       bool             `json:"ok"`
 		Snapshot []presence.Entry `json:"snapshot"`
 		Self     joinSelf         `json:"self"`
+		Seq      int64            `json:"seq"` // the snapshot's room sequence number (sync.go)
 	}
 	heartbeatAck struct {
 		OK      bool  `json:"ok"`
@@ -183,7 +184,7 @@ func (c *conn) join(ctx context.Context, payload any) (any, error) {
 	if snap == nil {
 		snap = []presence.Entry{}
 	}
-	return joinAck{OK: true, Snapshot: snap, Self: joinSelf{ConnID: c.id, Epoch: res.Epoch}}, nil
+	return joinAck{OK: true, Snapshot: snap, Self: joinSelf{ConnID: c.id, Epoch: res.Epoch}, Seq: res.Seq}, nil
 }
 
 func (c *conn) heartbeatEvent(ctx context.Context, payload any) (any, error) {

@@ -257,4 +257,5 @@ func (b *Binding) rejoinAll(reason string) {
 		attrs = append(attrs, "err", *p)
 	}
 	b.log.Warn("socketio: re-joined local sockets to presence", attrs...)
+	b.announceResync()
 }

@@ -46,7 +46,7 @@ func TestHeartbeatEvalUsesConnKeys(t *testing.T) {
 	req := strategy.HeartbeatRequest{Room: "r:1", Conn: "c", HasEpoch: true, Epoch: 5, NowMs: 1000,
 		Patch: []luacall.KeyValue{{Key: "a", Value: "1"}}}
 	plain := strategy.HeartbeatEval(k, 30000, req)
-	wantKeys := []string{k.Conn("r:1", "c"), k.LastSeen("r:1"), k.ConnMeta("r:1")}
+	wantKeys := []string{k.Conn("r:1", "c"), k.LastSeen("r:1"), k.ConnMeta("r:1"), k.Seq("r:1")}
 	wantArgs := []string{"c", "1000", "30000", "5", k.RoomEvents("r:1"), "r:1", "a", "1"}
 	if !reflect.DeepEqual(plain.Keys, wantKeys) || !reflect.DeepEqual(plain.Args, wantArgs) {
 		t.Fatalf("HeartbeatEval without ConnKeys: %q %q", plain.Keys, plain.Args)
@@ -59,6 +59,7 @@ func TestHeartbeatEvalUsesConnKeys(t *testing.T) {
 		t.Fatalf("HeartbeatEval with ConnKeys: %q %q", e.Keys, e.Args)
 	}
 	if !sameData(e.Keys[0], ck.ConnKey()) || !sameData(e.Keys[1], ck.LastSeen()) || !sameData(e.Keys[2], ck.ConnMeta()) ||
+		!sameData(e.Keys[3], ck.Seq()) ||
 		!sameData(e.Args[4], ck.RoomEvents()) {
 		t.Fatal("HeartbeatEval built keys although ConnKeys were given")
 	}

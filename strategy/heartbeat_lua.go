@@ -74,9 +74,9 @@ func (b *evalBuilder) call(req HeartbeatRequest) luacall.Heartbeat {
 func heartbeatCall(k core.Keys, ttl, now, epoch string, req HeartbeatRequest) luacall.Heartbeat {
 	c := luacall.Heartbeat{Conn: req.Conn, NowMs: now, TTLMs: ttl, Epoch: epoch, Room: req.Room, Patch: req.Patch}
 	if ck := req.ConnKeys; ck.Fits(k, req.Room, req.Conn) {
-		c.ConnHash, c.LastSeen, c.ConnMeta, c.Events = ck.ConnKey(), ck.LastSeen(), ck.ConnMeta(), ck.RoomEvents()
+		c.ConnHash, c.LastSeen, c.ConnMeta, c.Seq, c.Events = ck.ConnKey(), ck.LastSeen(), ck.ConnMeta(), ck.Seq(), ck.RoomEvents()
 	} else {
-		c.ConnHash, c.LastSeen, c.ConnMeta, c.Events = k.Conn(req.Room, req.Conn), k.LastSeen(req.Room), k.ConnMeta(req.Room), k.RoomEvents(req.Room)
+		c.ConnHash, c.LastSeen, c.ConnMeta, c.Seq, c.Events = k.Conn(req.Room, req.Conn), k.LastSeen(req.Room), k.ConnMeta(req.Room), k.Seq(req.Room), k.RoomEvents(req.Room)
 	}
 	return c
 }

@@ -96,8 +96,9 @@ func testScriptReal(t *testing.T, s *suite) {
 		}
 	}
 
-	// snapshot.lua: KEYS[1] a set of ids, ARGV[1] the prefix of their hashes;
-	// returns {{id, {field, value, ...}}, ...}. Read-only and nested.
+	// snapshot.lua: KEYS[1] a set of ids, KEYS[2] a counter, ARGV[1] the
+	// prefix of their hashes; returns {seq, {{id, {field, value, ...}}, ...}}.
+	// Read-only and nested.
 	c := s.client(t)
 	p := redistest.Prefix(t)
 	set, hashPrefix := tag(p, "conns"), tag(p, "conn:")
@@ -105,10 +106,14 @@ func testScriptReal(t *testing.T, s *suite) {
 	sc := backend.NewScripts(c)
 	check := func(when string) {
 		t.Helper()
-		r, err := sc.Run(ctx(t), luacall.Snapshot{Conns: set, ConnPrefix: hashPrefix}.Eval())
+		full, err := sc.Run(ctx(t), luacall.Snapshot{Conns: set, Seq: tag(p, "seq"), ConnPrefix: hashPrefix}.Eval())
 		if err != nil {
 			t.Fatalf("snapshot %s: %v", when, err)
 		}
+		if len(full.Elems) != 2 || full.Elems[0].Int != 0 {
+			t.Fatalf("snapshot %s: %v, want {0, conns}", when, full)
+		}
+		r := full.Elems[1]
 		if len(r.Elems) != 1 || r.Elems[0].Elems[0].Str != "c1" {
 			t.Fatalf("snapshot %s: %v", when, r)
 		}

@@ -180,7 +180,7 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	}{
 		{"heartbeat", "presence:heartbeat", "100/s, burst 200", &s.HeartbeatRate},
 		{"metadata", "metadata:*", "50/s, burst 100", &s.MetadataRate},
-		{"presence", "presence:join and presence:leave", "10/s, burst 20", &s.PresenceRate},
+		{"presence", "presence:join, presence:leave and presence:sync", "10/s, burst 20", &s.PresenceRate},
 	}
 	for _, r := range rates {
 		env("PRESENCE_"+strings.ToUpper(r.name)+"_RATE", floatInto(&r.dst.PerSecond))

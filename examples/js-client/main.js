@@ -4,7 +4,8 @@
 //   npm install
 //   PRESENCE_URL=http://localhost:3000 node main.js
 //
-// It joins a room, heartbeats with a state patch, prints the presence
+// It joins a room and mirrors it by the room's sequence numbers (see
+// RoomMirror), heartbeats with a state patch, prints the presence
 // events it receives, edits the channel's metadata with compare-and-set
 // (majorRevision), takes a lock and writes under it, then leaves. It exits
 // 0 when everything behaved as the protocol says, 1 otherwise.
@@ -49,6 +50,60 @@ function waitFor(seen, pred, what) {
   });
 }
 
+// RoomMirror keeps a room's members exactly as the server has them, from
+// the join snapshot and the presence:events that follow (docs/PROTOCOL.md,
+// "Mirroring a room"). Events are buffered until a snapshot arrives; then
+// only those with seq above the snapshot's apply, in order. A gap in seq,
+// or a "resync" event, means events were lost: take a new snapshot with
+// presence:sync.
+class RoomMirror {
+  constructor(socket) {
+    this.socket = socket;
+    this.members = new Map(); // connId → {userId, state, epoch}
+    this.seq = null; // the last seq applied; null until the first snapshot
+    this.pending = []; // events received before the snapshot
+    this.syncing = false;
+  }
+
+  // snapshot adopts a snapshot (join ack or presence:sync ack) and applies
+  // the buffered events it does not hold.
+  snapshot(ack) {
+    this.members = new Map(ack.snapshot.map((e) => [e.connId, { userId: e.userId, state: e.state, epoch: e.epoch }]));
+    this.seq = ack.seq;
+    const pending = this.pending;
+    this.pending = [];
+    for (const e of pending) this.event(e);
+  }
+
+  event(e) {
+    if (e.type === "resync") return this.resync();
+    if (this.seq === null || this.syncing) {
+      this.pending.push(e);
+      return;
+    }
+    if (e.seq <= this.seq) return; // already in the snapshot
+    if (e.seq !== this.seq + 1) {
+      this.pending.push(e);
+      return this.resync(); // a gap: events were lost
+    }
+    this.seq = e.seq;
+    if (e.type === "leave") this.members.delete(e.connId);
+    else this.members.set(e.connId, { userId: e.userId, state: e.state, epoch: e.epoch });
+  }
+
+  async resync() {
+    if (this.syncing) return;
+    this.syncing = true;
+    try {
+      const ack = expectOk("presence:sync", await call(this.socket, "presence:sync"));
+      this.syncing = false;
+      this.snapshot(ack);
+    } finally {
+      this.syncing = false;
+    }
+  }
+}
+
 async function main() {
   const socket = io(url, {
     transports: ["websocket"],
@@ -66,9 +121,11 @@ async function main() {
   // arrive too.
   const presenceEvents = [];
   const metadataEvents = [];
+  const mirror = new RoomMirror(socket);
   socket.on("presence:event", (e) => {
     presenceEvents.push(e);
-    console.log(`presence:event ${e.type} user=${e.userId} conn=${e.connId} state=${JSON.stringify(e.state)}`);
+    mirror.event(e);
+    console.log(`presence:event ${e.type} seq=${e.seq} user=${e.userId} conn=${e.connId} state=${JSON.stringify(e.state)}`);
   });
   socket.on("metadata:event", (e) => {
     metadataEvents.push(e);
@@ -81,7 +138,8 @@ async function main() {
     roomId: room, userId: user, state: { status: "online", typing: false },
   }));
   const epoch = join.self.epoch;
-  console.log(`joined ${room}: epoch ${epoch}, ${join.snapshot.length} connection(s) in the room`);
+  mirror.snapshot(join);
+  console.log(`joined ${room}: epoch ${epoch}, seq ${join.seq}, ${join.snapshot.length} connection(s) in the room`);
   for (const e of join.snapshot) console.log(`  ${e.userId} (${e.connId}) ${JSON.stringify(e.state)}`);
 
   // Heartbeat with a state patch: only the named top-level keys change.
@@ -91,8 +149,18 @@ async function main() {
   }));
   console.log(`heartbeat: changed=${hb.changed} epoch=${hb.epoch}`);
   if (!hb.changed) throw new Error("a heartbeat that sets typing=true must report changed");
-  await waitFor(presenceEvents, (e) => e.type === "update" && e.connId === socket.id && e.state.typing === true,
+  const ownUpdate = await waitFor(presenceEvents, (e) => e.type === "update" && e.connId === socket.id && e.state.typing === true,
     "presence:event update of our own heartbeat");
+  if (!(ownUpdate.seq > join.seq)) throw new Error(`the update's seq ${ownUpdate.seq} must follow the join's ${join.seq}`);
+
+  // The mirror holds the room as presence:sync reports it.
+  const sync = expectOk("presence:sync", await call(socket, "presence:sync"));
+  await waitFor([true], () => mirror.seq >= sync.seq, "the mirror catching up with presence:sync");
+  const mine = mirror.members.get(socket.id);
+  if (!mine || mine.state.typing !== true || mirror.members.size !== sync.snapshot.length) {
+    throw new Error(`mirror ${JSON.stringify([...mirror.members])} differs from presence:sync ${JSON.stringify(sync)}`);
+  }
+  console.log(`mirror at seq ${mirror.seq}: ${mirror.members.size} connection(s), as presence:sync says`);
 
   // Metadata compare-and-set: read the channel's majorRevision, then write
   // only if nobody wrote in between.

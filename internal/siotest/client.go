@@ -71,8 +71,9 @@ type Client struct {
 	wmu    sync.Mutex
 	mu     sync.Mutex
 	nextID uint64
-	acks   map[uint64]chan []json.RawMessage
+	acks   map[uint64]chan ack
 	events []Event
+	seen   int // events received so far, buffered or not
 	wake   chan struct{}
 	done   chan struct{}
 	err    error // why the read loop ended
@@ -109,7 +110,7 @@ func Dial(ctx context.Context, rawURL string, o Options) (*Client, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		ws.SetReadDeadline(dl)
 	}
-	c := &Client{ws: ws, nsp: nspPrefix(o.Namespace), acks: map[uint64]chan []json.RawMessage{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	c := &Client{ws: ws, nsp: nspPrefix(o.Namespace), acks: map[uint64]chan ack{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	// Engine.IO open packet.
 	_, msg, err := ws.ReadMessage()
 	if err != nil || len(msg) == 0 || msg[0] != '0' {
@@ -236,6 +237,7 @@ func (c *Client) handle(s string) {
 		_ = id // server → client events with acks are not used by the protocol
 		c.mu.Lock()
 		c.events = append(c.events, Event{Name: name, Args: args[1:]})
+		c.seen++
 		c.mu.Unlock()
 		select {
 		case c.wake <- struct{}{}:
@@ -249,9 +251,10 @@ func (c *Client) handle(s string) {
 		c.mu.Lock()
 		ch := c.acks[uint64(id)]
 		delete(c.acks, uint64(id))
+		seen := c.seen
 		c.mu.Unlock()
 		if ch != nil {
-			ch <- args
+			ch <- ack{args, seen}
 		}
 	case strings.HasPrefix(s, "41"):
 		c.ws.Close()
@@ -289,14 +292,28 @@ func (c *Client) Emit(event string, args ...any) error {
 	return c.write("42" + c.nsp + string(b))
 }
 
+// ack is an acknowledgement with the number of events received before it.
+type ack struct {
+	args []json.RawMessage
+	seen int
+}
+
 // Call sends an event asking for an acknowledgement and returns the ack's
 // arguments. It fails when ctx ends first or the connection closes.
 func (c *Client) Call(ctx context.Context, event string, args ...any) ([]json.RawMessage, error) {
+	a, _, err := c.CallSeen(ctx, event, args...)
+	return a, err
+}
+
+// CallSeen is Call that also returns how many events the client had
+// received when the ack arrived: with the events in arrival order (Events)
+// it places the ack among them.
+func (c *Client) CallSeen(ctx context.Context, event string, args ...any) ([]json.RawMessage, int, error) {
 	b, err := json.Marshal(append([]any{event}, args...))
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	ch := make(chan []json.RawMessage, 1)
+	ch := make(chan ack, 1)
 	c.mu.Lock()
 	id := c.nextID
 	c.nextID++
@@ -308,15 +325,15 @@ func (c *Client) Call(ctx context.Context, event string, args ...any) ([]json.Ra
 		c.mu.Unlock()
 	}()
 	if err := c.write("42" + c.nsp + strconv.FormatUint(id, 10) + string(b)); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	select {
 	case a := <-ch:
-		return a, nil
+		return a.args, a.seen, nil
 	case <-c.done:
-		return nil, fmt.Errorf("siotest: %s: connection closed: %v", event, c.Err())
+		return nil, 0, fmt.Errorf("siotest: %s: connection closed: %v", event, c.Err())
 	case <-ctx.Done():
-		return nil, fmt.Errorf("siotest: %s: no ack: %w", event, ctx.Err())
+		return nil, 0, fmt.Errorf("siotest: %s: no ack: %w", event, ctx.Err())
 	}
 }
 

@@ -59,6 +59,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	conc := fs.String("concurrency", "16,64,256,1024", "comma-separated saturation concurrencies")
 	out := fs.String("out", "", "also write the Markdown tables to this file")
 	svg := fs.String("svg", "", "write the heartbeat chart (SVG) to this file")
+	patch := fs.Bool("patch", false, "every heartbeat changes its connection's state (takes a seq, publishes an update event)")
 	scale := fs.Float64("scale", 1, "multiply every scenario's duration (for smoke tests)")
 	render := fs.String("render", "", "measure nothing: read the rows of an earlier -json run from this file and write its tables and -svg chart")
 	title := fs.String("title", "", "the chart's title (default: says the machine)")
@@ -90,6 +91,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o = o.Scale(*scale)
 	o.Backends = split(*backends)
 	o.Strategies = split(*strategies)
+	o.Patch = *patch
 	o.MetaStrategies = split(*meta)
 	o.MetaWriters = *writers
 	if *uiPairs >= 0 {
