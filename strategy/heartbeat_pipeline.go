@@ -157,10 +157,13 @@ func nextSeq(key string, seqR, timeR backend.Reply) (int64, backend.Cmd, error) 
 	return seq, backend.K("SET", key, strconv.FormatInt(seq, 10)), nil
 }
 
-// pause waits a random time below 100µs × 2^attempt (at most ~6.5ms)
-// before a retry, or until ctx ends.
+// pause waits a random time below 100µs × 2^attempt (at most ~100ms)
+// before a retry, or until ctx ends. The window keeps doubling well past
+// a transaction's round trips: on a loaded machine (or the embedded
+// server) a WATCH-to-EXEC span of several milliseconds made ten patching
+// heartbeats of one room exhaust 16 retries with a 6.4ms cap.
 func pause(ctx context.Context, attempt int) error {
-	d := time.Duration(rand.Int64N(int64(100*time.Microsecond) << min(attempt, 6)))
+	d := time.Duration(rand.Int64N(int64(100*time.Microsecond) << min(attempt, 10)))
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
