@@ -303,7 +303,16 @@ func (c *Client) wrapErr(ctx context.Context, err error) error {
 	if c.closed.Load() && errors.Is(err, rueidis.ErrClosing) {
 		return fmt.Errorf("%w: %w", backend.ErrClosed, err)
 	}
-	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+	cerr := ctx.Err()
+	if cerr == nil {
+		// A dial or read bounded by ctx's deadline can fail on the clock
+		// before ctx's own timer has marked it done (seen on a loaded
+		// machine: "dial tcp: i/o timeout" with ctx.Err() still nil).
+		if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+			cerr = context.DeadlineExceeded
+		}
+	}
+	if cerr != nil && !errors.Is(err, cerr) {
 		return fmt.Errorf("backend/rueidis: %w: %w", cerr, err)
 	}
 	return fmt.Errorf("backend/rueidis: %w", err)
