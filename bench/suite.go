@@ -39,6 +39,7 @@ type Options struct {
 	// Metadata: MetaWriters writers per strategy for MetaDuration.
 	MetaStrategies []string // default lua, watch, app-cas
 	MetaWriters    int
+	MetaRetry      []string // writer policies after a conflict, each run for every strategy (default backoff)
 	MetaDuration   time.Duration
 
 	// MaxOps bounds the operations of any one scenario.
@@ -65,6 +66,7 @@ func DefaultOptions() Options {
 		CeilingTwice:       true,
 		MetaStrategies:     []string{"lua", "watch", StrategyAppCAS},
 		MetaWriters:        20,
+		MetaRetry:          []string{RetryBackoff},
 		MetaDuration:       10 * time.Second,
 		MaxOps:             50_000_000,
 	}
@@ -100,7 +102,7 @@ func (o Options) Estimate() time.Duration {
 		nc *= 2
 	}
 	d += time.Duration(nc) * (o.Warmup + o.Duration)
-	d += time.Duration(nb*len(o.MetaStrategies)) * o.MetaDuration
+	d += time.Duration(nb*len(o.MetaStrategies)*max(1, len(o.MetaRetry))) * o.MetaDuration
 	return d
 }
 
@@ -192,9 +194,11 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 	}
 	for _, b := range o.Backends {
 		for _, s := range o.MetaStrategies {
-			sc := MetadataScenario{Backend: b, Strategy: s, Writers: o.MetaWriters, Duration: o.MetaDuration, MaxOps: o.MaxOps}
-			jobs = append(jobs, job{fmt.Sprintf("metadata %s %s, %d writers", b, s, sc.Writers),
-				func(ctx context.Context) (Row, error) { return RunMetadata(ctx, o.Target, sc, probe) }})
+			for _, retry := range o.MetaRetry {
+				sc := MetadataScenario{Backend: b, Strategy: s, Writers: o.MetaWriters, Duration: o.MetaDuration, MaxOps: o.MaxOps, Retry: retry}
+				jobs = append(jobs, job{fmt.Sprintf("metadata %s %s, %d writers, %s retry", b, s, sc.Writers, retry),
+					func(ctx context.Context) (Row, error) { return RunMetadata(ctx, o.Target, sc, probe) }})
+			}
 		}
 	}
 
