@@ -56,6 +56,13 @@ func TestFencingTokenFencesStaleHolder(t *testing.T) {
 		if err != nil || l3.FencingToken <= l2.FencingToken {
 			t.Fatalf("bob's acquisition: token %d after %d (%v)", l3.FencingToken, l2.FencingToken, err)
 		}
+		// GetLock reports the holder's token, none for a free lock.
+		if g, err := e.s.GetLock(ctx, chanA, "edit"); err != nil || g.Owner != "bob" || g.FencingToken != l3.FencingToken {
+			t.Fatalf("GetLock after bob's acquisition (token %d): %+v %v", l3.FencingToken, g, err)
+		}
+		if g, err := e.s.GetLock(ctx, chanA, "other"); err != nil || g.Held() || g.FencingToken != 0 {
+			t.Fatalf("GetLock of a free lock: %+v %v", g, err)
+		}
 		o := presence.MetadataOptions{LockName: "edit", Actor: "bob", FencingToken: l2.FencingToken}
 		if _, err := e.s.RemoveMetadata(ctx, chanA, nil, o); !errors.Is(err, presence.ErrLocked) {
 			t.Fatalf("bob writes under alice's old token: %v", err)

@@ -2,6 +2,7 @@ package presence
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -20,8 +21,8 @@ type Lock struct {
 	Name      string
 	Owner     string    // "" when the lock is free
 	ExpiresAt time.Time // by Config.Now plus the server's remaining TTL; zero when free
-	// FencingToken is the acquisition's fencing token (AcquireLock and
-	// RenewLock only): it is greater than every token handed out for this
+	// FencingToken is the acquisition's fencing token (GetLock: the
+	// holder's, 0 when free): it is greater than every token handed out for this
 	// lock name of the channel before, by anyone, and RenewLock keeps it.
 	// Pass it in MetadataOptions.FencingToken so a write made after the
 	// lock was lost and taken again is refused (docs/DESIGN.md §4, Locks).
@@ -101,8 +102,9 @@ func (s *Service) ReleaseLock(ctx context.Context, ch Channel, name, owner strin
 	return nil
 }
 
-// GetLock returns who holds the lock and until when; a free lock has an
-// empty Owner.
+// GetLock returns who holds the lock, until when, and under which fencing
+// token (0 for a lock taken before fencing tokens existed); a free lock
+// has an empty Owner and no token.
 func (s *Service) GetLock(ctx context.Context, ch Channel, name string) (Lock, error) {
 	if err := s.checkOpen(); err != nil {
 		return Lock{}, err
@@ -113,32 +115,55 @@ func (s *Service) GetLock(ctx context.Context, ch Channel, name string) (Lock, e
 	if err := checkID("lockName", name, s.cfg.MaxIDBytes, ""); err != nil {
 		return Lock{}, err
 	}
-	now := s.cfg.Now()
-	key := s.keys.Lock(ch.Type, ch.Name, name)
-	r, err := s.client.Do(ctx, backend.K("GET", key), backend.K("PTTL", key))
-	if err == nil {
-		err = backend.FirstError(r)
-	}
-	if err != nil {
-		return Lock{}, fmt.Errorf("presence: get lock: %w", err)
-	}
-	l := Lock{Name: name}
-	if r[0].IsNil() {
+	key, fence := s.keys.Lock(ch.Type, ch.Name, name), s.keys.Fence(ch.Type, ch.Name, name)
+	// The reads are one pipeline, not one transaction: the fence is read
+	// before and after the lock, and every acquire raises it, so equal
+	// reads mean the owner read is the holder of that token. An acquire
+	// in between is rare (it needs the lock free or re-taken within a
+	// round trip); then the reads are taken again.
+	for try := 0; ; try++ {
+		now := s.cfg.Now()
+		r, err := s.client.Do(ctx, backend.K("GET", fence), backend.K("GET", key), backend.K("PTTL", key), backend.K("GET", fence))
+		if err == nil {
+			err = backend.FirstError(r)
+		}
+		if err != nil {
+			return Lock{}, fmt.Errorf("presence: get lock: %w", err)
+		}
+		l := Lock{Name: name}
+		if r[1].IsNil() {
+			return l, nil
+		}
+		owner, err1 := r[1].AsString()
+		left, err2 := r[2].AsInt()
+		before, err3 := fenceToken(r[0])
+		after, err4 := fenceToken(r[3])
+		if err := errors.Join(err1, err2, err3, err4); err != nil {
+			return Lock{}, fmt.Errorf("presence: get lock: unexpected replies %v: %w", r, err)
+		}
+		if before != after && try < 2 {
+			continue
+		}
+		switch {
+		case left == -2: // expired between GET and PTTL
+			return l, nil
+		case left >= 0:
+			l.ExpiresAt = now.Add(time.Duration(left) * time.Millisecond)
+		}
+		l.Owner = owner
+		if before == after {
+			l.FencingToken = after
+		}
 		return l, nil
 	}
-	owner, err1 := r[0].AsString()
-	left, err2 := r[1].AsInt()
-	if err1 != nil || err2 != nil {
-		return Lock{}, fmt.Errorf("presence: get lock: unexpected replies %v", r)
+}
+
+// fenceToken decodes a GET of a fence key: 0 when there is none.
+func fenceToken(r backend.Reply) (int64, error) {
+	if r.IsNil() {
+		return 0, nil
 	}
-	switch {
-	case left == -2: // expired between GET and PTTL
-		return l, nil
-	case left >= 0:
-		l.ExpiresAt = now.Add(time.Duration(left) * time.Millisecond)
-	}
-	l.Owner = owner
-	return l, nil
+	return r.AsInt()
 }
 
 // checkLock validates a lock call and returns ttl in milliseconds.

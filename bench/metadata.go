@@ -37,7 +37,18 @@ type MetadataScenario struct {
 	Writers  int
 	Duration time.Duration
 	MaxOps   int64 // bound on update attempts (0: none beyond Duration)
+	// Retry is the writers' policy after a conflict: RetryBackoff (pause
+	// presence.ConflictBackoff(n) after the n-th conflict in a row, then
+	// retry against the returned record) or RetryImmediate (retry at once).
+	// The same policy for every strategy, so rows compare strategies.
+	Retry string
 }
+
+// Writer retry policies after a conflict (MetadataScenario.Retry).
+const (
+	RetryBackoff   = "backoff"
+	RetryImmediate = "immediate"
+)
 
 // appCAS is the seed's "传统方式（应用层 CAS）": read the record, compare its
 // majorRevision in Go, write — without WATCH, so a write landing between the
@@ -151,6 +162,20 @@ func (r *metaRig) attempt(ctx context.Context, rec *presence.MetadataResponse) (
 	return next, err
 }
 
+// pause sleeps d, or until deadline or ctx ends if sooner.
+func pause(ctx context.Context, d time.Duration, deadline time.Time) {
+	d = min(d, time.Until(deadline))
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
 // counter reads the counter.
 func (r *metaRig) counter(ctx context.Context) (int64, error) {
 	rec, err := r.svc.GetMetadata(ctx, r.ch)
@@ -178,7 +203,12 @@ type metaWriter struct {
 
 // RunMetadata runs sc on a channel of its own and reads the final counter.
 func RunMetadata(ctx context.Context, t Target, sc MetadataScenario, probe *Probe) (Row, error) {
-	row := Row{Table: TableMetadata, Backend: sc.Backend, Strategy: strategyName(sc.Strategy), Concurrency: sc.Writers}
+	row := Row{Table: TableMetadata, Backend: sc.Backend, Strategy: strategyName(sc.Strategy), Concurrency: sc.Writers, Retry: sc.Retry}
+	switch sc.Retry {
+	case RetryBackoff, RetryImmediate:
+	default:
+		return row, fmt.Errorf("bench: writer retry policy %q (want %s or %s)", sc.Retry, RetryBackoff, RetryImmediate)
+	}
 	runCtx, cancel := context.WithTimeout(ctx, sc.Duration+time.Minute)
 	defer cancel()
 	r, err := newMetaRig(runCtx, t, sc.Backend, sc.Strategy)
@@ -217,6 +247,7 @@ func RunMetadata(ctx context.Context, t Target, sc MetadataScenario, probe *Prob
 		go func(w *metaWriter) {
 			defer wg.Done()
 			var rec *presence.MetadataResponse
+			var conflicts int // in a row
 			for time.Now().Before(deadline) {
 				start := time.Now()
 				for time.Now().Before(deadline) { // one increment: until it succeeds
@@ -227,12 +258,17 @@ func RunMetadata(ctx context.Context, t Target, sc MetadataScenario, probe *Prob
 					var err error
 					rec, err = r.attempt(runCtx, rec)
 					if err == nil {
+						conflicts = 0
 						w.successes++
 						w.hist.Record(time.Since(start))
 						break
 					}
 					if errors.Is(err, presence.ErrConflict) {
 						w.confl++
+						conflicts++
+						if sc.Retry == RetryBackoff {
+							pause(runCtx, presence.ConflictBackoff(conflicts), deadline)
+						}
 						continue
 					}
 					w.errs++
@@ -271,6 +307,11 @@ func RunMetadata(ctx context.Context, t Target, sc MetadataScenario, probe *Prob
 	row.P50Ms, row.P99Ms = all.hist.QuantileMs(0.50), all.hist.QuantileMs(0.99)
 	row.RedisCPUPct, row.ClientCPUPct, row.OtherCPUPct = cpu.redis, cpu.self, cpu.other
 	row.RoundTripsPerOp = ratio(rts, all.successes)
+	if all.successes > 0 {
+		// Redis's own CPU time per commit: what the losing attempts cost
+		// the server, and steadier than updates/s on a shared machine.
+		row.RedisCPUUsPerOp = ptr(cpu.redis / 100 * wall.Seconds() * 1e6 / float64(all.successes))
+	}
 	row.SuccessRate = ptr(ratio(all.successes, all.attempts))
 	row.AvgRetries = ptr(ratio(all.confl, all.successes))
 	row.LostUpdates = ptr(all.successes - (counter - baseline))

@@ -50,11 +50,13 @@ type Row struct {
 	AvgBatch           *float64 `json:"avg_batch,omitempty"`             // batch strategy: heartbeats per flush
 
 	// Metadata rows.
-	SuccessRate    *float64 `json:"success_rate,omitempty"`      // successful updates / update attempts
-	AvgRetries     *float64 `json:"avg_retries,omitempty"`       // conflicting attempts per successful update
-	LostUpdates    *int64   `json:"lost_updates,omitempty"`      // successful updates − final counter
-	Attempts       *int64   `json:"attempts,omitempty"`          // update attempts (get → update)
-	TxRetriesPerOp *float64 `json:"tx_retries_per_op,omitempty"` // watch: EXEC aborts retried inside the strategy, per attempt
+	SuccessRate     *float64 `json:"success_rate,omitempty"`        // successful updates / update attempts
+	AvgRetries      *float64 `json:"avg_retries,omitempty"`         // conflicting attempts per successful update
+	LostUpdates     *int64   `json:"lost_updates,omitempty"`        // successful updates − final counter
+	Attempts        *int64   `json:"attempts,omitempty"`            // update attempts (get → update)
+	TxRetriesPerOp  *float64 `json:"tx_retries_per_op,omitempty"`   // watch: EXEC aborts retried inside the strategy, per attempt
+	Retry           string   `json:"retry,omitempty"`               // the writers' policy after a conflict: backoff | immediate
+	RedisCPUUsPerOp *float64 `json:"redis_cpu_us_per_op,omitempty"` // Redis CPU time per successful update, µs
 
 	// User index rows: the index on (the row's own figures) against off,
 	// measured in interleaved slices (users.go).
@@ -164,8 +166,8 @@ func WriteHeartbeatTable(w io.Writer, rows []Row) {
 
 // WriteMetadataTable writes the seed's metadata table with what it hid.
 func WriteMetadataTable(w io.Writer, rows []Row) {
-	fmt.Fprintln(w, "| backend | strategy | writers | success rate | avg retries | P50 (ms) | P99 (ms) | successful updates/s | lost updates | round trips/update | Redis CPU | errors |")
-	fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+	fmt.Fprintln(w, "| backend | strategy | writer retry | writers | success rate | avg retries | P50 (ms) | P99 (ms) | successful updates/s | lost updates | round trips/update | Redis CPU | Redis CPU µs/update | errors |")
+	fmt.Fprintln(w, "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
 	for _, r := range rows {
 		if r.Table != TableMetadata {
 			continue
@@ -185,7 +187,14 @@ func WriteMetadataTable(w io.Writer, rows []Row) {
 		if lost != 0 {
 			lostS = fmt.Sprintf("**%d** (%.1f%%)", lost, 100*float64(lost)/float64(max(r.Ops, 1)))
 		}
-		fmt.Fprintf(w, "| %s | %s | %d | %.1f%% | %.2f | %s | %s | %s | %s | %s | %s | %d |\n", r.Backend, r.Strategy, r.Concurrency,
-			100*sr, ar, ms(r.P50Ms), ms(r.P99Ms), num(r.OpsPerSec), lostS, rt(r.RoundTripsPerOp), pct(r.RedisCPUPct), r.Errors)
+		cpuOp, retry := "–", r.Retry
+		if r.RedisCPUUsPerOp != nil {
+			cpuOp = fmt.Sprintf("%.0f", *r.RedisCPUUsPerOp)
+		}
+		if retry == "" {
+			retry = "–"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %d | %.1f%% | %.2f | %s | %s | %s | %s | %s | %s | %s | %d |\n", r.Backend, r.Strategy, retry, r.Concurrency,
+			100*sr, ar, ms(r.P50Ms), ms(r.P99Ms), num(r.OpsPerSec), lostS, rt(r.RoundTripsPerOp), pct(r.RedisCPUPct), cpuOp, r.Errors)
 	}
 }

@@ -43,6 +43,7 @@ type Options struct {
 	// Metadata: MetaWriters writers per strategy for MetaDuration.
 	MetaStrategies []string // default lua, watch, app-cas
 	MetaWriters    int
+	MetaRetry      []string // writer policies after a conflict, each run for every strategy (default backoff)
 	MetaDuration   time.Duration
 
 	// User index cost: heartbeat and join+leave at UserIndexConns, the
@@ -77,6 +78,7 @@ func DefaultOptions() Options {
 		CeilingTwice:       true,
 		MetaStrategies:     []string{"lua", "watch", StrategyAppCAS},
 		MetaWriters:        20,
+		MetaRetry:          []string{RetryBackoff},
 		MetaDuration:       10 * time.Second,
 		UserIndexPairs:     80,
 		UserIndexSlice:     200 * time.Millisecond,
@@ -117,7 +119,7 @@ func (o Options) Estimate() time.Duration {
 		nc *= 2
 	}
 	d += time.Duration(nc) * (o.Warmup + o.Duration)
-	d += time.Duration(nb*len(o.MetaStrategies)) * o.MetaDuration
+	d += time.Duration(nb*len(o.MetaStrategies)*max(1, len(o.MetaRetry))) * o.MetaDuration
 	ui := time.Duration(o.UserIndexPairs*nb*2*2) * (o.UserIndexSlice * 6 / 5)
 	if o.UserIndexOnly {
 		return ui
@@ -213,9 +215,11 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 	}
 	for _, b := range o.Backends {
 		for _, s := range o.MetaStrategies {
-			sc := MetadataScenario{Backend: b, Strategy: s, Writers: o.MetaWriters, Duration: o.MetaDuration, MaxOps: o.MaxOps}
-			jobs = append(jobs, job{fmt.Sprintf("metadata %s %s, %d writers", b, s, sc.Writers),
-				func(ctx context.Context) (Row, error) { return RunMetadata(ctx, o.Target, sc, probe) }})
+			for _, retry := range o.MetaRetry {
+				sc := MetadataScenario{Backend: b, Strategy: s, Writers: o.MetaWriters, Duration: o.MetaDuration, MaxOps: o.MaxOps, Retry: retry}
+				jobs = append(jobs, job{fmt.Sprintf("metadata %s %s, %d writers, %s retry", b, s, sc.Writers, retry),
+					func(ctx context.Context) (Row, error) { return RunMetadata(ctx, o.Target, sc, probe) }})
+			}
 		}
 	}
 

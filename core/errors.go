@@ -13,7 +13,7 @@ import (
 var (
 	ErrConnNotFound    = errors.New("presence: connection not found or expired; join again")
 	ErrStaleEpoch      = errors.New("presence: stale epoch: a newer connection owns this id")
-	ErrConflict        = errors.New("presence: metadata revision conflict; read again and retry")
+	ErrConflict        = errors.New("presence: metadata revision conflict; retry against the current record")
 	ErrLocked          = errors.New("presence: metadata lock is missing or held by another user")
 	ErrInvalidArgument = errors.New("presence: invalid argument")
 	ErrClosed          = backend.ErrClosed

@@ -26,6 +26,9 @@ type (
 		LockName  string  `json:"lockName"`
 		Owner     *string `json:"owner"`     // null when free
 		ExpiresAt *int64  `json:"expiresAt"` // null when free (or no TTL)
+		// The holder's fencing token; null when free (0: taken before
+		// fencing tokens existed).
+		FencingToken *int64 `json:"fencingToken"`
 	}
 	// metaAck is {ok:true, ...Response}.
 	metaAck struct {
@@ -196,7 +199,7 @@ func (c *conn) getLock(ctx context.Context, payload any) (any, error) {
 	}
 	a := getLockAck{OK: true, LockName: r.LockName}
 	if l.Held() {
-		a.Owner = &l.Owner
+		a.Owner, a.FencingToken = &l.Owner, &l.FencingToken
 		if !l.ExpiresAt.IsZero() {
 			ms := l.ExpiresAt.UnixMilli()
 			a.ExpiresAt = &ms

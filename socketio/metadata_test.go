@@ -227,7 +227,7 @@ func testLocks(t *testing.T, n *node) {
 
 	// Free lock: owner and expiresAt are null.
 	g := a.ok("metadata:getLock", lock(nil))
-	if g["lockName"] != "edit" || g["owner"] != nil || g["expiresAt"] != nil {
+	if g["lockName"] != "edit" || g["owner"] != nil || g["expiresAt"] != nil || g["fencingToken"] != nil {
 		t.Fatalf("free lock %v", g)
 	}
 	if _, ok := g["owner"]; !ok {
@@ -243,8 +243,8 @@ func testLocks(t *testing.T, n *node) {
 	}
 	tok := num(acq["fencingToken"])
 	g = b.ok("metadata:getLock", lock(nil))
-	if g["owner"] != "alice" || num(g["expiresAt"]) < now+3000 {
-		t.Fatalf("held lock %v", g)
+	if g["owner"] != "alice" || num(g["expiresAt"]) < now+3000 || num(g["fencingToken"]) != tok {
+		t.Fatalf("held lock %v (token %v)", g, tok)
 	}
 	// Held by alice: bob can't take, renew, release or write under it.
 	b.fail("METADATA_LOCK", "metadata:acquireLock", lock(map[string]any{"ttlMs": 5000}))

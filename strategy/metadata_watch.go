@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"github.com/realtime-message/presence/core"
@@ -268,11 +267,9 @@ func (p metaPlan) commands(k core.Keys, metaKey string) ([]backend.Cmd, error) {
 	return cmds, nil
 }
 
-// backoff is the pause before retry n (1-based): a random 1–5 ms times n,
-// so writers that collided spread out instead of colliding again.
-func backoff(n int) time.Duration {
-	return time.Duration(n) * (time.Millisecond + rand.N(4*time.Millisecond))
-}
+// backoff is the pause before retry n (1-based), so writers that
+// collided spread out instead of colliding again.
+func backoff(n int) time.Duration { return core.ConflictBackoff(n) }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)

@@ -56,6 +56,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	strategies := fs.String("strategies", "lua,pipeline,batch", "comma-separated heartbeat strategy specs")
 	meta := fs.String("metadata", "lua,watch,app-cas", "comma-separated metadata strategy specs (app-cas: the seed's application-level CAS, bench only)")
 	writers := fs.Int("writers", 20, "metadata writers")
+	metaRetry := fs.String("meta-retry", bench.RetryBackoff, "comma-separated metadata writer policies after a conflict, each run for every strategy: backoff (presence.ConflictBackoff), immediate")
+	ceiling := fs.Bool("ceiling", true, "measure the heartbeat ceiling (false: skip it, e.g. for metadata-only runs)")
 	conc := fs.String("concurrency", "16,64,256,1024", "comma-separated saturation concurrencies")
 	out := fs.String("out", "", "also write the Markdown tables to this file")
 	svg := fs.String("svg", "", "write the heartbeat chart (SVG) to this file")
@@ -103,6 +105,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o.UserIndexConns, o.UserIndexOnly = *uiConns, *uiOnly
 	if o.UserIndexOnly && o.UserIndexPairs == 0 {
 		return errors.New("-user-index-only with -user-index-pairs 0 measures nothing")
+	}
+	o.MetaRetry = split(*metaRetry)
+	for _, r := range o.MetaRetry {
+		if r != bench.RetryBackoff && r != bench.RetryImmediate {
+			return fmt.Errorf("-meta-retry: unknown policy %q (%s, %s)", r, bench.RetryBackoff, bench.RetryImmediate)
+		}
+	}
+	if !*ceiling {
+		o.CeilingConcurrency, o.CeilingBatch = nil, 0
 	}
 	o.Concurrency = nil
 	for _, s := range split(*conc) {
