@@ -120,12 +120,15 @@ func (p *proc) waitReady() error {
 			return fmt.Errorf("exited: %v", p.err)
 		default:
 		}
-		r, err := doAddr(p.addr, time.Second, "PING")
-		if err == nil && r.Str == "PONG" {
-			return nil
-		}
+		// The answer must come from our process: two servers started at
+		// once can be handed the same free port, and the one that lost
+		// the bind would otherwise take the winner's answer for its own.
+		r, err := doAddr(p.addr, time.Second, "INFO", "server")
 		if err == nil {
-			err = fmt.Errorf("PING answered %v", r)
+			if strings.Contains(r.Str, "\nprocess_id:"+strconv.Itoa(p.cmd.Process.Pid)+"\r") {
+				return nil
+			}
+			err = fmt.Errorf("%s answers, but not as process %d", p.addr, p.cmd.Process.Pid)
 		}
 		last = err
 		time.Sleep(5 * time.Millisecond)
