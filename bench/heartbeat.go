@@ -45,38 +45,17 @@ type conn struct {
 // joinConns joins n connections, UsersPerRoom per room, concurrently.
 func joinConns(ctx context.Context, svc *presence.Service, n int) ([]conn, error) {
 	conns := make([]conn, n)
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		first error
-		next  = make(chan int)
-	)
-	for range min(n, 64) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				c := conn{room: "r" + strconv.Itoa(i/UsersPerRoom), id: "c" + strconv.Itoa(i)}
-				j, err := svc.Join(ctx, c.room, c.id, "u"+strconv.Itoa(i), json.RawMessage(`{"n":0}`))
-				if err != nil {
-					mu.Lock()
-					if first == nil {
-						first = fmt.Errorf("bench: join %s/%s: %w", c.room, c.id, err)
-					}
-					mu.Unlock()
-					continue
-				}
-				c.epoch = j.Epoch
-				conns[i] = c
-			}
-		}()
-	}
-	for i := range n {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	return conns, first
+	err := parallel(ctx, n, func(ctx context.Context, i int) error {
+		c := conn{room: "r" + strconv.Itoa(i/UsersPerRoom), id: "c" + strconv.Itoa(i)}
+		j, err := svc.Join(ctx, c.room, c.id, "u"+strconv.Itoa(i), json.RawMessage(`{"n":0}`))
+		if err != nil {
+			return fmt.Errorf("bench: join %s/%s: %w", c.room, c.id, err)
+		}
+		c.epoch = j.Epoch
+		conns[i] = c
+		return nil
+	})
+	return conns, err
 }
 
 // leaveConns removes what joinConns added; errors are ignored (the keys
