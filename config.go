@@ -104,11 +104,33 @@ type Config struct {
 	// or users joined through an index-less node are missing from it.
 	DisableUserIndex bool
 
+	// PubSub is how events travel between server nodes (docs/DESIGN.md
+	// "Scaling out"): "pattern" (every node pattern-subscribes to every
+	// room's events, classic PUBLISH: the behaviour before per-room
+	// subscriptions), "channels" (classic PUBLISH; a node subscribes to
+	// the channels of the rooms and users it serves), "sharded" (as
+	// channels, but room and user events use sharded pub/sub, SPUBLISH and
+	// SSUBSCRIBE, Redis 7+: on a cluster each event touches only its room's
+	// shard). Default "auto": sharded on a Redis Cluster that supports it,
+	// else channels; pattern when the backend cannot subscribe to
+	// channels (backend.ChannelSubscriber). Every node of a deployment
+	// must publish the same way: a sharded node's events do not reach
+	// classic subscribers. Pattern and channels nodes can be mixed.
+	PubSub string
+
 	// Hooks observe the service for metrics; nil funcs are skipped.
 	Hooks Hooks
 	// Now is the clock (default time.Now); tests replace it.
 	Now func() time.Time
 }
+
+// The values of Config.PubSub.
+const (
+	PubSubAuto     = "auto"
+	PubSubPattern  = "pattern"
+	PubSubChannels = "channels"
+	PubSubSharded  = "sharded"
+)
 
 // The values of Config.Locks.
 const (
@@ -150,6 +172,13 @@ func (c Config) withDefaults() (Config, error) {
 	case ReaperSweep, ReaperNotify:
 	default:
 		return c, invalid("config: Reaper %q is neither %q nor %q", c.Reaper, ReaperSweep, ReaperNotify)
+	}
+	switch c.PubSub {
+	case "":
+		c.PubSub = PubSubAuto
+	case PubSubAuto, PubSubPattern, PubSubChannels, PubSubSharded:
+	default:
+		return c, invalid("config: PubSub %q is none of %q, %q, %q, %q", c.PubSub, PubSubAuto, PubSubPattern, PubSubChannels, PubSubSharded)
 	}
 	if c.ReaperBackstopInterval <= 0 {
 		c.ReaperBackstopInterval = 10 * c.ReaperInterval
@@ -201,7 +230,8 @@ func (c Config) withDefaults() (Config, error) {
 // PRESENCE_METADATA, PRESENCE_LOCKS, PRESENCE_TTL_MS, PRESENCE_REAPER_INTERVAL_MS,
 // PRESENCE_REAPER_LOOKBACK_MS, PRESENCE_WAIT_REPLICAS, PRESENCE_WAIT_TIMEOUT_MS,
 // PRESENCE_REAPER (sweep|notify), PRESENCE_REAPER_BACKSTOP_MS and
-// PRESENCE_REAPER_CONFIGURE_NOTIFY (1|0). Unset variables leave defaults. REDIS_URL may
+// PRESENCE_REAPER_CONFIGURE_NOTIFY (1|0), PRESENCE_PUBSUB
+// (auto|pattern|channels|sharded). Unset variables leave defaults. REDIS_URL may
 // also be a comma-separated host:port list (a cluster's seeds).
 func ConfigFromEnv() (Config, error) {
 	var c Config
@@ -224,6 +254,7 @@ func ConfigFromEnv() (Config, error) {
 		c.WaitReplicas = n
 	}
 	c.Reaper = os.Getenv("PRESENCE_REAPER")
+	c.PubSub = os.Getenv("PRESENCE_PUBSUB")
 	if v := os.Getenv("PRESENCE_REAPER_CONFIGURE_NOTIFY"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {

@@ -45,6 +45,7 @@ type Service struct {
 	subs    map[*subscription]struct{}
 	onClose []func()
 	notify  *notifyReaper // nil unless Config.Reaper is notify
+	pubsub  string        // Config.PubSub resolved: pattern, channels or sharded
 	owners  ownerCache    // users.go
 }
 
@@ -59,7 +60,12 @@ func New(client backend.Client, cfg Config) (*Service, error) {
 	if client == nil {
 		return nil, invalid("New: nil backend client")
 	}
+	mode, err := resolvePubSub(client, cfg.PubSub)
+	if err != nil {
+		return nil, err
+	}
 	s := &Service{
+		pubsub:  mode,
 		cfg:     cfg,
 		client:  client,
 		scripts: backend.NewScripts(client),
@@ -106,6 +112,10 @@ func New(client backend.Client, cfg Config) (*Service, error) {
 
 // Config returns the configuration in effect, defaults applied.
 func (s *Service) Config() Config { return s.cfg }
+
+// PubSub returns how this node's events travel: PubSubPattern,
+// PubSubChannels or PubSubSharded (Config.PubSub with auto resolved).
+func (s *Service) PubSub() string { return s.pubsub }
 
 // Client returns the backend the service runs on.
 func (s *Service) Client() backend.Client { return s.client }

@@ -53,3 +53,41 @@ type NodeSubscriber interface {
 	// never received.
 	PSubscribeEachMaster(ctx context.Context, pattern string, h Handler) (Subscription, error)
 }
+
+// ChannelSubscriber is a client that subscribes to exact channels, added
+// and removed one by one on a long-lived subscription: a server node
+// follows only the rooms it has sockets in (SUBSCRIBE per room) instead of
+// every room (PSUBSCRIBE). With sharded true it uses sharded pub/sub
+// (SSUBSCRIBE, Redis 7+): on a cluster each channel is subscribed on the
+// master owning its slot, so an SPUBLISH touches only that shard.
+type ChannelSubscriber interface {
+	// SubscribeChannels opens a subscription with no channels yet. h may
+	// be called concurrently for messages of different channels; calls
+	// for one channel are sequential, in delivery order. Message.Pattern
+	// is empty.
+	SubscribeChannels(ctx context.Context, sharded bool, h Handler) (ChannelSubscription, error)
+}
+
+// ChannelSubscription is the subscription SubscribeChannels returns. It
+// implements SubscriptionState (Pattern returns "") and Resubscriber.
+//
+// It keeps its channels subscribed on its own: after a lost connection it
+// subscribes them again, and with sharded pub/sub it follows a channel
+// whose slot moved to another master (the server pushes SUNSUBSCRIBE when
+// a slot migrates or its master fails over) by subscribing it on the new
+// owner. Either way messages published meanwhile are lost, so each such
+// event counts in Resubscribed.
+type ChannelSubscription interface {
+	Subscription
+	// Add subscribes to channels and returns once the server confirmed
+	// every one of them, so a message published after Add returns is
+	// delivered. Adding a channel already subscribed is a no-op. On error
+	// some of the channels may be subscribed; Remove them or Add again.
+	Add(ctx context.Context, channels ...string) error
+	// Remove unsubscribes from channels. Messages of a removed channel
+	// may still reach the handler until Remove returns, none after.
+	// Removing a channel not subscribed is a no-op.
+	Remove(ctx context.Context, channels ...string) error
+	// Channels counts the channels subscribed (added and not removed).
+	Channels() int
+}

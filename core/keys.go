@@ -80,6 +80,19 @@ func (k Keys) MetaEvents(typ, name string) string { return k.channel(typ, name) 
 // MetaEventsPattern matches the metadata event channel of every channel.
 func (k Keys) MetaEventsPattern() string { return k.Prefix + ":{chan:*}:meta_events" }
 
+// RoomMetaEvents is the channel carrying the metadata events of every
+// channel named room (whatever its type) when servers subscribe per room
+// (Config.PubSub "channels" or "sharded"): a socket in room R receives
+// the metadata events of the channels named R (docs/PROTOCOL.md), and a
+// server subscribes per room, not per channel type, which it cannot know.
+// Metadata scripts publish it with classic PUBLISH in every mode: its
+// hash tag is the room's, not the channel's, and a script may SPUBLISH
+// only to its own keys' slot.
+func (k Keys) RoomMetaEvents(room string) string { return k.room(room) + "meta_events" }
+
+// RoomMetaEventsPattern matches RoomMetaEvents of every room.
+func (k Keys) RoomMetaEventsPattern() string { return k.Prefix + ":{room:*}:meta_events" }
+
 // ConnKeys are the keys and channel one conn's heartbeats touch, built
 // once (a socket's room and conn never change after join) instead of by
 // four concatenations per heartbeat. Build it with Keys.ConnKeys and pass
