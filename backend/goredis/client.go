@@ -59,8 +59,8 @@ type Client struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	mu   sync.Mutex // guards subs, and closed transitions against PSubscribe
-	subs map[*subscription]struct{}
+	mu   sync.Mutex                        // guards subs, and closed transitions against PSubscribe
+	subs map[backend.Subscription]struct{} // pattern and channel subscriptions, closed by Close
 
 	sink *logSink // where go-redis lines about this client go; nil: go-redis's own logger
 
@@ -75,7 +75,7 @@ var _ backend.Client = (*Client)(nil)
 // configured: set ContextTimeoutEnabled on it, or go-redis bounds socket
 // reads by its ReadTimeout instead of the context's deadline.
 func NewFromClient(rc redis.UniversalClient) *Client {
-	c := &Client{rc: rc, subs: make(map[*subscription]struct{})}
+	c := &Client{rc: rc, subs: make(map[backend.Subscription]struct{})}
 	c.cluster, _ = rc.(*redis.ClusterClient)
 	return c
 }
@@ -253,7 +253,7 @@ func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
 		c.mu.Lock()
 		c.closed.Store(true)
-		subs := make([]*subscription, 0, len(c.subs))
+		subs := make([]backend.Subscription, 0, len(c.subs))
 		for s := range c.subs {
 			subs = append(subs, s)
 		}
