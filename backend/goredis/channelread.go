@@ -184,7 +184,9 @@ func (s *channelSub) refused(h *home, err error) {
 		if strings.HasPrefix(msg, "CROSSSLOT") {
 			// go-redis resubscribes everything in one SSUBSCRIBE after a
 			// reconnect, which a cluster refuses when the channels span
-			// slots: send them again slot by slot.
+			// slots: send them again slot by slot. (Lost already, unless
+			// the reader did not see the old connection fail.)
+			s.lose(h, nil)
 			s.resend[h] = struct{}{}
 			s.kickNow()
 			return
