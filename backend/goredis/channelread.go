@@ -228,6 +228,12 @@ func (s *channelSub) homeClosed(h *home) {
 	if s.homes[h.addr] == h {
 		delete(s.homes, h.addr)
 	}
+	for _, ws := range h.leaving {
+		for _, w := range ws {
+			close(w)
+		}
+	}
+	clear(h.leaving)
 	err := error(redis.ErrClosed)
 	h.down.Store(&err)
 	for ch, st := range s.chans {

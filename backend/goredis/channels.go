@@ -434,6 +434,9 @@ func (s *channelSub) Remove(ctx context.Context, channels ...string) error {
 		if errors.Is(err, redis.ErrClosed) || s.closing.Load() {
 			return backend.ErrClosed
 		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("backend/goredis: unsubscribing: %w", ctx.Err())
+		}
 		waits = nil
 	}
 	for i, l := range waits {
@@ -499,7 +502,7 @@ func (s *channelSub) Alive() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, h := range s.homes {
-		if p := h.down.Load(); p != nil {
+		if p := h.down.Load(); p != nil && h.n > 0 { // a home without channels loses nothing
 			where := ""
 			if h.addr != "" {
 				where = " on " + h.addr

@@ -47,6 +47,12 @@ func spublish(t *testing.T, s *redistest.Server, sharded bool, ch, payload strin
 // subscription is being restored.
 func awaitAll(t *testing.T, s *redistest.Server, sharded bool, col *collector, channels []string) {
 	t.Helper()
+	awaitEvery(t, col, channels, func(ch string) { spublish(t, s, sharded, ch, "after") })
+}
+
+// awaitEvery is awaitAll with its own way to publish.
+func awaitEvery(t *testing.T, col *collector, channels []string, publish func(ch string)) {
+	t.Helper()
 	pending := map[string]bool{}
 	for _, ch := range channels {
 		pending[ch] = true
@@ -55,7 +61,7 @@ func awaitAll(t *testing.T, s *redistest.Server, sharded bool, col *collector, c
 	deadline := time.Now().Add(2 * testTimeout)
 	for len(pending) > 0 {
 		for ch := range pending {
-			spublish(t, s, sharded, ch, "after")
+			publish(ch)
 		}
 		time.Sleep(100 * time.Millisecond)
 		col.mu.Lock()
@@ -443,4 +449,48 @@ func slotServedBy(t *testing.T, s *redistest.Server, i, slot int) string {
 		}
 	}
 	return ""
+}
+
+// TestChannelsFailover: sharded channels follow their shard to the
+// replica that replaces its master, after a graceful CLUSTER FAILOVER (the
+// demoted master stays up) and after the master is killed: every channel
+// delivers again, and the loss counts in Resubscribed.
+func TestChannelsFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	checkLeaks(t)
+	r := redistest.NewReplicated(t, 0)
+	c := newClient(t, r.Server, Options{})
+	col := newCollector()
+	sub := channelSubscription(t, c, true, col.handle)
+	channels := manySlots(redistest.Prefix(t), 30)
+	if err := sub.Add(testContext(t), channels...); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(ch string) {
+		if rep := r.DoKey(t, ch, "SPUBLISH", ch, "x"); rep.Error() != nil {
+			t.Fatalf("SPUBLISH %s: %v", ch, rep.Err)
+		}
+	}
+	awaitEvery(t, col, channels, publish)
+	steps := []struct {
+		name string
+		do   func()
+	}{
+		{"CLUSTER FAILOVER", func() { r.Failover(t, 0) }},
+		{"master killed", func() { r.KillMaster(t, 1) }},
+	}
+	for _, st := range steps {
+		before := sub.Resubscribed()
+		st.do()
+		awaitEvery(t, col, channels, publish)
+		deadline := time.Now().Add(testTimeout)
+		for sub.Resubscribed() == before {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: Resubscribed() still %d", st.name, before)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 }
