@@ -141,10 +141,15 @@ func (s *channelSub) unsubscribed(h *home, ch string) {
 
 // lost takes a failure of h's connection.
 func (s *channelSub) lost(h *home, err error) {
-	s.c.maybeReload(err)
-	h.down.Store(&err)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if h.dropped {
+		return // closed on purpose
+	}
+	if h.n > 0 {
+		s.c.maybeReload(err)
+		h.down.Store(&err)
+	}
 	// The connection is gone with the replies it owed: a Remove waiting
 	// for one is done, since go-redis forgot its channels and does not
 	// subscribe them on the next connection.

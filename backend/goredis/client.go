@@ -32,6 +32,13 @@
 //     minute; each subscription here runs its own Receive loop instead.
 //     go-redis reconnects and resubscribes after a connection error on its
 //     own; a silently dead peer is noticed by TCP keep-alive (about 45s).
+//   - Channel subscriptions (channels.go). PubSub.Subscribe returns before
+//     the server confirms, so Add waits for the confirmation the reader
+//     receives. After a reconnect go-redis resubscribes every shard channel
+//     in one SSUBSCRIBE, which a cluster refuses (CROSSSLOT) when they span
+//     slots: they are sent again slot by slot. The SUNSUBSCRIBE a master
+//     pushes when a slot leaves it reaches Receive only (ReceiveMessage and
+//     Channel drop it), hence the readers use Receive.
 package goredis
 
 import (
