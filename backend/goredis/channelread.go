@@ -67,7 +67,7 @@ func (s *channelSub) read(h *home) {
 func (s *channelSub) deliver(h *home, m *redis.Message) {
 	s.mu.Lock()
 	st := s.chans[m.Channel]
-	ok := st != nil && st.home == h && !s.closed
+	ok := st != nil && st.home == h && !s.closing.Load()
 	if ok {
 		h.busy = m.Channel
 	}

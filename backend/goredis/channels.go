@@ -29,7 +29,7 @@ import (
 // pub/sub (on a cluster SUBSCRIBE works on any node, the bus brings every
 // PUBLISH), one for sharded pub/sub on a standalone server, and one per
 // master for sharded pub/sub on a cluster, holding the channels of the
-// slots that master serves (channels.go's rebalance follows the slots).
+// slots that master serves (channelmove.go follows the slots).
 // The handler runs on the home's reader: calls for one channel are
 // sequential and in order, homes run in parallel.
 
@@ -140,6 +140,14 @@ type channelSub struct {
 	perNode bool // sharded on a cluster: one home per master
 	h       backend.Handler
 
+	closing  atomic.Bool   // Close began: no more handler calls
+	resubs   atomic.Uint64 // Resubscribed
+	once     sync.Once
+	kick     chan struct{}   // wakes the worker
+	workCtx  context.Context // the worker's and the readers' backoffs, canceled by Close
+	stopWork context.CancelFunc
+	wg       sync.WaitGroup // the worker
+
 	// sendMu orders the commands written with the state changes they
 	// follow: a Remove's UNSUBSCRIBE cannot overtake the SUBSCRIBE of the
 	// Add before it. Taken before mu; writes only, no waiting for replies.
@@ -155,13 +163,6 @@ type channelSub struct {
 	checkOwners bool                // a master's connection failed: rebalance checks the slot owners
 	retry       int                 // consecutive rebalances that left work behind
 	timer       *time.Timer         // the next retry of rebalance, if any
-	closing     atomic.Bool
-	resubs      atomic.Uint64
-	once        sync.Once
-	kick        chan struct{}   // wakes the worker
-	workCtx     context.Context // the worker's, canceled by Close
-	stopWork    context.CancelFunc
-	wg          sync.WaitGroup // the worker
 }
 
 var (
