@@ -108,8 +108,8 @@ func TestChannelsShardedEmbedded(t *testing.T) {
 // while each master's connection holds channels of many slots. go-redis
 // resubscribes them in one SSUBSCRIBE, which a cluster refuses
 // (CROSSSLOT); the adapter must send them again slot by slot. Every
-// channel delivers again, and the loss counts once per connection at
-// most, not once per channel. Both protocols: with RESP3 the replies
+// channel delivers again, and the loss counts once per connection and
+// kill at most, not once per channel. Both protocols: with RESP3 the replies
 // come as push messages.
 func TestChannelsReconnectManySlots(t *testing.T) {
 	for _, s := range []*redistest.Server{redistest.Standalone(t), redistest.Cluster(t)} {
@@ -132,9 +132,11 @@ func TestChannelsReconnectManySlots(t *testing.T) {
 					s.DoNode(t, i, "CLIENT", "KILL", "TYPE", "pubsub")
 				}
 				awaitAll(t, s, sharded, col, channels)
-				n := sub.Resubscribed()
-				if n == 0 || n > uint64(homes) {
-					t.Errorf("Resubscribed() = %d after killing %d connections, want 1..%d", n, homes, homes)
+				// A connection restored on a node not killed yet is killed
+				// again; still, one count per channel would be far more.
+				n, most := sub.Resubscribed(), uint64(homes*len(s.Addrs))
+				if n == 0 || n > most {
+					t.Errorf("Resubscribed() = %d after killing %d connections on %d nodes, want 1..%d", n, homes, len(s.Addrs), most)
 				}
 				if err := sub.Alive(); err != nil {
 					t.Errorf("Alive() = %v after every channel delivered again", err)
