@@ -456,7 +456,8 @@ func slotServedBy(t *testing.T, s *redistest.Server, i, slot int) string {
 // TestChannelsFailover: sharded channels follow their shard to the
 // replica that replaces its master, after a graceful CLUSTER FAILOVER (the
 // demoted master stays up) and after the master is killed: every channel
-// delivers again, and the loss counts in Resubscribed.
+// delivers again, and the loss counts in Resubscribed. Classic channels
+// keep delivering too.
 func TestChannelsFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
@@ -476,6 +477,18 @@ func TestChannelsFailover(t *testing.T) {
 		}
 	}
 	awaitEvery(t, col, channels, publish)
+	// A classic subscription alongside: its one connection may be on the
+	// master that dies.
+	classicCol := newCollector()
+	classic := channelSubscription(t, c, false, classicCol.handle)
+	if err := classic.Add(testContext(t), channels...); err != nil {
+		t.Fatal(err)
+	}
+	publishClassic := func(ch string) {
+		if rep := r.DoKey(t, ch, "PUBLISH", ch, "x"); rep.Error() != nil {
+			t.Fatalf("PUBLISH %s: %v", ch, rep.Err)
+		}
+	}
 	steps := []struct {
 		name string
 		do   func()
@@ -487,6 +500,10 @@ func TestChannelsFailover(t *testing.T) {
 		before := sub.Resubscribed()
 		st.do()
 		awaitEvery(t, col, channels, publish)
+		classicCol.mu.Lock()
+		classicCol.msgs = nil
+		classicCol.mu.Unlock()
+		awaitEvery(t, classicCol, channels, publishClassic)
 		deadline := time.Now().Add(testTimeout)
 		for sub.Resubscribed() == before {
 			if time.Now().After(deadline) {
