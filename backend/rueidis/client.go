@@ -135,9 +135,9 @@ type Client struct {
 
 	closed    atomic.Bool
 	closeOnce sync.Once
-	mu        sync.Mutex // guards subs, and closed against track
-	subs      map[*subscription]struct{}
-	wg        sync.WaitGroup // one per live subscription goroutine
+	mu        sync.Mutex                 // guards subs, and closed against track
+	subs      map[any]context.CancelFunc // live subscriptions and how to stop each
+	wg        sync.WaitGroup             // one per live subscription goroutine
 }
 
 // New connects to the server(s) of opt, detects standalone or cluster, and
@@ -242,7 +242,7 @@ func newClient(rc rueidis.Client, owned bool, log *slog.Logger) *Client {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Client{rc: rc, owned: owned, log: log, subs: make(map[*subscription]struct{})}
+	return &Client{rc: rc, owned: owned, log: log, subs: make(map[any]context.CancelFunc)}
 }
 
 // Raw returns the underlying rueidis client, for what the port does not
@@ -260,13 +260,13 @@ func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
 		c.mu.Lock()
 		c.closed.Store(true)
-		subs := make([]*subscription, 0, len(c.subs))
-		for s := range c.subs {
-			subs = append(subs, s)
+		stops := make([]context.CancelFunc, 0, len(c.subs))
+		for _, stop := range c.subs {
+			stops = append(stops, stop)
 		}
 		c.mu.Unlock()
-		for _, s := range subs {
-			s.stop()
+		for _, stop := range stops {
+			stop()
 		}
 		c.wg.Wait()
 		if c.owned {
@@ -276,20 +276,21 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// track registers a subscription; false once the client is closed.
-func (c *Client) track(s *subscription) bool {
+// track registers a subscription (any comparable key) and the function
+// that stops it; false once the client is closed.
+func (c *Client) track(s any, stop context.CancelFunc) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed.Load() {
 		return false
 	}
-	c.subs[s] = struct{}{}
+	c.subs[s] = stop
 	c.wg.Add(1)
 	return true
 }
 
 // untrack is the last thing a subscription's goroutine does.
-func (c *Client) untrack(s *subscription) {
+func (c *Client) untrack(s any) {
 	c.mu.Lock()
 	delete(c.subs, s)
 	c.mu.Unlock()

@@ -74,7 +74,7 @@ func (c *Client) psubscribe(ctx context.Context, pattern string, h backend.Handl
 		done:     make(chan struct{}),
 	}
 	s.life, s.stop = context.WithCancel(context.Background())
-	if !c.track(s) {
+	if !c.track(s, s.stop) {
 		s.stop()
 		return nil, backend.ErrClosed
 	}
