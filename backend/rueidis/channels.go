@@ -586,6 +586,7 @@ func (s *chanSub) supervise() {
 			if s.life.Err() != nil {
 				return
 			}
+			s.c.log.Debug("backend/rueidis: channel subscription: retrying", "err", err, "in", delay)
 			s.mu.Lock()
 			s.lastErr = err
 			s.mu.Unlock()
@@ -766,6 +767,11 @@ func (s *chanSub) round() error {
 		s.c.log.Info("backend/rueidis: channel subscription restored")
 	}
 	left := len(s.pending) > 0 || (!s.perNode && s.conns[""] == nil)
+	if s.perNode && (left || len(errs) > 0) {
+		// A master that cannot be reached may have been replaced: read
+		// the slot map again before the retry.
+		s.stale = true
+	}
 	s.mu.Unlock()
 	if len(errs) > 0 {
 		return errors.Join(errs...)
