@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -47,6 +48,12 @@ const (
 // see the server's confirmations and its unsolicited sunsubscribe (a slot
 // migrated or its master failed over), after which the supervisor
 // re-reads the slot map and subscribes the channel on its new owner.
+//
+// The handler runs on one of channelWorkers goroutines (a channel always
+// on the same one), fed by the connections' readers: a handler that waits
+// for Add or Remove of its own subscription can stall the reader that
+// would bring the confirmation, so it must not (start them on another
+// goroutine).
 func (c *Client) SubscribeChannels(ctx context.Context, sharded bool, h backend.Handler) (backend.ChannelSubscription, error) {
 	if c.closed.Load() {
 		return nil, backend.ErrClosed
@@ -65,6 +72,7 @@ func (c *Client) SubscribeChannels(ctx context.Context, sharded bool, h backend.
 		pending: make(map[*chanEntry]struct{}),
 		conns:   make(map[string]*chanConn),
 		moved:   make(map[int]string),
+		kickers: make(map[string]bool),
 	}
 	s.life, s.stop = context.WithCancel(context.Background())
 	s.workers = make([]chan delivery, channelWorkers)
@@ -127,9 +135,15 @@ type chanSub struct {
 	slots   []slotRange             // perNode: the cluster's slot map, nil until read
 	moved   map[int]string          // perNode: MOVED answers newer than slots
 	stale   bool                    // perNode: slots must be read again
-	down    error                   // why some channel is not subscribed; nil when all are
-	lastErr error                   // the supervisor's last failure, for Add's error
-	lostAny bool                    // a connection or a channel was lost since the last count
+	// perNode: masters that unsubscribed a channel by themselves, until
+	// every channel is subscribed again. They are asked first for the new slot map: they
+	// know their slot is elsewhere (a master demoted by a failover would
+	// otherwise still be named by a node that has not heard of it yet, and
+	// it accepts SSUBSCRIBE of its new master's slots, as a replica).
+	kickers map[string]bool
+	down    error // why some channel is not subscribed; nil when all are
+	lastErr error // the supervisor's last failure, for Add's error
+	lostAny bool  // a connection or a channel was lost since the last count
 }
 
 // chanEntry is one channel of a subscription. Its fields are guarded by
@@ -498,6 +512,7 @@ func (s *chanSub) onSubscription(cc *chanConn, ps rueidis.PubSubSubscription) {
 		e.ready = make(chan struct{})
 		s.pending[e] = struct{}{}
 		s.stale = true
+		s.kickers[cc.key] = true
 		s.lostAny = true
 		if s.down == nil {
 			s.down = fmt.Errorf("the server unsubscribed %q (its slot moved)", e.name)
@@ -609,15 +624,33 @@ func (s *chanSub) round() error {
 	// Where each pending channel goes.
 	s.mu.Lock()
 	refresh := s.perNode && (s.stale || s.slots == nil) && len(s.pending) > 0
+	prefer := maps.Clone(s.kickers)
 	s.mu.Unlock()
 	if refresh {
-		ranges, err := s.c.clusterSlots(ctx, s.c.rc.Nodes())
+		ranges, err := s.c.clusterSlots(ctx, s.c.rc.Nodes(), prefer)
+		var retired []*chanConn
 		s.mu.Lock()
 		if err == nil {
 			s.slots, s.stale = ranges, false
 			clear(s.moved)
+			// A connection to a node that no longer serves any slot (a
+			// master demoted by a failover) holds nothing of ours any
+			// more: close it rather than keep one per former master.
+			owners := map[string]bool{}
+			for _, r := range ranges {
+				owners[r.addr] = true
+			}
+			for key, cc := range s.conns {
+				if !owners[key] {
+					delete(s.conns, key)
+					retired = append(retired, cc)
+				}
+			}
 		}
 		s.mu.Unlock()
+		for _, cc := range retired {
+			cc.dc.Close() // its watcher hands back whatever it still held
+		}
 		if err != nil {
 			errs = append(errs, err)
 		}
@@ -771,6 +804,8 @@ func (s *chanSub) round() error {
 		// A master that cannot be reached may have been replaced: read
 		// the slot map again before the retry.
 		s.stale = true
+	} else {
+		clear(s.kickers) // every channel they dropped is subscribed again
 	}
 	s.mu.Unlock()
 	if len(errs) > 0 {

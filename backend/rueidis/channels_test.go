@@ -351,3 +351,44 @@ func doNodeAddr(t *testing.T, r *redistest.Replicated, node int, args ...string)
 	t.Fatalf("node %d is not in Addrs", node)
 	return backend.Reply{}
 }
+
+// TestChannelsRESP2: with RESP2 rueidis runs pub/sub on a connection of
+// its own beside the dedicated one; subscribe, unsubscribe and reconnect
+// work there too.
+func TestChannelsRESP2(t *testing.T) {
+	for _, s := range []*redistest.Server{redistest.Standalone(t), redistest.Cluster(t)} {
+		for _, sharded := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/sharded=%v", s.Name, sharded), func(t *testing.T) {
+				name := fmt.Sprintf("resp2%d", time.Now().UnixNano())
+				c := newClient(t, s, rb.Options{AlwaysRESP2: true, ClientName: name, Logger: quietLog})
+				got := make(chan backend.Message, 100)
+				sub := subscribeChannels(t, c, sharded, func(m backend.Message) { got <- m })
+				p := redistest.Prefix(t)
+				channels := []string{p + ":a", p + ":b", p + ":c", p + ":d"}
+				if err := sub.Add(testCtx(t), channels...); err != nil {
+					t.Fatal(err)
+				}
+				if _, n := pubsubCounts(t, s, name, sharded); n != len(channels) {
+					t.Errorf("the server counts %d channels, want %d", n, len(channels))
+				}
+				for _, ch := range channels {
+					publishUntil(t, c, sharded, ch, got)
+				}
+				if err := sub.Remove(testCtx(t), channels[0]); err != nil {
+					t.Fatal(err)
+				}
+				if _, n := pubsubCounts(t, s, name, sharded); n != len(channels)-1 {
+					t.Errorf("the server counts %d channels after Remove of one, want %d", n, len(channels)-1)
+				}
+				for i := range s.Addrs {
+					s.DoNode(t, i, "CLIENT", "KILL", "TYPE", "pubsub")
+				}
+				r := sub.(backend.Resubscriber)
+				waitFor(t, "Resubscribed", func() bool { return r.Resubscribed() > 0 })
+				for _, ch := range channels[1:] {
+					publishUntil(t, c, sharded, ch, got)
+				}
+			})
+		}
+	}
+}

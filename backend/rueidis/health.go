@@ -60,7 +60,7 @@ func (c *Client) EachMaster(ctx context.Context, cmds []backend.Cmd, fn func(add
 
 // clusterMasters returns the masters listed by clusterSlots, each once.
 func (c *Client) clusterMasters(ctx context.Context, nodes map[string]rueidis.Client) ([]string, error) {
-	ranges, err := c.clusterSlots(ctx, nodes)
+	ranges, err := c.clusterSlots(ctx, nodes, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -77,14 +77,19 @@ func (c *Client) clusterMasters(ctx context.Context, nodes map[string]rueidis.Cl
 
 // clusterSlots asks every known node for CLUSTER SLOTS, in parallel so
 // that an unreachable node costs no more than the others' answers, and
-// returns the slot ranges the first answering node (in address order)
-// lists.
-func (c *Client) clusterSlots(ctx context.Context, nodes map[string]rueidis.Client) ([]slotRange, error) {
+// returns the slot ranges the first answering node lists: first in
+// prefer, then in address order.
+func (c *Client) clusterSlots(ctx context.Context, nodes map[string]rueidis.Client, prefer map[string]bool) ([]slotRange, error) {
 	addrs := make([]string, 0, len(nodes))
 	for addr := range nodes {
 		addrs = append(addrs, addr)
 	}
-	sort.Strings(addrs)
+	sort.Slice(addrs, func(i, j int) bool {
+		if prefer[addrs[i]] != prefer[addrs[j]] {
+			return prefer[addrs[i]]
+		}
+		return addrs[i] < addrs[j]
+	})
 	answers := make([][]slotRange, len(addrs))
 	errs := make([]error, len(addrs))
 	var wg sync.WaitGroup
