@@ -615,7 +615,7 @@ func (s *chanSub) supervise() {
 
 // round sends what is pending: the unsubscribes of Removes, then the
 // subscribes of new channels and of channels whose connection or slot was
-// lost. It returns an error when something is left to retry.
+// lost. It returns an error when something failed and is left to retry.
 func (s *chanSub) round() error {
 	ctx, cancel := context.WithTimeout(s.life, resubscribeTimeout)
 	defer cancel()
@@ -728,9 +728,14 @@ func (s *chanSub) round() error {
 		if s.perNode {
 			key = s.ownerLocked(e.slot)
 		}
+		if s.perNode && key == "" {
+			unplaced++ // no master serves its slot (or the map is not read)
+			continue
+		}
 		cc := s.conns[key]
-		if cc == nil || (s.perNode && key == "") {
-			unplaced++
+		if cc == nil {
+			// Its connection failed (that error is in errs), or it was
+			// added during this round: its Add woke the next one.
 			continue
 		}
 		delete(s.pending, e)
@@ -799,22 +804,18 @@ func (s *chanSub) round() error {
 		s.resubs.Add(1)
 		s.c.log.Info("backend/rueidis: channel subscription restored")
 	}
-	left := len(s.pending) > 0 || (!s.perNode && s.conns[""] == nil)
-	if s.perNode && (left || len(errs) > 0) {
+	if s.perNode && len(errs) > 0 {
 		// A master that cannot be reached may have been replaced: read
 		// the slot map again before the retry.
 		s.stale = true
-	} else {
+	}
+	if !recovering {
 		clear(s.kickers) // every channel they dropped is subscribed again
 	}
 	s.mu.Unlock()
-	if len(errs) > 0 {
-		return errors.Join(errs...)
-	}
-	if left {
-		return errors.New("backend/rueidis: channels still to subscribe")
-	}
-	return nil
+	// Channels added during the round are not an error: their Add woke
+	// the supervisor for another round.
+	return errors.Join(errs...)
 }
 
 // send pipelines, on one connection, the unsubscribes and then the

@@ -392,3 +392,52 @@ func TestChannelsRESP2(t *testing.T) {
 		}
 	}
 }
+
+// TestChannelsChurnIsNotALoss: the unsubscribe confirmations of Removes
+// racing Adds of the same channels are not taken for the server dropping
+// a channel (which would resubscribe and count in Resubscribed), and the
+// channels added last stay subscribed.
+func TestChannelsChurnIsNotALoss(t *testing.T) {
+	for _, s := range []*redistest.Server{redistest.Standalone(t), redistest.Cluster(t)} {
+		for _, sharded := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/sharded=%v", s.Name, sharded), func(t *testing.T) {
+				name := fmt.Sprintf("churn%d", time.Now().UnixNano())
+				c := newClient(t, s, rb.Options{ClientName: name})
+				sub := subscribeChannels(t, c, sharded, func(backend.Message) {})
+				p := redistest.Prefix(t)
+				channels := []string{p + ":a", p + ":b", p + ":c"}
+				errs := make(chan error, 8)
+				for g := range 8 {
+					go func() {
+						var err error
+						for i := 0; i < 40 && err == nil; i++ {
+							ch := channels[(g+i)%len(channels)]
+							if err = sub.Add(testCtx(t), ch); err == nil {
+								err = sub.Remove(testCtx(t), ch)
+							}
+						}
+						errs <- err
+					}()
+				}
+				for range 8 {
+					if err := <-errs; err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := sub.Add(testCtx(t), channels...); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(100 * time.Millisecond) // a mistaken resubscription would show by now
+				if r := sub.(backend.Resubscriber).Resubscribed(); r != 0 {
+					t.Errorf("Resubscribed() = %d after Add/Remove churn, want 0", r)
+				}
+				if err := sub.(backend.SubscriptionState).Alive(); err != nil {
+					t.Errorf("Alive() = %v", err)
+				}
+				if _, n := pubsubCounts(t, s, name, sharded); n != len(channels) {
+					t.Errorf("the server counts %d channels, want %d", n, len(channels))
+				}
+			})
+		}
+	}
+}

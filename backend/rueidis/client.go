@@ -9,6 +9,9 @@
 // Transactions ([Client.Watch]) and subscriptions ([Client.PSubscribe]) each
 // take a dedicated connection from rueidis's pool, so nothing of anyone else
 // can slip between WATCH and EXEC, and a slow subscriber delays only itself.
+// A channel subscription ([Client.SubscribeChannels]) holds thousands of
+// channels on one dedicated connection (classic pub/sub), or on one per
+// master owning them (sharded pub/sub on a cluster).
 //
 // A Client is safe for concurrent use by many goroutines.
 package rueidis
