@@ -87,20 +87,16 @@ func (c *Client) SubscribeChannels(ctx context.Context, sharded bool, h backend.
 		// The one connection is opened now: a server that cannot be
 		// reached, or that lacks sharded pub/sub, fails here rather than
 		// at the first Add.
-		cctx, cancel := context.WithCancel(ctx)
-		unhook := context.AfterFunc(s.life, cancel)
-		cc, err := s.connect(cctx, "")
-		unhook()
-		cancel()
-		if err != nil {
-			s.stop()
-			c.untrack(s)
-			if c.closed.Load() {
-				return nil, backend.ErrClosed
+		err := c.firstAttempt(ctx, s, s.life, s.stop, func(ctx context.Context) error {
+			cc, err := s.connect(ctx, "")
+			if err == nil {
+				s.conns[""] = cc
 			}
+			return err
+		})
+		if err != nil {
 			return nil, err
 		}
-		s.conns[""] = cc
 	}
 	for _, w := range s.workers {
 		s.wg.Go(func() { s.work(w) })

@@ -292,6 +292,26 @@ func (c *Client) track(s any, stop context.CancelFunc) bool {
 	return true
 }
 
+// firstAttempt runs the first connection attempt of a tracked
+// subscription s. ctx bounds it, and so does the subscription's life, which
+// Close of the client ends. When it fails, s is stopped and untracked, and
+// the error is ErrClosed if the client closed meanwhile.
+func (c *Client) firstAttempt(ctx context.Context, s any, life context.Context, stop context.CancelFunc, attempt func(context.Context) error) error {
+	cctx, cancel := context.WithCancel(ctx)
+	unhook := context.AfterFunc(life, cancel)
+	err := attempt(cctx)
+	unhook()
+	cancel()
+	if err != nil {
+		stop()
+		c.untrack(s)
+		if c.closed.Load() {
+			return backend.ErrClosed
+		}
+	}
+	return err
+}
+
 // untrack is the last thing a subscription's goroutine does.
 func (c *Client) untrack(s any) {
 	c.mu.Lock()
