@@ -132,10 +132,11 @@ type chanSub struct {
 	moved   map[int]string          // perNode: MOVED answers newer than slots
 	stale   bool                    // perNode: slots must be read again
 	// perNode: masters that unsubscribed a channel by themselves, until
-	// every channel is subscribed again. They are asked first for the new slot map: they
-	// know their slot is elsewhere (a master demoted by a failover would
-	// otherwise still be named by a node that has not heard of it yet, and
-	// it accepts SSUBSCRIBE of its new master's slots, as a replica).
+	// every channel is subscribed again. They are asked first for the new
+	// slot map: they know their slot is elsewhere (a master demoted by a
+	// failover would otherwise still be named by a node that has not heard
+	// of it yet, and it accepts SSUBSCRIBE of its new master's slots, as a
+	// replica).
 	kickers map[string]bool
 	down    error // why some channel is not subscribed; nil when all are
 	lastErr error // the supervisor's last failure, for Add's error
@@ -545,15 +546,18 @@ func (s *chanSub) connLost(cc *chanConn, err error) {
 		}
 		s.pending[e] = struct{}{}
 	}
-	if lostChannels || !s.perNode {
+	report := lostChannels || !s.perNode
+	if report {
 		s.lostAny = true
 		s.down = err
-		s.c.log.Warn("backend/rueidis: channel subscription lost its connection; resubscribing", "node", cc.key, "err", err)
 	}
 	if s.perNode {
 		s.stale = true // a master that went away has handed its slots on
 	}
 	s.mu.Unlock()
+	if report {
+		s.c.log.Warn("backend/rueidis: channel subscription lost its connection; resubscribing", "node", nodeName(cc.key), "err", err)
+	}
 	s.notify()
 }
 
@@ -605,6 +609,9 @@ func (s *chanSub) supervise() {
 			delay = min(2*delay, resubscribeMax)
 		} else {
 			delay = resubscribeMin
+			s.mu.Lock()
+			s.lastErr = nil
+			s.mu.Unlock()
 		}
 	}
 }
