@@ -252,8 +252,10 @@ func newClient(rc rueidis.Client, owned bool, log *slog.Logger) *Client {
 // cover. Do not close it; do not use it after Close.
 func (c *Client) Raw() rueidis.Client { return c.rc }
 
-// Cluster reports whether the client talks to a Redis Cluster.
-func (c *Client) Cluster() bool { return c.rc.Mode() == rueidis.ClientModeCluster }
+// Cluster reports whether the client talks to a Redis Cluster. A Client
+// over no rueidis client (NewFromClient(nil), for code that never sends a
+// command) is not one: presence.New asks while choosing its pub/sub mode.
+func (c *Client) Cluster() bool { return c.rc != nil && c.rc.Mode() == rueidis.ClientModeCluster }
 
 // Close stops every subscription, waiting for its handler to return, then
 // closes the rueidis client (unless it came from NewFromClient). It is
