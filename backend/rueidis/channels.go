@@ -618,68 +618,111 @@ func (s *chanSub) supervise() {
 
 // round sends what is pending: the unsubscribes of Removes, then the
 // subscribes of new channels and of channels whose connection or slot was
-// lost. It returns an error when something failed and is left to retry.
+// lost. It returns an error when something failed and is left to retry;
+// channels added during the round are not one: their Add woke the
+// supervisor for another round.
 func (s *chanSub) round() error {
 	ctx, cancel := context.WithTimeout(s.life, resubscribeTimeout)
 	defer cancel()
 	var errs []error
+	if err := s.refreshSlots(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, s.openConns(ctx)...)
+	batches, unplaced := s.claim()
+	if unplaced > 0 && len(errs) == 0 {
+		errs = append(errs, fmt.Errorf("backend/rueidis: %d channels have no master to subscribe on yet", unplaced))
+	}
+	errs = append(errs, s.sendAll(ctx, batches)...)
 
-	// Where each pending channel goes.
+	// Count a recovery once nothing lost is left.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	recovering := !s.perNode && s.conns[""] == nil
+	for e := range s.pending {
+		if recovering {
+			break
+		}
+		recovering = e.lost
+	}
+	if !recovering {
+		clear(s.kickers) // every channel they dropped is subscribed again
+		if s.lostAny {
+			s.lostAny = false
+			s.down = nil
+			s.resubs.Add(1)
+			s.c.log.Info("backend/rueidis: channel subscription restored")
+		}
+	}
+	if s.perNode && len(errs) > 0 {
+		// A master that cannot be reached may have been replaced: read
+		// the slot map again before the retry.
+		s.stale = true
+	}
+	return errors.Join(errs...)
+}
+
+// refreshSlots reads the cluster's slot map again when it is stale and
+// channels wait for it, and closes the connections to nodes that no longer
+// serve any slot (a master demoted by a failover): they hold nothing of
+// ours any more, and keeping them would keep one per former master.
+func (s *chanSub) refreshSlots(ctx context.Context) error {
 	s.mu.Lock()
 	refresh := s.perNode && (s.stale || s.slots == nil) && len(s.pending) > 0
 	prefer := maps.Clone(s.kickers)
 	s.mu.Unlock()
-	if refresh {
-		ranges, err := s.c.clusterSlots(ctx, s.c.rc.Nodes(), prefer)
-		var retired []*chanConn
-		s.mu.Lock()
-		if err == nil {
-			s.slots, s.stale = ranges, false
-			clear(s.moved)
-			// A connection to a node that no longer serves any slot (a
-			// master demoted by a failover) holds nothing of ours any
-			// more: close it rather than keep one per former master.
-			owners := map[string]bool{}
-			for _, r := range ranges {
-				owners[r.addr] = true
-			}
-			for key, cc := range s.conns {
-				if !owners[key] {
-					delete(s.conns, key)
-					retired = append(retired, cc)
-				}
-			}
-		}
-		s.mu.Unlock()
-		for _, cc := range retired {
-			cc.dc.Close() // its watcher hands back whatever it still held
-		}
-		if err != nil {
-			errs = append(errs, err)
-		}
+	if !refresh {
+		return nil
 	}
+	ranges, err := s.c.clusterSlots(ctx, s.c.rc.Nodes(), prefer)
+	if err != nil {
+		return err
+	}
+	owners := map[string]bool{}
+	for _, r := range ranges {
+		owners[r.addr] = true
+	}
+	var retired []*chanConn
 	s.mu.Lock()
-	targets := map[string]bool{}
-	for e := range s.pending {
-		if !s.perNode {
-			targets[""] = true
-			break
+	s.slots, s.stale = ranges, false
+	clear(s.moved)
+	for key, cc := range s.conns {
+		if !owners[key] {
+			delete(s.conns, key)
+			cc.lost = true // closing it drops its subscriptions
+			retired = append(retired, cc)
 		}
-		if addr := s.ownerLocked(e.slot); addr != "" {
-			targets[addr] = true
-		}
-	}
-	var missing []string
-	for key := range targets {
-		if s.conns[key] == nil {
-			missing = append(missing, key)
-		}
-	}
-	if !s.perNode && s.conns[""] == nil && !slices.Contains(missing, "") {
-		missing = append(missing, "") // the one connection is kept even without channels
 	}
 	s.mu.Unlock()
-	for _, key := range missing {
+	for _, cc := range retired {
+		cc.dc.Close() // its watcher hands back whatever it still held
+	}
+	return nil
+}
+
+// openConns opens the connections the pending channels need (and the one
+// connection of a subscription that is not per node, even without
+// channels, so that Alive tells a server that went away).
+func (s *chanSub) openConns(ctx context.Context) []error {
+	s.mu.Lock()
+	need := map[string]bool{}
+	if !s.perNode {
+		need[""] = true
+	} else {
+		for e := range s.pending {
+			if addr := s.ownerLocked(e.slot); addr != "" {
+				need[addr] = true
+			}
+		}
+	}
+	for key := range need {
+		if s.conns[key] != nil {
+			delete(need, key)
+		}
+	}
+	s.mu.Unlock()
+	var errs []error
+	for key := range need {
 		cc, err := s.connect(ctx, key)
 		if err != nil {
 			errs = append(errs, err)
@@ -689,15 +732,23 @@ func (s *chanSub) round() error {
 		s.conns[key] = cc
 		s.mu.Unlock()
 	}
+	return errs
+}
 
-	// Claim the work: a pending channel is tied to its connection before
-	// its command is sent, so its confirmation and messages are taken.
-	type batch struct {
-		unsubs []*chanEntry
-		reqs   []*unsubRequest
-		subs   []*chanEntry
-	}
-	batches := map[*chanConn]*batch{}
+// batch is the work of a round on one connection.
+type batch struct {
+	unsubs []*chanEntry
+	reqs   []*unsubRequest // the Removes of unsubs
+	subs   []*chanEntry
+}
+
+// claim takes the round's work: the pending unsubscribes, and each pending
+// channel whose connection is open, tied to it before its command is sent
+// so that its confirmation and messages are taken. A Remove whose
+// connections are all gone (and its subscriptions with them) is done.
+// unplaced counts the channels whose slot no master serves.
+func (s *chanSub) claim() (batches map[*chanConn]*batch, unplaced int) {
+	batches = map[*chanConn]*batch{}
 	get := func(cc *chanConn) *batch {
 		b := batches[cc]
 		if b == nil {
@@ -706,39 +757,35 @@ func (s *chanSub) round() error {
 		}
 		return b
 	}
-	s.mu.Lock()
-	reqs := s.unsubs
-	s.unsubs = nil
 	var moot []*unsubRequest
-	for _, r := range reqs {
+	s.mu.Lock()
+	for _, r := range s.unsubs {
 		sent := false
 		for cc, es := range r.byConn {
-			if cc.lost { // its subscriptions died with it
-				continue
+			if !cc.lost {
+				b := get(cc)
+				b.unsubs = append(b.unsubs, es...)
+				b.reqs = append(b.reqs, r)
+				sent = true
 			}
-			b := get(cc)
-			b.unsubs = append(b.unsubs, es...)
-			b.reqs = append(b.reqs, r)
-			sent = true
 		}
 		if !sent {
 			moot = append(moot, r)
 		}
 	}
-	unplaced := 0
+	s.unsubs = nil
 	for e := range s.pending {
 		key := ""
 		if s.perNode {
-			key = s.ownerLocked(e.slot)
-		}
-		if s.perNode && key == "" {
-			unplaced++ // no master serves its slot (or the map is not read)
-			continue
+			if key = s.ownerLocked(e.slot); key == "" {
+				unplaced++
+				continue
+			}
 		}
 		cc := s.conns[key]
 		if cc == nil {
-			// Its connection failed (that error is in errs), or it was
-			// added during this round: its Add woke the next one.
+			// Its connection failed (the round reports that), or it was
+			// added during the round.
 			continue
 		}
 		delete(s.pending, e)
@@ -750,75 +797,46 @@ func (s *chanSub) round() error {
 	for _, r := range moot {
 		r.done <- nil
 	}
-	if unplaced > 0 && len(errs) == 0 {
-		errs = append(errs, fmt.Errorf("backend/rueidis: %d channels have no master to subscribe on yet", unplaced))
-	}
+	return batches, unplaced
+}
 
-	// Send, every connection at once.
+// sendAll sends the batches, every connection at once, and answers their
+// Removes.
+func (s *chanSub) sendAll(ctx context.Context, batches map[*chanConn]*batch) []error {
 	var (
 		wg     sync.WaitGroup
-		errsMu sync.Mutex
+		mu     sync.Mutex
+		errs   []error
 		reqErr = map[*unsubRequest]error{}
 	)
 	for cc, b := range batches {
 		wg.Go(func() {
 			uerr, serr := s.send(ctx, cc, b.unsubs, b.subs)
-			errsMu.Lock()
-			defer errsMu.Unlock()
+			mu.Lock()
+			defer mu.Unlock()
 			for _, r := range b.reqs {
 				if uerr != nil && reqErr[r] == nil {
 					reqErr[r] = uerr
 				}
 			}
-			if uerr != nil {
-				errs = append(errs, uerr)
-			}
-			if serr != nil {
-				errs = append(errs, serr)
+			for _, err := range []error{uerr, serr} {
+				if err != nil {
+					errs = append(errs, err)
+				}
 			}
 		})
 	}
 	wg.Wait()
-	seen := map[*unsubRequest]bool{}
+	answered := map[*unsubRequest]bool{}
 	for _, b := range batches {
 		for _, r := range b.reqs {
-			if !seen[r] {
-				seen[r] = true
+			if !answered[r] {
+				answered[r] = true
 				r.done <- reqErr[r]
 			}
 		}
 	}
-
-	// Count a recovery once nothing lost is left.
-	s.mu.Lock()
-	recovering := false
-	for e := range s.pending {
-		if e.lost {
-			recovering = true
-			break
-		}
-	}
-	if !s.perNode && s.conns[""] == nil {
-		recovering = true
-	}
-	if !recovering && s.lostAny {
-		s.lostAny = false
-		s.down = nil
-		s.resubs.Add(1)
-		s.c.log.Info("backend/rueidis: channel subscription restored")
-	}
-	if s.perNode && len(errs) > 0 {
-		// A master that cannot be reached may have been replaced: read
-		// the slot map again before the retry.
-		s.stale = true
-	}
-	if !recovering {
-		clear(s.kickers) // every channel they dropped is subscribed again
-	}
-	s.mu.Unlock()
-	// Channels added during the round are not an error: their Add woke
-	// the supervisor for another round.
-	return errors.Join(errs...)
+	return errs
 }
 
 // send pipelines, on one connection, the unsubscribes and then the
