@@ -40,6 +40,11 @@ type ReaperStatus struct {
 	// first attempt to subscribe ends.
 	Active string
 	Reason error
+	// Subscription, while Active is "notify", is nil when the subscription
+	// of every master is connected, else which are not (a master lost, or
+	// a new one not subscribed yet): their events are lost until it
+	// recovers, and the backstop sweep covers them.
+	Subscription error
 	// Notified counts conns removed by reaps that expired-key events
 	// triggered (a subset of Stats.Reaped).
 	Notified uint64
@@ -59,6 +64,9 @@ func (s *Service) ReaperStatus() ReaperStatus {
 	defer n.mu.Unlock()
 	if n.sub != nil {
 		st.Active = ReaperNotify
+		if ss, ok := n.sub.(backend.SubscriptionState); ok {
+			st.Subscription = ss.Alive()
+		}
 	} else if st.Reason = n.reason; st.Reason == nil {
 		st.Active = "starting" // the first subscription is under way
 	}

@@ -1,0 +1,96 @@
+package presence_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/realtime-message/presence"
+	"github.com/realtime-message/presence/internal/redistest"
+)
+
+// reaperCheck returns Health's reaper check, failing the test when the
+// node is unhealthy: a degraded reaper never fails it.
+func reaperCheck(t *testing.T, s *presence.Service) (presence.HealthCheck, bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	checks, ok := s.Health(ctx)
+	if !ok {
+		t.Fatalf("not healthy: %+v", checks)
+	}
+	for _, c := range checks {
+		if c.Name == "reaper" {
+			return c, true
+		}
+	}
+	return presence.HealthCheck{}, false
+}
+
+// TestHealthNotifyReaper: a node whose notify reaper runs on
+// notifications has a passing reaper check; one that sweeps instead (the
+// embedded server publishes none) passes too, degraded with the reason;
+// a sweep reaper has no check.
+func TestHealthNotifyReaper(t *testing.T) {
+	forEachTarget(t, func(t *testing.T, tg target) {
+		s := newService(t, tg.connect(t), notifyConfig())
+		want := presence.ReaperNotify
+		if tg.server.Embedded {
+			want = presence.ReaperSweep
+		}
+		waitActive(t, s, want)
+		c, found := reaperCheck(t, s)
+		switch {
+		case !found || !c.OK || c.Error != "":
+			t.Fatalf("reaper check %+v (found %v): want one, passing", c, found)
+		case want == presence.ReaperNotify && c.Degraded != "":
+			t.Fatalf("reaper check %+v: degraded while the notify reaper runs", c)
+		case want == presence.ReaperSweep && !strings.Contains(c.Degraded, "fell back to sweeping"):
+			t.Fatalf("reaper check %+v: want degraded, falling back to sweeping", c)
+		}
+		sweep := newService(t, tg.connect(t), presence.Config{})
+		if c, found := reaperCheck(t, sweep); found {
+			t.Fatalf("a sweep reaper has a check: %+v", c)
+		}
+	})
+}
+
+// TestHealthNotifyReaperLostMaster: a master's subscription down (here
+// its server gone) degrades the reaper check, naming the master, while
+// the node's check of that master fails.
+func TestHealthNotifyReaperLostMaster(t *testing.T) {
+	for _, b := range []string{"rueidis", "goredis"} {
+		t.Run(b, func(t *testing.T) {
+			srv := redistest.NewStandalone(t)
+			s := newService(t, connectBackend(t, b, srv), notifyConfig())
+			waitActive(t, s, presence.ReaperNotify)
+			if c, _ := reaperCheck(t, s); c.Degraded != "" {
+				t.Fatalf("reaper check %+v: degraded before the fault", c)
+			}
+			if err := srv.Stop(); err != nil {
+				t.Fatal(err)
+			}
+			var checks []presence.HealthCheck
+			eventually(t, func() bool {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				defer cancel()
+				checks, _ = s.Health(ctx)
+				for _, c := range checks {
+					if c.Name == "reaper" {
+						return c.OK && strings.Contains(c.Degraded, "expired-key events lost")
+					}
+				}
+				return false
+			}, "the reaper check never said the master's events are lost")
+			if st := s.ReaperStatus(); st.Active != presence.ReaperNotify || st.Subscription == nil {
+				t.Fatalf("status %+v: want notify, its subscription down", st)
+			}
+			for _, c := range checks {
+				if strings.HasPrefix(c.Name, "redis ") && c.OK {
+					t.Fatalf("checks %+v: the stopped server answers", checks)
+				}
+			}
+		})
+	}
+}
