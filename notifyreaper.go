@@ -161,6 +161,12 @@ func (n *notifyReaper) control() {
 				resubs = r
 				s.log.Warn("presence: notify reaper: a subscription was re-established; sweeping for events missed meanwhile")
 				sweep = true
+				// It may be a new master (a promoted replica, which
+				// CONFIG SET on the masters never reached): check its
+				// setting now rather than at the next backstop sweep.
+				if err := n.verify(); err != nil {
+					n.fallBack(err)
+				}
 			}
 			if n.lost.Swap(false) {
 				sweep = true
