@@ -5,10 +5,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/realtime-message/presence/backend"
-	rb "github.com/realtime-message/presence/backend/rueidis"
 	"github.com/realtime-message/presence/internal/redistest"
 	"github.com/realtime-message/presence/luasrc"
 )
@@ -115,21 +113,8 @@ func reapRewriter(c backend.Client, src string) backend.Client {
 // reaper of the service passes it (through the same wrapper, changing
 // nothing), and each broken one fails it, within selfTestTries runs.
 func TestBrokenNotifyReapersAreCaught(t *testing.T) {
-	srv := redistest.Standalone(t) // the embedded server publishes no notifications
-	target := Target{
-		Name: "rueidis/" + srv.Name,
-		NewClient: func(t testing.TB) backend.Client {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			c, err := rb.New(ctx, rb.Options{Addrs: srv.Addrs})
-			if err != nil {
-				t.Fatalf("rueidis.New: %v", err)
-			}
-			t.Cleanup(func() { c.Close() })
-			return c
-		},
-		Prefix: func() string { return redistest.Prefix(t) },
-	}
+	// The embedded server publishes no notifications.
+	target := rueidisTarget(t, redistest.Standalone(t), 0)
 	prop := property{PropReaper, checkReaper}
 	t.Run("correct", func(t *testing.T) {
 		wrapped := wrapTarget(target, func(c backend.Client) backend.Client { return perMaster{Client: c, raw: c} })

@@ -3,7 +3,6 @@ package failover
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -35,24 +34,15 @@ type notifyNode struct {
 }
 
 func openNotifyNode(t *testing.T, cluster *redistest.Replicated, be string) *notifyNode {
-	cfg := presence.Config{
+	svc := openService(t, cluster.Addrs, presence.Config{
 		Backend:                be,
-		Addrs:                  cluster.Addrs,
 		KeyPrefix:              redistest.Prefix(t) + "-" + be,
 		Reaper:                 presence.ReaperNotify,
 		ReaperConfigureNotify:  true, // on the masters only: a promoted replica must get it too
 		TTL:                    notifyTTL,
 		ReaperInterval:         500 * time.Millisecond, // how often the reaper looks at its subscriptions
 		ReaperBackstopInterval: notifyBackstop,
-		Logger:                 slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	svc, err := presence.Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { svc.Close() })
+	})
 	n := &notifyNode{name: be, svc: svc}
 	for shard := range redistest.Shards {
 		for i := 0; ; i++ {
