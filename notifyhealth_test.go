@@ -2,11 +2,14 @@ package presence_test
 
 import (
 	"context"
+	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/realtime-message/presence"
+	"github.com/realtime-message/presence/backend"
 	"github.com/realtime-message/presence/internal/redistest"
 )
 
@@ -91,6 +94,62 @@ func TestHealthNotifyReaperLostMaster(t *testing.T) {
 					t.Fatalf("checks %+v: the stopped server answers", checks)
 				}
 			}
+		})
+	}
+}
+
+// configFlaky is a client whose per-master CONFIG fails while failing is
+// set, as a master unreachable in the middle of a failover would.
+type configFlaky struct {
+	backend.Client
+	failing atomic.Bool
+	calls   atomic.Int32 // CONFIG calls refused
+}
+
+func (c *configFlaky) PSubscribeEachMaster(ctx context.Context, pattern string, h backend.Handler) (backend.Subscription, error) {
+	return c.Client.(backend.NodeSubscriber).PSubscribeEachMaster(ctx, pattern, h)
+}
+
+func (c *configFlaky) Cluster() bool { return c.Client.(backend.MasterRunner).Cluster() }
+
+func (c *configFlaky) EachMaster(ctx context.Context, cmds []backend.Cmd, fn func(string, []backend.Reply, error)) error {
+	if c.failing.Load() && cmds[0].Name == "CONFIG" {
+		c.calls.Add(1)
+		return errors.New("configFlaky: master unreachable")
+	}
+	return c.Client.(backend.MasterRunner).EachMaster(ctx, cmds, fn)
+}
+
+// After a subscription is re-established the notify reaper checks the
+// masters' setting at once (a promoted replica may lack it); while that
+// check fails for want of a master, it keeps running on notifications
+// and retries, rather than falling back to sweeping until the backstop.
+func TestNotifyReaperRechecksAfterResubscribing(t *testing.T) {
+	srv := redistest.Standalone(t)
+	for _, b := range []string{"rueidis", "goredis"} {
+		t.Run(b, func(t *testing.T) {
+			c := &configFlaky{Client: connectBackend(t, b, srv)}
+			cfg := notifyConfig()
+			cfg.ReaperInterval = 50 * time.Millisecond // how often it looks at its subscription
+			s := newService(t, c, cfg)
+			waitActive(t, s, presence.ReaperNotify)
+			c.failing.Store(true)
+			kill := []backend.Cmd{{Name: "CLIENT", Args: []string{"KILL", "TYPE", "pubsub"}}}
+			if err := c.Client.(backend.MasterRunner).EachMaster(ctxT(t), kill, func(string, []backend.Reply, error) {}); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, func() bool { return c.calls.Load() >= 5 }, "the setting was not checked again after the resubscription")
+			if st := s.ReaperStatus(); st.Active != presence.ReaperNotify {
+				t.Fatalf("status %+v: fell back while a check could not reach a master", st)
+			}
+			c.failing.Store(false)
+			l := watchLeaves(t, s)
+			before := s.ReaperStatus().Notified
+			if _, err := s.Join(ctxT(t), "r0", "c1", "u1", nil); err != nil {
+				t.Fatal(err)
+			}
+			l.wait(t, "r0/c1")
+			eventually(t, func() bool { return s.ReaperStatus().Notified > before }, "the conn was not reaped on its expired event")
 		})
 	}
 }

@@ -136,6 +136,7 @@ func (n *notifyReaper) control() {
 	defer check.Stop()
 	var lastSetup, lastSweep time.Time
 	var resubs uint64
+	var recheck, warned bool // a (re)subscribed master's setting is to be checked
 	for {
 		n.mu.Lock()
 		sub := n.sub
@@ -145,6 +146,7 @@ func (n *notifyReaper) control() {
 		switch {
 		case sub == nil && (lastSetup.IsZero() || now.Sub(lastSetup) >= s.cfg.ReaperBackstopInterval):
 			lastSetup = now
+			recheck, warned = false, false // setup checks every master
 			if n.setup() {
 				resubs = n.resubscribed()
 			}
@@ -152,6 +154,7 @@ func (n *notifyReaper) control() {
 		case sub == nil:
 			sweep = true // falling back: sweep every ReaperInterval
 		case now.Sub(lastSweep) >= s.cfg.ReaperBackstopInterval:
+			recheck, warned = false, false
 			if err := n.verify(); err != nil {
 				n.fallBack(err)
 			}
@@ -164,8 +167,24 @@ func (n *notifyReaper) control() {
 				// It may be a new master (a promoted replica, which
 				// CONFIG SET on the masters never reached): check its
 				// setting now rather than at the next backstop sweep.
-				if err := n.verify(); err != nil {
-					n.fallBack(err)
+				recheck = true
+			}
+			if recheck {
+				// Retried every tick while it fails: during a failover a
+				// master may be unreachable for a while, which is no
+				// reason to stop using notifications; the backstop's
+				// check falls back if it still fails then.
+				err := n.verify()
+				switch {
+				case err == nil:
+					recheck = false
+					sweep = true // what expired before the setting was there
+				case !warned:
+					warned = true
+					s.log.Warn("presence: notify reaper: checking notify-keyspace-events after a (re)subscription failed; retrying", "err", err)
+				}
+				if !recheck {
+					warned = false
 				}
 			}
 			if n.lost.Swap(false) {
