@@ -57,6 +57,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	meta := fs.String("metadata", "lua,watch,app-cas", "comma-separated metadata strategy specs (app-cas: the seed's application-level CAS, bench only)")
 	writers := fs.Int("writers", 20, "metadata writers")
 	metaRetry := fs.String("meta-retry", bench.RetryBackoff, "comma-separated metadata writer policies after a conflict, each run for every strategy: backoff (presence.ConflictBackoff), immediate")
+	delay := fs.Duration("redis-delay", 0, "reach Redis through a proxy on 127.0.0.1 that holds every chunk this long in each direction (e.g. 100us, 250us: a same-datacenter RTT of 0.2–0.5 ms); 0: no proxy")
 	ceiling := fs.Bool("ceiling", true, "measure the heartbeat ceiling (false: skip it, e.g. for metadata-only runs)")
 	conc := fs.String("concurrency", "16,64,256,1024", "comma-separated saturation concurrencies")
 	out := fs.String("out", "", "also write the Markdown tables to this file")
@@ -141,6 +142,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer srv.Stop()
 		o.Target = bench.Target{Addrs: srv.Addrs}
 		fmt.Fprintf(stderr, "started redis-server pid %d on %s\n", srv.Pid(), srv.Addr())
+	}
+	if *delay < 0 {
+		return fmt.Errorf("-redis-delay: %v is negative", *delay)
+	}
+	if *delay > 0 {
+		if o.Target.URL != "" {
+			return errors.New("-redis-delay needs REDIS_URL as host:port, not a URL")
+		}
+		p, err := bench.StartDelayProxy(o.Target.Addrs[0], *delay)
+		if err != nil {
+			return err
+		}
+		defer p.Close()
+		o.Target = bench.Target{Addrs: []string{p.Addr()}, Direct: o.Target.Addrs[0]}
+		o.RedisDelay = *delay
+		fmt.Fprintf(stderr, "clients reach Redis through %s, %v added each way\n", p.Addr(), *delay)
 	}
 	if *reaper {
 		rs.Progress = stderr
