@@ -56,7 +56,7 @@ var metaMutateSource string
 // remove) of a channel: lock check, majorRevision and item revision checks,
 // the write, majorRevision + 1 and the metadata event, atomically: one
 // round trip.
-var MetaMutate = &Script{Name: "meta_mutate", SHA1: "97e632dbe5754236e36a08357c637f330ce6c53d", Source: metaMutateSource}
+var MetaMutate = &Script{Name: "meta_mutate", SHA1: "36b95ac75630e3d2f684b478dffa248b80de7a5a", Source: metaMutateSource}
 
 //go:embed reap.lua
 var reapSource string

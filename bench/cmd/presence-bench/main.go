@@ -9,12 +9,17 @@
 //	go run ./bench/cmd/presence-bench -out tables.md -svg bench/heartbeat.svg
 //	go run ./bench/cmd/presence-bench -reaper         # reaper modes only, about 10 minutes
 //	go run ./bench/cmd/presence-bench -user-index-only # the user index's cost alone
+//	go run ./bench/cmd/presence-bench -redis-delay 250us -ceiling=false -strategies "" -user-index-pairs 0 -metadata lua,watch
+//	                                                  # metadata CAS at a 0.5 ms RTT (a same-datacenter network)
 //
 // It starts its own redis-server (from PATH, in a private temporary
 // directory, on a free 127.0.0.1 port, killed at exit) unless REDIS_URL
 // names one: a redis:// URL or host:port. Nothing it writes there outlives
 // the run (every scenario uses keys under a prefix of its own and removes
-// them). Progress goes to stderr; tables (or JSON) to stdout.
+// them). With -redis-delay the clients reach that server through a proxy on
+// 127.0.0.1 that holds every chunk for the delay in each direction
+// (bench.DelayProxy); the CPU probe still talks to the server directly.
+// Progress goes to stderr; tables (or JSON) to stdout.
 package main
 
 import (
