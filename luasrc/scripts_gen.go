@@ -56,7 +56,7 @@ var metaMutateSource string
 // remove) of a channel: lock check, majorRevision and item revision checks,
 // the write, majorRevision + 1 and the metadata event, atomically: one
 // round trip.
-var MetaMutate = &Script{Name: "meta_mutate", SHA1: "36b95ac75630e3d2f684b478dffa248b80de7a5a", Source: metaMutateSource}
+var MetaMutate = &Script{Name: "meta_mutate", SHA1: "5524f581402f0c44cd38686f662dbf4234da93e3", Source: metaMutateSource}
 
 //go:embed reap.lua
 var reapSource string
