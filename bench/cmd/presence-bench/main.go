@@ -152,6 +152,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("-redis-delay: %v is negative", *delay)
 	}
 	if *delay > 0 {
+		if *reaper {
+			return errors.New("-redis-delay applies to the library tables, not to -reaper")
+		}
 		if o.Target.URL != "" {
 			return errors.New("-redis-delay needs REDIS_URL as host:port, not a URL")
 		}
