@@ -186,7 +186,7 @@ func describe(t *testing.T, msgs []rawMsg) []string {
 }
 
 // Every event kind goes out with the mode's command on the mode's
-// channel: join, heartbeat update (lua and pipeline strategies), leave,
+// channel: join, heartbeat update (lua, pipeline and batch strategies), leave,
 // the reaper's leave, user online and offline, and metadata set through
 // the lua and watch strategies. A classic subscriber to everything sees
 // no room or user event in sharded mode, and a sharded subscriber sees
@@ -213,8 +213,10 @@ func checkPublished(t *testing.T, tg target, mode string) {
 	a := newService(t, client, cfg)
 	cfg.Heartbeat, cfg.Metadata = "pipeline", "watch"
 	b := newService(t, client, cfg)
-	if a.PubSub() != mode || b.PubSub() != mode {
-		t.Fatalf("PubSub() %q, %q, want %q", a.PubSub(), b.PubSub(), mode)
+	cfg.Heartbeat = "batch?window=1ms"
+	batched := newService(t, client, cfg)
+	if a.PubSub() != mode || b.PubSub() != mode || batched.PubSub() != mode {
+		t.Fatalf("PubSub() %q, %q, %q, want %q", a.PubSub(), b.PubSub(), batched.PubSub(), mode)
 	}
 	k := a.Keys()
 	room, ch := "r1", presence.Channel{Type: "doc", Name: "r1"}
@@ -249,6 +251,8 @@ func checkPublished(t *testing.T, tg target, mode string) {
 	_, err = a.Heartbeat(ctx, room, "c1", presence.HeartbeatParams{PatchState: json.RawMessage(`{"a":2}`)})
 	must(err)
 	_, err = b.Heartbeat(ctx, room, "c1", presence.HeartbeatParams{PatchState: json.RawMessage(`{"a":3}`)})
+	must(err)
+	_, err = batched.Heartbeat(ctx, room, "c1", presence.HeartbeatParams{PatchState: json.RawMessage(`{"a":4}`)})
 	must(err)
 	must(a.Leave(ctx, room, "c1"))
 	_, err = a.Join(ctx, room, "c2", "u2", nil)
@@ -298,7 +302,7 @@ func checkPublished(t *testing.T, tg target, mode string) {
 			roomEvents = append(roomEvents, rawMsg{roomKind, c, `{"type":"` + typ + `"}`})
 		}
 	}
-	add(roomCh, "join", "update", "update", "leave", "join", "leave")
+	add(roomCh, "join", "update", "update", "update", "leave", "join", "leave")
 	add(u1Ch, "online", "offline")
 	add(u2Ch, "online", "offline")
 	meta := []rawMsg{
