@@ -2,6 +2,7 @@ package strategy
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -28,6 +29,16 @@ type Env struct {
 	// events, always published with classic PUBLISH. Nil means
 	// Keys.MetaEvents, the channel before per-room subscriptions.
 	MetaEvents func(typ, name string) string
+}
+
+// check refuses an Env whose Publish is not a publish command: it is sent
+// as a command, in a MULTI or as a script's argument.
+func (e Env) check() error {
+	switch e.Publish {
+	case "", "PUBLISH", "SPUBLISH":
+		return nil
+	}
+	return fmt.Errorf("%w: strategy.Env.Publish %q: want PUBLISH or SPUBLISH", core.ErrInvalidArgument, e.Publish)
 }
 
 // publish is Env.Publish with its default applied.
@@ -115,6 +126,9 @@ var Heartbeats = &Registry[HeartbeatFactory]{kind: "heartbeat"}
 func NewHeartbeat(spec string, env Env) (Heartbeat, error) {
 	f, p, err := Heartbeats.Lookup(spec)
 	if err != nil {
+		return nil, err
+	}
+	if err := env.check(); err != nil {
 		return nil, err
 	}
 	return f(env, p)
