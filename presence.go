@@ -81,7 +81,7 @@ func (s *Service) Join(ctx context.Context, room, conn, user string, state json.
 		Conns: k.Conns(room), Members: k.Members(room), LastSeen: k.LastSeen(room), ConnMeta: k.ConnMeta(room),
 		UserConns: k.UserConns(room), Gone: k.Gone(room), ConnHash: k.Conn(room, conn), Seq: k.Seq(room),
 		Conn: conn, User: user, Room: room, NowMs: strconv.FormatInt(now, 10), TTLMs: strconv.FormatInt(s.cfg.TTL.Milliseconds(), 10),
-		Events: k.RoomEvents(room), ConnPrefix: k.ConnPrefix(room), State: fields,
+		Events: k.RoomEvents(room), ConnPrefix: k.ConnPrefix(room), Pub: s.publishCmd(), State: fields,
 	}
 	pre, replies, err := s.scripts.DoWith(ctx, append([]backend.Cmd{addRoom}, s.userPreRead(room, conn)...), join.Eval())
 	if err != nil {
@@ -223,7 +223,7 @@ func (s *Service) Leave(ctx context.Context, room, conn string) error {
 	rep, owner, err := s.runLeave(ctx, luacall.Leave{
 		Conns: k.Conns(room), Members: k.Members(room), LastSeen: k.LastSeen(room), ConnMeta: k.ConnMeta(room),
 		UserConns: k.UserConns(room), Gone: k.Gone(room), ConnHash: k.Conn(room, conn), Seq: k.Seq(room),
-		Conn: conn, Room: room, NowMs: strconv.FormatInt(s.nowMs(), 10), Events: k.RoomEvents(room),
+		Conn: conn, Room: room, NowMs: strconv.FormatInt(s.nowMs(), 10), Events: k.RoomEvents(room), Pub: s.publishCmd(),
 		LookbackMs: strconv.FormatInt(s.cfg.ReaperLookback.Milliseconds(), 10),
 	}, room, conn)
 	if err != nil {

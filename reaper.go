@@ -125,7 +125,7 @@ func (s *Service) reapRooms(ctx context.Context, rooms []string) (int, error) {
 				Conns: k.Conns(room), Members: k.Members(room), LastSeen: k.LastSeen(room), ConnMeta: k.ConnMeta(room),
 				UserConns: k.UserConns(room), Gone: k.Gone(room), Seq: k.Seq(room),
 				Room: room, NowMs: nowS, CutoffMs: cutoff, Events: k.RoomEvents(room), ConnPrefix: k.ConnPrefix(room),
-				Limit: strconv.Itoa(reapPerRoom),
+				Limit: strconv.Itoa(reapPerRoom), Pub: s.publishCmd(),
 			}.Eval()
 		}
 		replies, err := s.scripts.RunMany(ctx, evals...)

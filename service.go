@@ -64,6 +64,11 @@ func New(client backend.Client, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.PubSub == PubSubSharded {
+		if err := checkShardedServer(client, cfg.Logger); err != nil {
+			return nil, err
+		}
+	}
 	s := &Service{
 		pubsub:  mode,
 		cfg:     cfg,
@@ -75,12 +80,14 @@ func New(client backend.Client, cfg Config) (*Service, error) {
 		subs:    map[*subscription]struct{}{},
 	}
 	env := strategy.Env{
-		Client:  client,
-		Scripts: s.scripts,
-		Keys:    s.keys,
-		TTL:     cfg.TTL,
-		Logger:  cfg.Logger,
-		Hooks:   s.ctr.strategyHooks(cfg.Hooks.Hooks),
+		Client:     client,
+		Scripts:    s.scripts,
+		Keys:       s.keys,
+		TTL:        cfg.TTL,
+		Logger:     cfg.Logger,
+		Hooks:      s.ctr.strategyHooks(cfg.Hooks.Hooks),
+		Publish:    s.publishCmd(),
+		MetaEvents: s.metaEventsChannel,
 	}
 	if s.hb, err = strategy.NewHeartbeat(cfg.Heartbeat, env); err != nil {
 		return nil, fmt.Errorf("presence: heartbeat strategy: %w", err)
@@ -116,6 +123,51 @@ func (s *Service) Config() Config { return s.cfg }
 // PubSub returns how this node's events travel: PubSubPattern,
 // PubSubChannels or PubSubSharded (Config.PubSub with auto resolved).
 func (s *Service) PubSub() string { return s.pubsub }
+
+// checkShardedServer refuses a forced sharded mode on a server without
+// SPUBLISH (Redis before 7, the embedded server), whose scripts would
+// refuse every join. When the server cannot be asked, New goes on: the
+// scripts check again before writing anything.
+func checkShardedServer(client backend.Client, log *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ok, err := supportsSharded(ctx, client)
+	switch {
+	case err != nil:
+		log.Warn("presence: PubSub sharded: cannot ask the server whether it supports SPUBLISH", "err", err)
+	case !ok:
+		return invalid("config: PubSub %q needs sharded pub/sub (SPUBLISH, Redis 7 or later), which the server does not support; use %q or %q", PubSubSharded, PubSubChannels, PubSubPattern)
+	}
+	return nil
+}
+
+// publishCmd is the command room and user events are published with:
+// SPUBLISH in sharded mode, where each room's channel lives on its slot's
+// shard; PUBLISH otherwise.
+func (s *Service) publishCmd() string {
+	if s.pubsub == PubSubSharded {
+		return "SPUBLISH"
+	}
+	return "PUBLISH"
+}
+
+// metaEventsChannel is the channel of channel (typ, name)'s metadata
+// events. Pattern mode keeps the channel's own (its pattern covers every
+// channel); channels and sharded modes use the room's, so a node that
+// follows room name hears its metadata with one more SUBSCRIBE.
+func (s *Service) metaEventsChannel(typ, name string) string {
+	if s.pubsub == PubSubPattern {
+		return s.keys.MetaEvents(typ, name)
+	}
+	return s.keys.RoomMetaEvents(name)
+}
+
+// MetadataEventsChannel is the pub/sub channel this node publishes ch's
+// metadata events on (classic PUBLISH in every mode): Keys.MetaEvents in
+// pattern mode, Keys.RoomMetaEvents(ch.Name) otherwise.
+func (s *Service) MetadataEventsChannel(ch Channel) string {
+	return s.metaEventsChannel(ch.Type, ch.Name)
+}
 
 // Client returns the backend the service runs on.
 func (s *Service) Client() backend.Client { return s.client }

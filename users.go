@@ -177,14 +177,14 @@ func (s *Service) afterJoin(ctx context.Context, addRoom backend.Cmd, pre []back
 	if len(pre) == 1 {
 		if old := ownerOf(pre[0]); old.ok && old.user != user {
 			evals = append(evals, luacall.UserRemove{
-				Index: k.UserIndex(old.user), User: old.user, NowMs: nowS, Events: k.UserEvents(old.user),
+				Index: k.UserIndex(old.user), User: old.user, NowMs: nowS, Events: k.UserEvents(old.user), Pub: s.publishCmd(),
 				Entries: []luacall.EntryEpoch{{Entry: entry, Epoch: strconv.FormatInt(epoch-1, 10)}},
 			}.Eval())
 		}
 	}
 	evals = append(evals, luacall.UserAdd{
 		Index: k.UserIndex(user), Entry: entry, Epoch: strconv.FormatInt(epoch, 10),
-		User: user, NowMs: nowS, Events: k.UserEvents(user),
+		User: user, NowMs: nowS, Events: k.UserEvents(user), Pub: s.publishCmd(),
 	}.Eval())
 	cmds, replies, err := s.scripts.DoWith(ctx, []backend.Cmd{addRoom, backend.K("SADD", k.ActiveUsers(), user)}, evals...)
 	if err == nil {
@@ -274,7 +274,7 @@ func (s *Service) runLeave(ctx context.Context, call luacall.Leave, room, conn s
 func (s *Service) userRemove(o connOwner, entry string) backend.Eval {
 	k := s.keys
 	return luacall.UserRemove{
-		Index: k.UserIndex(o.user), User: o.user, NowMs: strconv.FormatInt(s.nowMs(), 10), Events: k.UserEvents(o.user),
+		Index: k.UserIndex(o.user), User: o.user, NowMs: strconv.FormatInt(s.nowMs(), 10), Events: k.UserEvents(o.user), Pub: s.publishCmd(),
 		Entries: []luacall.EntryEpoch{{Entry: entry, Epoch: strconv.FormatInt(o.epoch, 10)}},
 	}.Eval()
 }
@@ -332,7 +332,7 @@ func (s *Service) removeUserEntries(ctx context.Context, rm userRemovals) (int, 
 	evals := make([]backend.Eval, 0, len(rm))
 	for user, entries := range rm {
 		evals = append(evals, luacall.UserRemove{
-			Index: k.UserIndex(user), User: user, NowMs: nowS, Events: k.UserEvents(user), Entries: entries,
+			Index: k.UserIndex(user), User: user, NowMs: nowS, Events: k.UserEvents(user), Pub: s.publishCmd(), Entries: entries,
 		}.Eval())
 	}
 	replies, err := s.scripts.RunMany(ctx, evals...)

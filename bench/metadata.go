@@ -55,8 +55,9 @@ const (
 // read and the write is overwritten (TOCTOU). It exists only here, to show
 // what the transactional strategies fix; it is not a registered strategy.
 type appCAS struct {
-	c    backend.Client
-	keys core.Keys
+	c      backend.Client
+	keys   core.Keys
+	events string // the channel's metadata event channel in the service's pub/sub mode
 }
 
 func (a appCAS) update(ctx context.Context, ch presence.Channel, key, value string, major int64) error {
@@ -85,7 +86,7 @@ func (a appCAS) update(ctx context.Context, ch presence.Channel, key, value stri
 	w, err := a.c.Do(ctx,
 		backend.K("HSET", metaKey, core.MetaFieldMajor, backend.Itoa(major+1),
 			core.MetaPrefixValue+key, value, core.MetaPrefixRev+key, backend.Itoa(e.Revision+1)),
-		backend.C("PUBLISH", nil, a.keys.MetaEvents(ch.Type, ch.Name), string(ev)))
+		backend.C("PUBLISH", nil, a.events, string(ev)))
 	if err != nil {
 		return err
 	}
@@ -129,7 +130,7 @@ func newMetaRig(ctx context.Context, t Target, backendName, spec string) (*metaR
 		return svc.UpdateMetadata(ctx, r.ch, []presence.Item{{Key: counterKey, Value: value}}, presence.MetadataOptions{MajorRevision: &major})
 	}
 	if spec == StrategyAppCAS {
-		a := appCAS{c: cc, keys: svc.Keys()}
+		a := appCAS{c: cc, keys: svc.Keys(), events: svc.MetadataEventsChannel(r.ch)}
 		r.update = func(ctx context.Context, value string, major int64) (*presence.MetadataResponse, error) {
 			return nil, a.update(ctx, r.ch, counterKey, value, major)
 		}

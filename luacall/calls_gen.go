@@ -35,14 +35,15 @@ type Heartbeat struct {
 	Epoch  string     // ARGV[4] the caller's epoch, or '' when it sent none
 	Events string     // ARGV[5] the room's event channel
 	Room   string     // ARGV[6] room id
-	Patch  []KeyValue // ARGV[7..] top-level state keys and their canonical JSON
+	Pub    string     // ARGV[7] the publish command, 'PUBLISH' or 'SPUBLISH' (sharded)
+	Patch  []KeyValue // ARGV[8..] top-level state keys and their canonical JSON
 }
 
 // Eval returns the call for backend.Scripts. Its keys and arguments share
 // one allocation.
 func (c Heartbeat) Eval() backend.Eval {
-	v := make([]string, 0, 10+2*len(c.Patch))
-	v = append(v, c.ConnHash, c.LastSeen, c.ConnMeta, c.Seq, c.Conn, c.NowMs, c.TTLMs, c.Epoch, c.Events, c.Room)
+	v := make([]string, 0, 11+2*len(c.Patch))
+	v = append(v, c.ConnHash, c.LastSeen, c.ConnMeta, c.Seq, c.Conn, c.NowMs, c.TTLMs, c.Epoch, c.Events, c.Room, c.Pub)
 	for _, e := range c.Patch {
 		v = append(v, e.Key, e.Value)
 	}
@@ -161,14 +162,15 @@ type Join struct {
 	TTLMs      string     // ARGV[5] the conn hash's TTL, ms
 	Events     string     // ARGV[6] the room's event channel
 	ConnPrefix string     // ARGV[7] the room's conn key prefix (core.Keys.ConnPrefix)
-	State      []KeyValue // ARGV[8..] top-level state keys and their canonical JSON
+	Pub        string     // ARGV[8] the publish command, 'PUBLISH' or 'SPUBLISH' (sharded)
+	State      []KeyValue // ARGV[9..] top-level state keys and their canonical JSON
 }
 
 // Eval returns the call for backend.Scripts. Its keys and arguments share
 // one allocation.
 func (c Join) Eval() backend.Eval {
-	v := make([]string, 0, 15+2*len(c.State))
-	v = append(v, c.Conns, c.Members, c.LastSeen, c.ConnMeta, c.UserConns, c.Gone, c.ConnHash, c.Seq, c.Conn, c.User, c.Room, c.NowMs, c.TTLMs, c.Events, c.ConnPrefix)
+	v := make([]string, 0, 16+2*len(c.State))
+	v = append(v, c.Conns, c.Members, c.LastSeen, c.ConnMeta, c.UserConns, c.Gone, c.ConnHash, c.Seq, c.Conn, c.User, c.Room, c.NowMs, c.TTLMs, c.Events, c.ConnPrefix, c.Pub)
 	for _, e := range c.State {
 		v = append(v, e.Key, e.Value)
 	}
@@ -260,13 +262,14 @@ type Leave struct {
 	NowMs      string // ARGV[3] the server's time, ms
 	Events     string // ARGV[4] the room's event channel
 	LookbackMs string // ARGV[5] the reaper's lookback, ms
+	Pub        string // ARGV[6] the publish command, 'PUBLISH' or 'SPUBLISH' (sharded)
 }
 
 // Eval returns the call for backend.Scripts. Its keys and arguments share
 // one allocation.
 func (c Leave) Eval() backend.Eval {
-	v := make([]string, 0, 13)
-	v = append(v, c.Conns, c.Members, c.LastSeen, c.ConnMeta, c.UserConns, c.Gone, c.ConnHash, c.Seq, c.Conn, c.Room, c.NowMs, c.Events, c.LookbackMs)
+	v := make([]string, 0, 14)
+	v = append(v, c.Conns, c.Members, c.LastSeen, c.ConnMeta, c.UserConns, c.Gone, c.ConnHash, c.Seq, c.Conn, c.Room, c.NowMs, c.Events, c.LookbackMs, c.Pub)
 	return backend.Eval{Script: luasrc.Leave, Keys: v[:8:8], Args: v[8:]}
 }
 
@@ -822,13 +825,14 @@ type Reap struct {
 	Events     string // ARGV[4] the room's event channel
 	ConnPrefix string // ARGV[5] the room's conn key prefix (core.Keys.ConnPrefix)
 	Limit      string // ARGV[6] most conns to examine in this call
+	Pub        string // ARGV[7] the publish command, 'PUBLISH' or 'SPUBLISH' (sharded)
 }
 
 // Eval returns the call for backend.Scripts. Its keys and arguments share
 // one allocation.
 func (c Reap) Eval() backend.Eval {
-	v := make([]string, 0, 13)
-	v = append(v, c.Conns, c.Members, c.LastSeen, c.ConnMeta, c.UserConns, c.Gone, c.Seq, c.Room, c.NowMs, c.CutoffMs, c.Events, c.ConnPrefix, c.Limit)
+	v := make([]string, 0, 14)
+	v = append(v, c.Conns, c.Members, c.LastSeen, c.ConnMeta, c.UserConns, c.Gone, c.Seq, c.Room, c.NowMs, c.CutoffMs, c.Events, c.ConnPrefix, c.Limit, c.Pub)
 	return backend.Eval{Script: luasrc.Reap, Keys: v[:7:7], Args: v[7:]}
 }
 
@@ -995,13 +999,14 @@ type UserAdd struct {
 	User   string // ARGV[3] user id
 	NowMs  string // ARGV[4] the server's time, ms
 	Events string // ARGV[5] the user's event channel
+	Pub    string // ARGV[6] the publish command, 'PUBLISH' or 'SPUBLISH' (sharded)
 }
 
 // Eval returns the call for backend.Scripts. Its keys and arguments share
 // one allocation.
 func (c UserAdd) Eval() backend.Eval {
-	v := make([]string, 0, 6)
-	v = append(v, c.Index, c.Entry, c.Epoch, c.User, c.NowMs, c.Events)
+	v := make([]string, 0, 7)
+	v = append(v, c.Index, c.Entry, c.Epoch, c.User, c.NowMs, c.Events, c.Pub)
 	return backend.Eval{Script: luasrc.UserAdd, Keys: v[:1:1], Args: v[1:]}
 }
 
@@ -1083,14 +1088,15 @@ type UserRemove struct {
 	User    string       // ARGV[1] user id
 	NowMs   string       // ARGV[2] the server's time, ms
 	Events  string       // ARGV[3] the user's event channel
-	Entries []EntryEpoch // ARGV[4..] fields to remove, each only while the epoch it holds is at most epoch
+	Pub     string       // ARGV[4] the publish command, 'PUBLISH' or 'SPUBLISH' (sharded)
+	Entries []EntryEpoch // ARGV[5..] fields to remove, each only while the epoch it holds is at most epoch
 }
 
 // Eval returns the call for backend.Scripts. Its keys and arguments share
 // one allocation.
 func (c UserRemove) Eval() backend.Eval {
-	v := make([]string, 0, 4+2*len(c.Entries))
-	v = append(v, c.Index, c.User, c.NowMs, c.Events)
+	v := make([]string, 0, 5+2*len(c.Entries))
+	v = append(v, c.Index, c.User, c.NowMs, c.Events, c.Pub)
 	for _, e := range c.Entries {
 		v = append(v, e.Entry, e.Epoch)
 	}

@@ -19,7 +19,7 @@ import (
 func TestEvalFollowsTheHeader(t *testing.T) {
 	e := luacall.Heartbeat{
 		ConnHash: "k1", LastSeen: "k2", ConnMeta: "k3", Seq: "k4",
-		Conn: "a1", NowMs: "a2", TTLMs: "a3", Epoch: "a4", Events: "a5", Room: "a6",
+		Conn: "a1", NowMs: "a2", TTLMs: "a3", Epoch: "a4", Events: "a5", Room: "a6", Pub: "a7",
 		Patch: []luacall.KeyValue{{Key: "x", Value: "1"}, {Key: "y", Value: "2"}},
 	}.Eval()
 	if e.Script != luasrc.Heartbeat {
@@ -28,7 +28,7 @@ func TestEvalFollowsTheHeader(t *testing.T) {
 	if want := []string{"k1", "k2", "k3", "k4"}; !reflect.DeepEqual(e.Keys, want) {
 		t.Errorf("keys %q, want %q", e.Keys, want)
 	}
-	if want := []string{"a1", "a2", "a3", "a4", "a5", "a6", "x", "1", "y", "2"}; !reflect.DeepEqual(e.Args, want) {
+	if want := []string{"a1", "a2", "a3", "a4", "a5", "a6", "a7", "x", "1", "y", "2"}; !reflect.DeepEqual(e.Args, want) {
 		t.Errorf("args %q, want %q", e.Args, want)
 	}
 	// Keys and arguments share one array: appending to the keys must not

@@ -10,7 +10,8 @@
 -- ARGV[4] epoch: the caller's epoch, or '' when it sent none
 -- ARGV[5] events: the room's event channel
 -- ARGV[6] room: room id
--- ARGV[7..] patch {key, value}: top-level state keys and their canonical JSON
+-- ARGV[7] pub: the publish command, 'PUBLISH' or 'SPUBLISH' (sharded)
+-- ARGV[8..] patch {key, value}: top-level state keys and their canonical JSON
 -- Returns ok {1, changed:bool, epoch:int}
 --       | notFound {0, 'NOTFOUND'}
 --       | stale {0, 'STALE', stored:int}
@@ -32,6 +33,18 @@ local function nextSeq(key)
   return s
 end
 
+-- pub is run as a command, so it is checked to be a publish command
+-- before anything is written: a script's writes are not undone by a
+-- later error. Redis 7 brought SPUBLISH and REDIS_VERSION_NUM together,
+-- so an older server (or the embedded one) refuses sharded mode here
+-- instead of failing after the writes.
+local pub = ARGV[7]
+if pub ~= 'PUBLISH' and pub ~= 'SPUBLISH' then
+  return redis.error_reply("BAD_PUBLISH pub must be 'PUBLISH' or 'SPUBLISH', not '" .. tostring(pub) .. "'")
+end
+if pub == 'SPUBLISH' and (redis.REDIS_VERSION_NUM or 0) < 0x070000 then
+  return redis.error_reply('BAD_PUBLISH SPUBLISH (sharded pub/sub) needs Redis 7 or later')
+end
 local cur = redis.call('HMGET', KEYS[1], 'epoch', 'user')
 if not cur[1] then return {0, 'NOTFOUND'} end
 local stored = tonumber(cur[1])
@@ -46,7 +59,7 @@ if ARGV[4] ~= '' then
 end
 
 local changed = 0
-for i = 7, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   local f = 's:' .. ARGV[i]
   if redis.call('HGET', KEYS[1], f) ~= ARGV[i + 1] then
     redis.call('HSET', KEYS[1], f, ARGV[i + 1])
@@ -71,7 +84,7 @@ if changed == 1 then
   table.sort(keys)
   local parts = {}
   for _, k in ipairs(keys) do parts[#parts + 1] = cjson.encode(k) .. ':' .. vals[k] end
-  redis.call('PUBLISH', ARGV[5], '{"type":"update","roomId":' .. cjson.encode(ARGV[6]) ..
+  redis.call(pub, ARGV[5], '{"type":"update","roomId":' .. cjson.encode(ARGV[6]) ..
     ',"userId":' .. cjson.encode(cur[2]) .. ',"connId":' .. cjson.encode(ARGV[1]) ..
     ',"state":{' .. table.concat(parts, ',') .. '},"ts":' .. ARGV[2] .. ',"epoch":' .. fmt(stored) .. ',"seq":' .. fmt(seq) .. '}')
 end

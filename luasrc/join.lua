@@ -15,13 +15,27 @@
 -- ARGV[5] ttlMs: the conn hash's TTL, ms
 -- ARGV[6] events: the room's event channel
 -- ARGV[7] connPrefix: the room's conn key prefix (core.Keys.ConnPrefix)
--- ARGV[8..] state {key, value}: top-level state keys and their canonical JSON
+-- ARGV[8] pub: the publish command, 'PUBLISH' or 'SPUBLISH' (sharded)
+-- ARGV[9..] state {key, value}: top-level state keys and their canonical JSON
 -- Returns {epoch:int, snapshot:idhashes, seq:int}
 -- The new epoch is max(previous + 1, now): previous is the largest epoch
 -- the conn hash, conn_meta or the gone index remember, so it strictly grows.
 -- The snapshot is every live conn of the room with its hash, this one too;
 -- seq is the join event's, so the snapshot holds every event up to seq.
 -- The counter never expires while the room has conns.
+
+-- pub is run as a command, so it is checked to be a publish command
+-- before anything is written: a script's writes are not undone by a
+-- later error. Redis 7 brought SPUBLISH and REDIS_VERSION_NUM together,
+-- so an older server (or the embedded one) refuses sharded mode here
+-- instead of failing after the writes.
+local pub = ARGV[8]
+if pub ~= 'PUBLISH' and pub ~= 'SPUBLISH' then
+  return redis.error_reply("BAD_PUBLISH pub must be 'PUBLISH' or 'SPUBLISH', not '" .. tostring(pub) .. "'")
+end
+if pub == 'SPUBLISH' and (redis.REDIS_VERSION_NUM or 0) < 0x070000 then
+  return redis.error_reply('BAD_PUBLISH SPUBLISH (sharded pub/sub) needs Redis 7 or later')
+end
 local conn, user, room = ARGV[1], ARGV[2], ARGV[3]
 local now = tonumber(ARGV[4])
 
@@ -76,7 +90,7 @@ end
 redis.call('DEL', KEYS[7])
 local fields = {'user', user, 'room', room, 'epoch', fmt(epoch), 'last_seen_ms', ARGV[4]}
 local keys, vals = {}, {}
-for i = 8, #ARGV, 2 do
+for i = 9, #ARGV, 2 do
   fields[#fields + 1] = 's:' .. ARGV[i]
   fields[#fields + 1] = ARGV[i + 1]
   keys[#keys + 1] = ARGV[i]
@@ -94,7 +108,7 @@ redis.call('PERSIST', KEYS[8])
 table.sort(keys)
 local parts = {}
 for _, k in ipairs(keys) do parts[#parts + 1] = cjson.encode(k) .. ':' .. vals[k] end
-redis.call('PUBLISH', ARGV[6], '{"type":"join","roomId":' .. cjson.encode(room) ..
+redis.call(pub, ARGV[6], '{"type":"join","roomId":' .. cjson.encode(room) ..
   ',"userId":' .. cjson.encode(user) .. ',"connId":' .. cjson.encode(conn) ..
   ',"state":{' .. table.concat(parts, ',') .. '},"ts":' .. ARGV[4] .. ',"epoch":' .. fmt(epoch) .. ',"seq":' .. fmt(seq) .. '}')
 

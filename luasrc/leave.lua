@@ -14,6 +14,7 @@
 -- ARGV[3] nowMs: the server's time, ms
 -- ARGV[4] events: the room's event channel
 -- ARGV[5] lookbackMs: the reaper's lookback, ms
+-- ARGV[6] pub: the publish command, 'PUBLISH' or 'SPUBLISH' (sharded)
 -- Returns {left:bool, remaining:int}
 -- remaining counts the conns left in the room. The leave takes the room's
 -- next seq; the last one out starts the counter's expiry (the lookback).
@@ -42,6 +43,18 @@ local function tidyGone(key, now, lookback)
   if #top == 2 then redis.call('PEXPIRE', key, fmt(tonumber(top[2]) - now + lookback)) end
 end
 
+-- pub is run as a command, so it is checked to be a publish command
+-- before anything is written: a script's writes are not undone by a
+-- later error. Redis 7 brought SPUBLISH and REDIS_VERSION_NUM together,
+-- so an older server (or the embedded one) refuses sharded mode here
+-- instead of failing after the writes.
+local pub = ARGV[6]
+if pub ~= 'PUBLISH' and pub ~= 'SPUBLISH' then
+  return redis.error_reply("BAD_PUBLISH pub must be 'PUBLISH' or 'SPUBLISH', not '" .. tostring(pub) .. "'")
+end
+if pub == 'SPUBLISH' and (redis.REDIS_VERSION_NUM or 0) < 0x070000 then
+  return redis.error_reply('BAD_PUBLISH SPUBLISH (sharded pub/sub) needs Redis 7 or later')
+end
 local h = redis.call('HGETALL', KEYS[7])
 local inroom = redis.call('SISMEMBER', KEYS[1], conn) == 1
 if not inroom and #h == 0 then
@@ -85,7 +98,7 @@ if #h > 0 then
   for _, k in ipairs(keys) do parts[#parts + 1] = cjson.encode(k) .. ':' .. f['s:' .. k] end
   state = '{' .. table.concat(parts, ',') .. '}'
 end
-redis.call('PUBLISH', ARGV[4], '{"type":"leave","roomId":' .. cjson.encode(ARGV[2]) ..
+redis.call(pub, ARGV[4], '{"type":"leave","roomId":' .. cjson.encode(ARGV[2]) ..
   ',"userId":' .. cjson.encode(user or '') .. ',"connId":' .. cjson.encode(conn) ..
   ',"state":' .. state .. ',"ts":' .. ARGV[3] .. ',"epoch":' .. fmt(epoch) .. ',"seq":' .. fmt(seq) .. '}')
 return {1, remaining}

@@ -15,6 +15,7 @@
 -- ARGV[4] events: the room's event channel
 -- ARGV[5] connPrefix: the room's conn key prefix (core.Keys.ConnPrefix)
 -- ARGV[6] limit: most conns to examine in this call
+-- ARGV[7] pub: the publish command, 'PUBLISH' or 'SPUBLISH' (sharded)
 -- Returns {removed:int, remaining:int, more:bool, reaped:hash}
 -- remaining counts the conns left in the room; more is 1 when more
 -- candidates may remain; reaped maps each removed conn to its conn_meta
@@ -36,6 +37,18 @@ local function nextSeq(key)
   return s
 end
 
+-- pub is run as a command, so it is checked to be a publish command
+-- before anything is written: a script's writes are not undone by a
+-- later error. Redis 7 brought SPUBLISH and REDIS_VERSION_NUM together,
+-- so an older server (or the embedded one) refuses sharded mode here
+-- instead of failing after the writes.
+local pub = ARGV[7]
+if pub ~= 'PUBLISH' and pub ~= 'SPUBLISH' then
+  return redis.error_reply("BAD_PUBLISH pub must be 'PUBLISH' or 'SPUBLISH', not '" .. tostring(pub) .. "'")
+end
+if pub == 'SPUBLISH' and (redis.REDIS_VERSION_NUM or 0) < 0x070000 then
+  return redis.error_reply('BAD_PUBLISH SPUBLISH (sharded pub/sub) needs Redis 7 or later')
+end
 local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[6]))
 local removed = 0
 local reaped = {}
@@ -58,7 +71,7 @@ for _, conn in ipairs(ids) do
     redis.call('HDEL', KEYS[4], conn)
     if epoch >= 0 then redis.call('ZADD', KEYS[6], fmt(epoch), conn) end
     local seq = nextSeq(KEYS[7])
-    redis.call('PUBLISH', ARGV[4], '{"type":"leave","roomId":' .. cjson.encode(ARGV[1]) ..
+    redis.call(pub, ARGV[4], '{"type":"leave","roomId":' .. cjson.encode(ARGV[1]) ..
       ',"userId":' .. cjson.encode(user or '') .. ',"connId":' .. cjson.encode(conn) ..
       ',"state":null,"ts":' .. ARGV[2] .. ',"epoch":' .. fmt(epoch) .. ',"seq":' .. fmt(seq) .. '}')
     removed = removed + 1

@@ -9,14 +9,14 @@ var heartbeatSource string
 
 // Heartbeat is heartbeat.lua: fencing check, state patch, last_seen, TTL,
 // reaper index, conn_meta and the update event, atomically: one round trip.
-var Heartbeat = &Script{Name: "heartbeat", SHA1: "3820265db1f6aa565dd0189f2391b7e77cbde574", Source: heartbeatSource}
+var Heartbeat = &Script{Name: "heartbeat", SHA1: "db66919bbccf6b16f60e257602e48a4dbf149de7", Source: heartbeatSource}
 
 //go:embed join.lua
 var joinSource string
 
 // Join is join.lua: add a connection to a room, or rejoin it, with a fresh
 // epoch, and return the room's snapshot, atomically in the room's slot.
-var Join = &Script{Name: "join", SHA1: "fd28f9132ed8f3dd98c5b2d95a7d3d92e9160d13", Source: joinSource}
+var Join = &Script{Name: "join", SHA1: "a17b7fe9260e08c8d763c8733d69967eab175972", Source: joinSource}
 
 //go:embed leave.lua
 var leaveSource string
@@ -24,7 +24,7 @@ var leaveSource string
 // Leave is leave.lua: remove a connection from every index of its room and
 // publish leave, atomically. Idempotent: a conn that is not there changes
 // nothing and publishes nothing.
-var Leave = &Script{Name: "leave", SHA1: "8abc9faa7fce885ddc3bef9622680a40f5193ebd", Source: leaveSource}
+var Leave = &Script{Name: "leave", SHA1: "43afda9adb86791fd88b98a254b9a0fa2fa5942d", Source: leaveSource}
 
 //go:embed lock_acquire.lua
 var lockAcquireSource string
@@ -65,7 +65,7 @@ var reapSource string
 // for each, atomically in the room's slot, so reapers on many nodes racing
 // on one room remove each conn exactly once, and a conn that heartbeated
 // (its hash exists again) is never removed.
-var Reap = &Script{Name: "reap", SHA1: "d1a01266bca519c4aea50b62cde3e97a8b3515d6", Source: reapSource}
+var Reap = &Script{Name: "reap", SHA1: "f7756034e7a6ffb294c9f8e01c45e6a6064676c2", Source: reapSource}
 
 //go:embed snapshot.lua
 var snapshotSource string
@@ -81,7 +81,7 @@ var userAddSource string
 // UserAdd is user_add.lua: record one conn of a user in the user's index,
 // in the user's slot, and announce the user online when this is its first
 // conn anywhere.
-var UserAdd = &Script{Name: "user_add", SHA1: "6abe81d16119411ccd69ff45e8e889e0ff725705", Source: userAddSource}
+var UserAdd = &Script{Name: "user_add", SHA1: "2007da2165caf63008fb68c74b3ca2c0437583d0", Source: userAddSource}
 
 //go:embed user_remove.lua
 var userRemoveSource string
@@ -89,7 +89,7 @@ var userRemoveSource string
 // UserRemove is user_remove.lua: forget conns of a user in the user's
 // index, in the user's slot, and announce the user offline when its last
 // conn anywhere goes.
-var UserRemove = &Script{Name: "user_remove", SHA1: "67dc671700027e23fba59474266f33a794b8ad6c", Source: userRemoveSource}
+var UserRemove = &Script{Name: "user_remove", SHA1: "3a687670ea11cba010d9cbe41725702e91d668d5", Source: userRemoveSource}
 
 // All lists every script, for preloading.
 var All = []*Script{Heartbeat, Join, Leave, LockAcquire, LockRelease, LockRenew, MetaMutate, Reap, Snapshot, UserAdd, UserRemove}

@@ -47,7 +47,7 @@ func TestHeartbeatEvalUsesConnKeys(t *testing.T) {
 		Patch: []luacall.KeyValue{{Key: "a", Value: "1"}}}
 	plain := strategy.HeartbeatEval(k, 30000, req)
 	wantKeys := []string{k.Conn("r:1", "c"), k.LastSeen("r:1"), k.ConnMeta("r:1"), k.Seq("r:1")}
-	wantArgs := []string{"c", "1000", "30000", "5", k.RoomEvents("r:1"), "r:1", "a", "1"}
+	wantArgs := []string{"c", "1000", "30000", "5", k.RoomEvents("r:1"), "r:1", "PUBLISH", "a", "1"}
 	if !reflect.DeepEqual(plain.Keys, wantKeys) || !reflect.DeepEqual(plain.Args, wantArgs) {
 		t.Fatalf("HeartbeatEval without ConnKeys: %q %q", plain.Keys, plain.Args)
 	}

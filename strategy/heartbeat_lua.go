@@ -36,14 +36,15 @@ func (l *luaHeartbeat) Heartbeat(ctx context.Context, req HeartbeatRequest) (Hea
 func (l *luaHeartbeat) Close() error { return nil }
 
 // HeartbeatEval is the heartbeat.lua call for req; the lua and batch
-// strategies (and the benchmarks' ceiling) send exactly this. When
-// req.ConnKeys fit req, its keys are used as they are: no key is built.
+// strategies (and the benchmarks' ceiling) send exactly this, with an Env
+// whose Publish is empty (classic PUBLISH). When req.ConnKeys fit req, its
+// keys are used as they are: no key is built.
 func HeartbeatEval(k core.Keys, ttlMs int64, req HeartbeatRequest) backend.Eval {
 	var epoch string
 	if req.HasEpoch {
 		epoch = strconv.FormatInt(req.Epoch, 10)
 	}
-	return heartbeatCall(k, strconv.FormatInt(ttlMs, 10), strconv.FormatInt(req.NowMs, 10), epoch, req).Eval()
+	return heartbeatCall(k, "PUBLISH", strconv.FormatInt(ttlMs, 10), strconv.FormatInt(req.NowMs, 10), epoch, req).Eval()
 }
 
 // evalBuilder is HeartbeatEval for one strategy, with what repeats across
@@ -51,12 +52,13 @@ func HeartbeatEval(k core.Keys, ttlMs int64, req HeartbeatRequest) backend.Eval 
 // millisecond, a conn's epoch while it is unchanged.
 type evalBuilder struct {
 	keys core.Keys
+	pub  string
 	ttl  string
 	now  intCache
 }
 
 func newEvalBuilder(env Env) *evalBuilder {
-	return &evalBuilder{keys: env.Keys, ttl: strconv.FormatInt(env.TTL.Milliseconds(), 10)}
+	return &evalBuilder{keys: env.Keys, pub: env.publish(), ttl: strconv.FormatInt(env.TTL.Milliseconds(), 10)}
 }
 
 func (b *evalBuilder) call(req HeartbeatRequest) luacall.Heartbeat {
@@ -68,11 +70,11 @@ func (b *evalBuilder) call(req HeartbeatRequest) luacall.Heartbeat {
 			epoch = strconv.FormatInt(req.Epoch, 10)
 		}
 	}
-	return heartbeatCall(b.keys, b.ttl, b.now.format(req.NowMs), epoch, req)
+	return heartbeatCall(b.keys, b.pub, b.ttl, b.now.format(req.NowMs), epoch, req)
 }
 
-func heartbeatCall(k core.Keys, ttl, now, epoch string, req HeartbeatRequest) luacall.Heartbeat {
-	c := luacall.Heartbeat{Conn: req.Conn, NowMs: now, TTLMs: ttl, Epoch: epoch, Room: req.Room, Patch: req.Patch}
+func heartbeatCall(k core.Keys, pub, ttl, now, epoch string, req HeartbeatRequest) luacall.Heartbeat {
+	c := luacall.Heartbeat{Conn: req.Conn, NowMs: now, TTLMs: ttl, Epoch: epoch, Room: req.Room, Pub: pub, Patch: req.Patch}
 	if ck := req.ConnKeys; ck.Fits(k, req.Room, req.Conn) {
 		c.ConnHash, c.LastSeen, c.ConnMeta, c.Seq, c.Events = ck.ConnKey(), ck.LastSeen(), ck.ConnMeta(), ck.Seq(), ck.RoomEvents()
 	} else {

@@ -114,7 +114,7 @@ func (p *pipelineHeartbeat) Heartbeat(ctx context.Context, req HeartbeatRequest)
 				}
 				ev, _ := json.Marshal(core.PresenceEvent{Type: "update", RoomID: req.Room, UserID: h["user"], ConnID: req.Conn,
 					State: core.StateFromHash(h), TS: req.NowMs, Epoch: stored, Seq: seq})
-				cmds = append(cmds, next, backend.C("PUBLISH", nil, ck.RoomEvents(), string(ev)))
+				cmds = append(cmds, next, publishCmd(p.env.publish(), ck.RoomEvents(), string(ev)))
 			}
 			return cmds, nil
 		})

@@ -90,5 +90,8 @@ func NewMetadata(spec string, env Env) (Metadata, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := env.check(); err != nil {
+		return nil, err
+	}
 	return f(env, p)
 }

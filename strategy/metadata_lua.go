@@ -40,7 +40,9 @@ func (l *LuaMetadata) Mutate(ctx context.Context, req MetaRequest) (core.MetaRec
 	if h := l.env.Hooks.MetadataAttempt; h != nil {
 		h()
 	}
-	rep, err := MetaMutateCall(l.env.Keys, req).Run(ctx, l.env.Scripts)
+	c := MetaMutateCall(l.env.Keys, req)
+	c.Events = l.env.metaEvents(req.Type, req.Name)
+	rep, err := c.Run(ctx, l.env.Scripts)
 	if err != nil {
 		return core.MetaRecord{}, err
 	}
@@ -53,7 +55,8 @@ func (l *LuaMetadata) Mutate(ctx context.Context, req MetaRequest) (core.MetaRec
 	return rec, err
 }
 
-// MetaMutateCall is the meta_mutate.lua call for req.
+// MetaMutateCall is the meta_mutate.lua call for req, publishing on
+// Keys.MetaEvents (the lua strategy sets its Env's channel instead).
 func MetaMutateCall(k core.Keys, req MetaRequest) luacall.MetaMutate {
 	c := luacall.MetaMutate{
 		Meta: k.Meta(req.Type, req.Name),

@@ -138,7 +138,7 @@ func (w *WatchMetadata) Mutate(ctx context.Context, req MetaRequest) (core.MetaR
 			if plan.event == nil {
 				return nil, nil // nothing to remove: no EXEC, no event
 			}
-			return plan.commands(k, metaKey)
+			return plan.commands(w.env.metaEvents(req.Type, req.Name), metaKey)
 		})
 		if errors.Is(err, backend.ErrTxAborted) {
 			if attempt < w.retries {
@@ -231,9 +231,9 @@ func fenceReply(r backend.Reply) (int64, error) {
 	return n, nil
 }
 
-// commands are the writes of a plan and the PUBLISH of its event, for
-// MULTI/EXEC.
-func (p metaPlan) commands(k core.Keys, metaKey string) ([]backend.Cmd, error) {
+// commands are the writes of a plan and the PUBLISH of its event on
+// channel, for MULTI/EXEC.
+func (p metaPlan) commands(channel, metaKey string) ([]backend.Cmd, error) {
 	ev, err := json.Marshal(p.event)
 	if err != nil {
 		return nil, err
@@ -263,7 +263,7 @@ func (p metaPlan) commands(k core.Keys, metaKey string) ([]backend.Cmd, error) {
 	}
 	cmds = append(cmds,
 		backend.K("HSET", metaKey, set...),
-		backend.C("PUBLISH", nil, k.MetaEvents(p.event.ChannelType, p.event.ChannelName), string(ev)))
+		backend.C("PUBLISH", nil, channel, string(ev)))
 	return cmds, nil
 }
 

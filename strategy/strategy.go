@@ -2,6 +2,7 @@ package strategy
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -19,6 +20,52 @@ type Env struct {
 	TTL     time.Duration // presence TTL of a conn hash
 	Logger  *slog.Logger
 	Hooks   Hooks
+
+	// Publish is the command that publishes room events: "PUBLISH", or
+	// "SPUBLISH" when the service uses sharded pub/sub. Empty means
+	// PUBLISH, so an Env built before sharded pub/sub keeps its behaviour.
+	Publish string
+	// MetaEvents names the channel of channel (typ, name)'s metadata
+	// events, always published with classic PUBLISH. Nil means
+	// Keys.MetaEvents, the channel before per-room subscriptions.
+	MetaEvents func(typ, name string) string
+}
+
+// check refuses an Env whose Publish is not a publish command: it is sent
+// as a command, in a MULTI or as a script's argument.
+func (e Env) check() error {
+	switch e.Publish {
+	case "", "PUBLISH", "SPUBLISH":
+		return nil
+	}
+	return fmt.Errorf("%w: strategy.Env.Publish %q: want PUBLISH or SPUBLISH", core.ErrInvalidArgument, e.Publish)
+}
+
+// publish is Env.Publish with its default applied.
+func (e Env) publish() string {
+	if e.Publish == "" {
+		return "PUBLISH"
+	}
+	return e.Publish
+}
+
+// metaEvents is Env.MetaEvents with its default applied.
+func (e Env) metaEvents(typ, name string) string {
+	if e.MetaEvents == nil {
+		return e.Keys.MetaEvents(typ, name)
+	}
+	return e.MetaEvents(typ, name)
+}
+
+// publishCmd is the command that publishes payload on channel with cmd.
+// SPUBLISH names its channel as a key: a cluster routes it by the
+// channel's slot, and the channels here share their slot with the keys
+// written beside them.
+func publishCmd(cmd, channel, payload string) backend.Cmd {
+	if cmd == "SPUBLISH" {
+		return backend.K(cmd, channel, payload)
+	}
+	return backend.C(cmd, nil, channel, payload)
 }
 
 // Hooks let the owner observe a strategy (for metrics). Nil funcs are
@@ -79,6 +126,9 @@ var Heartbeats = &Registry[HeartbeatFactory]{kind: "heartbeat"}
 func NewHeartbeat(spec string, env Env) (Heartbeat, error) {
 	f, p, err := Heartbeats.Lookup(spec)
 	if err != nil {
+		return nil, err
+	}
+	if err := env.check(); err != nil {
 		return nil, err
 	}
 	return f(env, p)

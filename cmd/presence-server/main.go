@@ -69,6 +69,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer cleanup()
+	// Every node of a deployment must publish and subscribe alike: the
+	// resolved mode is logged so a mixed rollout shows in the logs.
+	log.Info("pub/sub mode "+app.Service.PubSub(), "pubsub", app.Service.PubSub(), "configured", app.Service.Config().PubSub)
 	if err := app.Run(ctx, nil); err != nil {
 		log.Error("server failed", "err", err)
 		return 1
