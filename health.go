@@ -108,7 +108,11 @@ func (s *Service) subscriptionHealth() []HealthCheck {
 		if !ok {
 			continue // nothing to ask: a backend of its own
 		}
-		out = append(out, check("subscription "+st.Pattern(), st.Alive()))
+		name := st.Pattern()
+		if name == "" {
+			name = "channels" // a Feed's, or Subscribe's in sharded mode
+		}
+		out = append(out, check("subscription "+name, st.Alive()))
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
