@@ -428,7 +428,7 @@ func (f *Feed) Stats() FeedStats {
 		if e.refs > 0 {
 			st.Rooms++
 		}
-		if e.held {
+		if e.held && !f.closed {
 			st.SubscribedRooms++
 		}
 	}
@@ -436,7 +436,7 @@ func (f *Feed) Stats() FeedStats {
 		if e.refs > 0 {
 			st.Users++
 		}
-		if e.held {
+		if e.held && !f.closed {
 			st.SubscribedUsers++
 		}
 	}

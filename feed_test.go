@@ -12,6 +12,7 @@ import (
 
 	"github.com/realtime-message/presence"
 	"github.com/realtime-message/presence/backend"
+	"github.com/realtime-message/presence/internal/chandouble"
 	"github.com/realtime-message/presence/internal/redistest"
 )
 
@@ -19,8 +20,8 @@ import (
 // for a chanDouble, else PUBSUB NUMSUB (standalone servers).
 func subscribers(t testing.TB, c backend.Client, channel string) int {
 	t.Helper()
-	if d, ok := c.(*chanDouble); ok {
-		return d.subscribed(channel)
+	if n, ok := chandouble.Subscribed(c, channel); ok {
+		return n
 	}
 	r, err := c.Do(ctxT(t), backend.C("PUBSUB", nil, "NUMSUB", channel))
 	if err == nil {
@@ -43,7 +44,7 @@ func forEachStandalone(t *testing.T, fn func(t *testing.T, connect func(testing.
 	srv := redistest.Standalone(t)
 	for _, b := range []string{"rueidis", "goredis"} {
 		t.Run(b, func(t *testing.T) {
-			fn(t, func(t testing.TB) backend.Client { return withChannels(connectBackend(t, b, srv)) })
+			fn(t, func(t testing.TB) backend.Client { return chandouble.Wrap(connectBackend(t, b, srv)) })
 		})
 	}
 }

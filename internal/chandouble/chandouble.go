@@ -1,4 +1,7 @@
-package presence_test
+// Package chandouble is a test double of backend.ChannelSubscriber for
+// clients that lack it, built on PSubscribe: one pattern subscription per
+// exact channel. Classic pub/sub only.
+package chandouble
 
 import (
 	"context"
@@ -11,17 +14,17 @@ import (
 
 // chanDouble gives a client without backend.ChannelSubscriber one, built
 // on its PSubscribe: one pattern subscription per exact channel, with the
-// glob characters escaped. Classic pub/sub only: PSUBSCRIBE never receives
-// SPUBLISH, so a sharded subscription is refused.
+// glob characters escaped. PSUBSCRIBE never receives SPUBLISH, so a
+// sharded subscription is refused.
 type chanDouble struct {
 	backend.Client
 	mu   sync.Mutex
 	live map[string]int // channel → subscriptions of it across this client's ChannelSubscriptions
 }
 
-// withChannels returns c itself when it subscribes to channels, else c
-// wrapped in a chanDouble.
-func withChannels(c backend.Client) backend.Client {
+// Wrap returns c itself when it subscribes to channels, else c wrapped in
+// the double.
+func Wrap(c backend.Client) backend.Client {
 	if _, ok := c.(backend.ChannelSubscriber); ok {
 		return c
 	}
@@ -38,11 +41,16 @@ func (d *chanDouble) SubscribeChannels(ctx context.Context, sharded bool, h back
 	return &doubleSub{d: d, h: h, subs: map[string]backend.Subscription{}}, nil
 }
 
-// subscribed returns how many ChannelSubscriptions of d have channel.
-func (d *chanDouble) subscribed(channel string) int {
+// Subscribed returns how many ChannelSubscriptions of c have channel,
+// when c is the double.
+func Subscribed(c backend.Client, channel string) (int, bool) {
+	d, ok := c.(*chanDouble)
+	if !ok {
+		return 0, false
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.live[channel]
+	return d.live[channel], true
 }
 
 var globEscaper = strings.NewReplacer(`\`, `\\`, `*`, `\*`, `?`, `\?`, `[`, `\[`, `]`, `\]`)
