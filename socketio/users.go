@@ -41,8 +41,8 @@ type (
 type watchers struct {
 	unfollow func(user string)
 	mu       sync.RWMutex
-	byUser map[string]map[*conn]struct{}
-	byConn map[*conn]map[string]struct{}
+	byUser   map[string]map[*conn]struct{}
+	byConn   map[*conn]map[string]struct{}
 }
 
 func newWatchers(unfollow func(user string)) *watchers {

@@ -263,7 +263,7 @@ func TestDefaultServer(t *testing.T) {
 	}
 	for _, want := range []*regexp.Regexp{
 		received,
-		regexp.MustCompile(`(?m)^presence_pubsub_subscriptions\{kind="room"\} [01]$`),      // 0 in pattern mode
+		regexp.MustCompile(`(?m)^presence_pubsub_subscriptions\{kind="room"\} [01]$`), // 0 in pattern mode
 		regexp.MustCompile(`(?m)^presence_pubsub_subscriptions\{kind="user"\} 0$`),
 	} {
 		if !want.MatchString(body) {
