@@ -16,7 +16,8 @@ type HealthCheck struct {
 	// "cluster_state <addr>" (CLUSTER INFO on that master says
 	// cluster_state:ok), "redis" (PING through a backend that cannot name
 	// its nodes) or "subscription <pattern>" (an event subscription of the
-	// service is connected and subscribed).
+	// service is connected and subscribed; "subscription channels" for
+	// per-channel ones, a Feed's).
 	Name  string `json:"name"`
 	OK    bool   `json:"ok"`
 	Error string `json:"error,omitempty"`
