@@ -318,3 +318,83 @@ func TestFeedPatternMode(t *testing.T) {
 		}
 	})
 }
+
+// Subscribe-all in channels and sharded mode: the mode's patterns (room
+// presence, room metadata), or in sharded mode the active-rooms index for
+// presence, where a room added later counts as a resubscription and
+// SubscribeUsers is refused.
+func TestSubscribeAllPerMode(t *testing.T) {
+	for _, tc := range []struct {
+		mode string
+		srv  func(testing.TB) *redistest.Server
+	}{
+		{presence.PubSubChannels, redistest.Standalone},
+		{presence.PubSubSharded, redistest.Cluster},
+	} {
+		for _, be := range []string{"rueidis", "goredis"} {
+			t.Run(tc.mode+"/"+be, func(t *testing.T) {
+				c := connectBackend(t, be, tc.srv(t))
+				if _, ok := c.(backend.ChannelSubscriber); !ok {
+					if tc.mode == presence.PubSubSharded {
+						t.Skipf("%s does not implement backend.ChannelSubscriber", be)
+					}
+					c = chandouble.Wrap(c)
+				}
+				s := newService(t, c, presence.Config{PubSub: tc.mode})
+				ctx := ctxT(t)
+				raw, meta := make(rawInbox, 100), make(rawInbox, 100)
+				sub, err := s.SubscribeRaw(ctx, func(ev presence.RawEvent) { raw <- ev })
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer sub.Close()
+				msub, err := s.SubscribeMetadataRaw(ctx, func(ev presence.RawEvent) { meta <- ev })
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer msub.Close()
+				_, uerr := s.SubscribeUsers(ctx, func(presence.UserEvent) {})
+				if tc.mode == presence.PubSubSharded {
+					if !errors.Is(uerr, presence.ErrInvalidArgument) {
+						t.Fatalf("SubscribeUsers in sharded mode: %v, want ErrInvalidArgument", uerr)
+					}
+				} else if uerr != nil {
+					t.Fatal(uerr)
+				}
+
+				const room = "a:room"
+				if _, err := s.Join(ctx, room, "c", "u", nil); err != nil {
+					t.Fatal(err)
+				}
+				// Sharded: the room is subscribed at the next listing of the
+				// index, so its first events may be missed.
+				deadline := time.Now().Add(10 * time.Second)
+				for got := false; !got; {
+					select {
+					case ev := <-raw:
+						if ev.Target != room {
+							t.Fatalf("target %q", ev.Target)
+						}
+						got = true
+					case <-time.After(200 * time.Millisecond):
+						if time.Now().After(deadline) {
+							t.Fatal("no presence event")
+						}
+						if _, err := s.Heartbeat(ctx, room, "c", presence.HeartbeatParams{PatchState: []byte(fmt.Sprintf(`{"n":%d}`, time.Now().UnixNano()))}); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
+				if n := presence.Resubscriptions(sub); tc.mode == presence.PubSubSharded && n < 1 {
+					t.Errorf("a room added after the first listing: Resubscriptions %d, want ≥ 1", n)
+				}
+				if _, err := s.SetMetadata(ctx, presence.Channel{Type: "doc", Name: room}, []presence.Item{{Key: "k", Value: "v"}}, presence.MetadataOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				if ev := meta.next(t, "metadata event"); ev.Target != room {
+					t.Fatalf("metadata target %q, want %q", ev.Target, room)
+				}
+			})
+		}
+	}
+}
