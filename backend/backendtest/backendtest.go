@@ -22,7 +22,8 @@
 // Each subtest checks something a broken adapter gets wrong: reply order
 // and types in a pipeline spread over cluster slots, cross-slot refusal,
 // NOSCRIPT fallback, WATCH on a dedicated connection, pub/sub delivery and
-// unsubscription, context deadlines, Close. Keys carry redistest.Prefix, so
+// unsubscription, channel subscriptions (classic and sharded) that follow
+// reconnects and slot moves, context deadlines, Close. Keys carry redistest.Prefix, so
 // the suite shares servers with other tests without flushing them.
 package backendtest
 
@@ -167,6 +168,7 @@ func Run(t *testing.T, target Target) {
 		{"PubSubIndependentSubscriptions", testPubSubIndependent},
 		{"SubscriptionCloseWaitsForHandler", testSubscriptionCloseWaits},
 		{"Resubscribed", testResubscribed},
+		{"Channels", testChannels},
 		{"ContextExpired", testContextExpired},
 		{"ContextDeadlineBlocking", testContextBlocking},
 		{"Close", testClose},

@@ -373,7 +373,26 @@ func StartStandalone() (*Server, error) {
 	return s, nil
 }
 
-// Stop kills a server StartStandalone started, waits for it and removes
+// StartCluster starts a 3-master Redis Cluster in a temporary directory,
+// outside any test, for programs such as the benchmarks; the caller stops
+// it with Stop.
+func StartCluster() (*Server, error) {
+	if !Available() {
+		return nil, errors.New("redistest: redis-server is not on PATH (install Redis 7)")
+	}
+	dir, err := os.MkdirTemp("", "redistest-cluster-")
+	if err != nil {
+		return nil, err
+	}
+	s, err := startCluster(dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return s, nil
+}
+
+// Stop kills a server StartStandalone or StartCluster started, waits for it and removes
 // its directory.
 func (s *Server) Stop() error { return s.stop() }
 
