@@ -60,8 +60,15 @@ func TestFeedFollowRace(t *testing.T) {
 				c := connect(t)
 				s := newService(t, c, presence.Config{PubSub: presence.PubSubChannels})
 				var got atomic.Int64
+				var probes sync.Map // payload → chan struct{}, closed when it arrived
 				f, err := s.NewFeed(ctxT(t), presence.FeedHandlers{
-					Presence: func(presence.RawEvent) { got.Add(1) },
+					Presence: func(ev presence.RawEvent) {
+						if ch, ok := probes.Load(string(ev.Payload)); ok {
+							close(ch.(chan struct{}))
+							return
+						}
+						got.Add(1)
+					},
 					Metadata: func(presence.RawEvent) {},
 					Linger:   linger,
 				})
@@ -76,16 +83,44 @@ func TestFeedFollowRace(t *testing.T) {
 				}
 				for round := range 3 {
 					var wg sync.WaitGroup
-					const workers = 12
+					// Few workers leave the room without follows often,
+					// many rarely.
+					workers, iters := 2, 400
+					if round > 0 {
+						workers, iters = 12, 25
+					}
 					for w := range workers {
 						wg.Add(1)
 						go func() {
 							defer wg.Done()
 							rng := rand.New(rand.NewPCG(uint64(round), uint64(w)))
-							for range 25 {
+							for range iters {
 								if err := f.FollowRoom(ctxT(t), room); err != nil {
 									t.Error(err)
 									return
+								}
+								// Followed: subscribed, once, whatever the
+								// others do meanwhile, so what is published
+								// now arrives.
+								if w%2 == 0 {
+									if e, m := subs(); e != 1 || m != 1 {
+										t.Errorf("round %d: follow held: %d and %d subscriptions, want 1 and 1", round, e, m)
+									}
+									probe := fmt.Sprintf(`{"probe":"%d-%d-%d"}`, round, w, rng.Uint64())
+									arrived := make(chan struct{})
+									probes.Store(probe, arrived)
+									if err := c.Publish(ctxT(t), k.RoomEvents(room), probe); err != nil {
+										t.Error(err)
+									}
+									select {
+									case <-arrived:
+									case <-time.After(5 * time.Second):
+										t.Errorf("round %d: an event published while followed was lost", round)
+									}
+									if t.Failed() {
+										f.UnfollowRoom(room)
+										return
+									}
 								}
 								if rng.IntN(3) == 0 {
 									time.Sleep(time.Duration(rng.IntN(2000)) * time.Microsecond)
