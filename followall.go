@@ -18,11 +18,16 @@ import (
 // activeRoomsEvery is how often the index is listed again.
 const activeRoomsEvery = time.Second
 
+// joinedGrace keeps a room a join of this Service followed until the
+// index has had time to list it.
+const joinedGrace = 10 * time.Second
+
 // allRooms is a sharded subscription that follows the active-rooms index.
 type allRooms struct {
 	s     *Service
 	cs    backend.ChannelSubscription
-	rooms map[string]bool // subscribed; only the refresh loop touches it
+	mu    sync.Mutex      // held while rooms is brought in line with the index or a join
+	rooms map[string]time.Time // subscribed → when a join did (zero when the index listed it)
 	added atomic.Uint64   // rooms subscribed after the first listing
 	ctx   context.Context // canceled by Close
 	stop  context.CancelFunc
@@ -43,7 +48,7 @@ func (s *Service) followActiveRooms(ctx context.Context, h backend.Handler) (Sub
 	if err != nil {
 		return nil, fmt.Errorf("presence: subscribe: %w", err)
 	}
-	a := &allRooms{s: s, cs: bs, rooms: map[string]bool{}, done: make(chan struct{})}
+	a := &allRooms{s: s, cs: bs, rooms: map[string]time.Time{}, done: make(chan struct{})}
 	a.ctx, a.stop = context.WithCancel(context.Background())
 	if err := a.refresh(ctx, false); err != nil {
 		a.stop()
@@ -72,6 +77,44 @@ func (a *allRooms) loop() {
 	}
 }
 
+// followJoined subscribes the every-room subscriptions of s to room before
+// a join through s runs, so that such a subscription misses no event of a
+// room first joined through its own Service (Subscribe then Join, the
+// common pattern of a tool or a test); rooms joined through other nodes
+// wait for the next listing of the index.
+func (s *Service) followJoined(ctx context.Context, room string) error {
+	if s.pubsub != PubSubSharded {
+		return nil
+	}
+	var all []*allRooms
+	s.mu.Lock()
+	for sub := range s.subs {
+		if a, ok := sub.sub.(*allRooms); ok {
+			all = append(all, a)
+		}
+	}
+	s.mu.Unlock()
+	for _, a := range all {
+		if err := a.follow(ctx, room); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (a *allRooms) follow(ctx context.Context, room string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.rooms[room]; ok || a.ctx.Err() != nil {
+		return nil
+	}
+	if err := a.cs.Add(ctx, a.s.keys.RoomEvents(room)); err != nil {
+		return err
+	}
+	a.rooms[room] = time.Now()
+	return nil
+}
+
 // refresh lists the index and brings the subscription in line with it;
 // later says whether rooms added now missed earlier events.
 func (a *allRooms) refresh(ctx context.Context, later bool) error {
@@ -83,14 +126,18 @@ func (a *allRooms) refresh(ctx context.Context, later bool) error {
 				continue // not written by this library
 			}
 			seen[r] = true
-			if !a.rooms[r] {
-				fresh = append(fresh, r)
-			}
 		}
 		return nil
 	})
 	if err != nil {
 		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for r := range seen {
+		if _, ok := a.rooms[r]; !ok {
+			fresh = append(fresh, r)
+		}
 	}
 	if len(fresh) > 0 {
 		chans := make([]string, len(fresh))
@@ -101,15 +148,16 @@ func (a *allRooms) refresh(ctx context.Context, later bool) error {
 			return err
 		}
 		for _, r := range fresh {
-			a.rooms[r] = true
+			a.rooms[r] = time.Time{}
 		}
 		if later {
 			a.added.Add(uint64(len(fresh)))
 		}
 	}
 	var gone []string
-	for r := range a.rooms {
-		if !seen[r] {
+	for r, joined := range a.rooms {
+		// A room a join followed may enter the index after this listing.
+		if !seen[r] && time.Since(joined) > joinedGrace {
 			gone = append(gone, a.s.keys.RoomEvents(r))
 			delete(a.rooms, r)
 		}
