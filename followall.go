@@ -26,10 +26,10 @@ const joinedGrace = 10 * time.Second
 type allRooms struct {
 	s     *Service
 	cs    backend.ChannelSubscription
-	mu    sync.Mutex      // held while rooms is brought in line with the index or a join
+	mu    sync.Mutex           // held while rooms is brought in line with the index or a join
 	rooms map[string]time.Time // subscribed → when a join did (zero when the index listed it)
-	added atomic.Uint64   // rooms subscribed after the first listing
-	ctx   context.Context // canceled by Close
+	added atomic.Uint64        // rooms subscribed after the first listing
+	ctx   context.Context      // canceled by Close
 	stop  context.CancelFunc
 	done  chan struct{}
 	once  sync.Once
