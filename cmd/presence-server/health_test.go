@@ -14,6 +14,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/realtime-message/presence"
+	"github.com/realtime-message/presence/backend"
+	_ "github.com/realtime-message/presence/backend/builtin" // presence.NewClient selects adapters by name
 	"github.com/realtime-message/presence/internal/redistest"
 	"github.com/realtime-message/presence/internal/siotest"
 )
@@ -206,6 +209,19 @@ func TestHealthzSubscriptionLost(t *testing.T) {
 
 func testHealthzSubscriptionLost(t *testing.T, mode string) {
 	srv := redistest.NewStandalone(t)
+	if mode == "channels" {
+		for _, b := range []string{"rueidis", "goredis"} {
+			c, err := presence.NewClient(context.Background(), presence.Config{Backend: b, Addrs: srv.Addrs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, ok := c.(backend.ChannelSubscriber)
+			c.Close()
+			if !ok {
+				t.Skipf("%s does not implement backend.ChannelSubscriber", b)
+			}
+		}
+	}
 	var procs []*proc
 	for _, b := range []string{"rueidis", "goredis"} {
 		procs = append(procs, startServer(t, "REDIS_URL="+redisURL(srv), "PRESENCE_BACKEND="+b, "PRESENCE_PUBSUB="+mode))
