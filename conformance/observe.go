@@ -46,6 +46,18 @@ func (h *harness) withSubscriber(c backend.Client, mode string) backend.Client {
 	return subscribing{c, cs}
 }
 
+// unfaulty returns the client under faulty (and subscribing), for the
+// cleanup, which must not be failed by injected faults.
+func unfaulty(c backend.Client) backend.Client {
+	if s, ok := c.(subscribing); ok {
+		c = s.Client
+	}
+	if f, ok := c.(faulty); ok {
+		c = f.Client
+	}
+	return c
+}
+
 type subscribing struct {
 	backend.Client
 	cs backend.ChannelSubscriber

@@ -67,7 +67,7 @@ func checkSeq(tb rapid.TB, h *harness) {
 	}
 	defer obs.Close()
 	svcs := h.services(tb, prefix, now)
-	defer cleanup(svcs[0].Client().(faulty).Client, prefix)
+	defer cleanup(unfaulty(svcs[0].Client()), prefix)
 
 	var mu sync.Mutex
 	events := map[string][]presence.Event{}
