@@ -15,12 +15,18 @@ type HealthCheck struct {
 	// Name says what was checked: "redis <addr>" (the node answers PING),
 	// "cluster_state <addr>" (CLUSTER INFO on that master says
 	// cluster_state:ok), "redis" (PING through a backend that cannot name
-	// its nodes) or "subscription <pattern>" (an event subscription of the
+	// its nodes), "subscription <pattern>" (an event subscription of the
 	// service is connected and subscribed; "subscription channels" for
-	// per-channel ones, a Feed's).
+	// per-channel ones, a Feed's) or "reaper" (with Config.Reaper
+	// "notify": the notify reaper runs, subscribed on every master).
 	Name  string `json:"name"`
 	OK    bool   `json:"ok"`
 	Error string `json:"error,omitempty"`
+	// Degraded, on a check that passed, says why the node runs below par
+	// though it serves correctly: the notify reaper fell back to sweeping,
+	// or lost a master's subscription (dead conns leave as late as the
+	// sweep makes them, not at their expiry).
+	Degraded string `json:"degraded,omitempty"`
 }
 
 // Health checks what a node needs to serve traffic: on a Redis Cluster
@@ -30,12 +36,21 @@ type HealthCheck struct {
 // PING; and every event subscription of the service is connected, since
 // while one is not, this node's sockets miss the events of other nodes.
 // ok is true when every check passed. ctx bounds the Redis round trips.
+//
+// A notify reaper that cannot run on notifications does not fail the
+// node: presence stays correct, dead conns only leave as late as the
+// sweep makes them, and failing every node of a deployment whose Redis
+// refuses CONFIG would take all of them out of service. Its check passes
+// with Degraded set instead.
 func (s *Service) Health(ctx context.Context) (checks []HealthCheck, ok bool) {
 	if err := s.checkOpen(); err != nil {
 		return []HealthCheck{{Name: "service", Error: err.Error()}}, false
 	}
 	checks = s.redisHealth(ctx)
 	checks = append(checks, s.subscriptionHealth()...)
+	if s.notify != nil && s.cfg.ReaperInterval > 0 {
+		checks = append(checks, reaperHealth(s.ReaperStatus(), s.cfg))
+	}
 	ok = true
 	for _, c := range checks {
 		ok = ok && c.OK
@@ -117,6 +132,21 @@ func (s *Service) subscriptionHealth() []HealthCheck {
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// reaperHealth is the notify reaper's check: it passes, degraded while the
+// reaper sweeps instead or a master's events are not received.
+func reaperHealth(st ReaperStatus, cfg Config) HealthCheck {
+	c := HealthCheck{Name: "reaper", OK: true}
+	switch {
+	case st.Active == "starting":
+		c.Degraded = "notify reaper: subscribing to expired-key events"
+	case st.Active != ReaperNotify:
+		c.Degraded = fmt.Sprintf("notify reaper fell back to sweeping every %v: %v", cfg.ReaperInterval, st.Reason)
+	case st.Subscription != nil:
+		c.Degraded = fmt.Sprintf("notify reaper: expired-key events lost (the sweep every %v covers them): %v", cfg.ReaperBackstopInterval, st.Subscription)
+	}
+	return c
 }
 
 func check(name string, err error) HealthCheck {

@@ -40,6 +40,11 @@ type ReaperStatus struct {
 	// first attempt to subscribe ends.
 	Active string
 	Reason error
+	// Subscription, while Active is "notify", is nil when the subscription
+	// of every master is connected, else which are not (a master lost, or
+	// a new one not subscribed yet): their events are lost until it
+	// recovers, and the backstop sweep covers them.
+	Subscription error
 	// Notified counts conns removed by reaps that expired-key events
 	// triggered (a subset of Stats.Reaped).
 	Notified uint64
@@ -59,6 +64,9 @@ func (s *Service) ReaperStatus() ReaperStatus {
 	defer n.mu.Unlock()
 	if n.sub != nil {
 		st.Active = ReaperNotify
+		if ss, ok := n.sub.(backend.SubscriptionState); ok {
+			st.Subscription = ss.Alive()
+		}
 	} else if st.Reason = n.reason; st.Reason == nil {
 		st.Active = "starting" // the first subscription is under way
 	}
@@ -128,6 +136,7 @@ func (n *notifyReaper) control() {
 	defer check.Stop()
 	var lastSetup, lastSweep time.Time
 	var resubs uint64
+	var recheck, warned bool // a (re)subscribed master's setting is to be checked
 	for {
 		n.mu.Lock()
 		sub := n.sub
@@ -137,6 +146,7 @@ func (n *notifyReaper) control() {
 		switch {
 		case sub == nil && (lastSetup.IsZero() || now.Sub(lastSetup) >= s.cfg.ReaperBackstopInterval):
 			lastSetup = now
+			recheck, warned = false, false // setup checks every master
 			if n.setup() {
 				resubs = n.resubscribed()
 			}
@@ -144,6 +154,7 @@ func (n *notifyReaper) control() {
 		case sub == nil:
 			sweep = true // falling back: sweep every ReaperInterval
 		case now.Sub(lastSweep) >= s.cfg.ReaperBackstopInterval:
+			recheck, warned = false, false
 			if err := n.verify(); err != nil {
 				n.fallBack(err)
 			}
@@ -153,6 +164,28 @@ func (n *notifyReaper) control() {
 				resubs = r
 				s.log.Warn("presence: notify reaper: a subscription was re-established; sweeping for events missed meanwhile")
 				sweep = true
+				// It may be a new master (a promoted replica, which
+				// CONFIG SET on the masters never reached): check its
+				// setting now rather than at the next backstop sweep.
+				recheck = true
+			}
+			if recheck {
+				// Retried every tick while it fails: during a failover a
+				// master may be unreachable for a while, which is no
+				// reason to stop using notifications; the backstop's
+				// check falls back if it still fails then.
+				err := n.verify()
+				switch {
+				case err == nil:
+					recheck = false
+					sweep = true // what expired before the setting was there
+				case !warned:
+					warned = true
+					s.log.Warn("presence: notify reaper: checking notify-keyspace-events after a (re)subscription failed; retrying", "err", err)
+				}
+				if !recheck {
+					warned = false
+				}
 			}
 			if n.lost.Swap(false) {
 				sweep = true

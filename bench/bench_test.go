@@ -136,7 +136,8 @@ func BenchmarkCeiling(b *testing.B) {
 // BenchmarkMetadata runs 20 writers doing update(majorRevision CAS) on one
 // channel per backend × strategy (and the seed's app-level CAS), each
 // against the record its last update or conflict returned (a get when it
-// has none); one op is one attempt. It reports attempts/s (ops/s), successful
+// has none), pausing presence.ConflictBackoff after a conflict as
+// presence-bench's writers do; one op is one attempt. It reports attempts/s (ops/s), successful
 // updates/s, round trips per attempt, and the updates lost.
 func BenchmarkMetadata(b *testing.B) {
 	t := target(b)
@@ -165,15 +166,24 @@ func BenchmarkMetadata(b *testing.B) {
 				setParallelism(b, writers)
 				b.ResetTimer()
 				start := time.Now()
+				// As presence-bench's writers (RetryBackoff): retry against
+				// the record the update or the conflict returned, after a
+				// presence.ConflictBackoff pause once a conflict comes.
+				far := time.Now().Add(time.Hour)
 				b.RunParallel(func(pb *testing.PB) {
 					var rec *presence.MetadataResponse
+					var conflicts int // in a row
 					for pb.Next() {
 						var err error
 						rec, err = r.attempt(ctx, rec)
 						switch {
 						case err == nil:
 							ok.Add(1)
-						case !errors.Is(err, presence.ErrConflict):
+							conflicts = 0
+						case errors.Is(err, presence.ErrConflict):
+							conflicts++
+							pause(ctx, presence.ConflictBackoff(conflicts), far)
+						default:
 							b.Error(err)
 							return
 						}

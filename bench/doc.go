@@ -26,6 +26,10 @@
 //     Beside the lua and watch strategies runs the seed's application-level
 //     CAS (read, compare in Go, write without WATCH), implemented here only.
 //
+// Loopback hides what round trips cost; DelayProxy (presence-bench
+// -redis-delay) puts a network's latency between the clients and Redis
+// without leaving the machine.
+//
 // Every load loop is bounded in time and in count; every scenario uses keys
 // under a prefix of its own and removes them, so a shared Redis (REDIS_URL)
 // is left as found. Tests run each scenario for a tiny budget and check

@@ -21,6 +21,10 @@ import (
 type Target struct {
 	Addrs []string // host:port; the first is the one measured
 	URL   string   // redis://… instead of Addrs
+	// Direct is the server itself when Addrs reach it through a
+	// DelayProxy: the probe reads the server's CPU there, so measuring
+	// adds no delay and no traffic to the proxy.
+	Direct string
 }
 
 // TargetFromEnv parses a REDIS_URL value the way the server does: a
@@ -95,6 +99,9 @@ func NewProbe(t Target) (*Probe, error) {
 			return nil, errors.New("bench: target has no address")
 		}
 		o = &redis.Options{Addr: t.Addrs[0]}
+		if t.Direct != "" {
+			o.Addr = t.Direct
+		}
 	}
 	o.PoolSize = 1
 	o.Protocol = 2

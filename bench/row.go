@@ -57,6 +57,7 @@ type Row struct {
 	TxRetriesPerOp  *float64 `json:"tx_retries_per_op,omitempty"`   // watch: EXEC aborts retried inside the strategy, per attempt
 	Retry           string   `json:"retry,omitempty"`               // the writers' policy after a conflict: backoff | immediate
 	RedisCPUUsPerOp *float64 `json:"redis_cpu_us_per_op,omitempty"` // Redis CPU time per successful update, µs
+	RedisDelayUs    float64  `json:"redis_delay_us,omitempty"`      // one-way delay the bench's DelayProxy added each way (-redis-delay), µs
 
 	// User index rows: the index on (the row's own figures) against off,
 	// measured in interleaved slices (users.go).
@@ -166,8 +167,8 @@ func WriteHeartbeatTable(w io.Writer, rows []Row) {
 
 // WriteMetadataTable writes the seed's metadata table with what it hid.
 func WriteMetadataTable(w io.Writer, rows []Row) {
-	fmt.Fprintln(w, "| backend | strategy | writer retry | writers | success rate | avg retries | P50 (ms) | P99 (ms) | successful updates/s | lost updates | round trips/update | Redis CPU | Redis CPU µs/update | errors |")
-	fmt.Fprintln(w, "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+	fmt.Fprintln(w, "| backend | strategy | writer retry | added delay (µs, each way) | writers | success rate | avg retries | P50 (ms) | P99 (ms) | successful updates/s | lost updates | round trips/update | Redis CPU | Redis CPU µs/update | errors |")
+	fmt.Fprintln(w, "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
 	for _, r := range rows {
 		if r.Table != TableMetadata {
 			continue
@@ -194,7 +195,7 @@ func WriteMetadataTable(w io.Writer, rows []Row) {
 		if retry == "" {
 			retry = "–"
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %d | %.1f%% | %.2f | %s | %s | %s | %s | %s | %s | %s | %d |\n", r.Backend, r.Strategy, retry, r.Concurrency,
+		fmt.Fprintf(w, "| %s | %s | %s | %.0f | %d | %.1f%% | %.2f | %s | %s | %s | %s | %s | %s | %s | %d |\n", r.Backend, r.Strategy, retry, r.RedisDelayUs, r.Concurrency,
 			100*sr, ar, ms(r.P50Ms), ms(r.P99Ms), num(r.OpsPerSec), lostS, rt(r.RoundTripsPerOp), pct(r.RedisCPUPct), cpuOp, r.Errors)
 	}
 }

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,8 +14,11 @@ import (
 // Options select and bound the scenarios of Run. Every scenario is bounded
 // in time (its durations) and in count (MaxOps).
 type Options struct {
-	Target   Target
-	Backends []string // default rueidis, goredis
+	Target Target
+	// RedisDelay is the one-way delay a DelayProxy in front of Target adds
+	// each way (the caller starts the proxy); rows record it.
+	RedisDelay time.Duration
+	Backends   []string // default rueidis, goredis
 
 	// Heartbeat strategies (specs) of the seed and saturation tables.
 	Strategies []string // default lua, pipeline, batch
@@ -134,6 +138,11 @@ type Env struct {
 	NumCPU       int     `json:"num_cpu"`
 	RedisVersion string  `json:"redis_version"`
 	Target       string  `json:"target"`
+	RedisDelayUs float64 `json:"redis_delay_us,omitempty"` // one-way delay added each way by the bench's proxy
+	// Median PING round trip to the server itself and through the proxy,
+	// µs, when there is one: what the delay added in fact.
+	PingDirectUs float64 `json:"ping_direct_us,omitempty"`
+	PingProxyUs  float64 `json:"ping_proxy_us,omitempty"`
 	LoadAvg      string  `json:"load_avg_before"` // /proc/loadavg when the run started
 	Started      string  `json:"started"`
 	ElapsedS     float64 `json:"elapsed_s"`
@@ -179,8 +188,21 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 	res := &Results{Options: o, Env: Env{
 		Go: runtime.Version(), GOMAXPROCS: runtime.GOMAXPROCS(0), NumCPU: runtime.NumCPU(),
 		RedisVersion: probe.Version(ctx), Target: o.Target.String(), LoadAvg: LoadAvg(),
-		Started: time.Now().UTC().Format(time.RFC3339),
+		RedisDelayUs: us(o.RedisDelay),
+		Started:      time.Now().UTC().Format(time.RFC3339),
 	}}
+	if o.Target.Direct != "" && len(o.Target.Addrs) > 0 {
+		direct, err1 := Ping(o.Target.Direct, 300)
+		proxied, err2 := Ping(o.Target.Addrs[0], 300)
+		if err := errors.Join(err1, err2); err != nil {
+			return nil, fmt.Errorf("bench: PING through the proxy: %w", err)
+		}
+		res.Env.PingDirectUs, res.Env.PingProxyUs = us(direct), us(proxied)
+		if o.Progress != nil {
+			fmt.Fprintf(o.Progress, "PING round trip, median of 300: %.0f µs direct, %.0f µs through the proxy (%v added each way)\n",
+				res.Env.PingDirectUs, res.Env.PingProxyUs, o.RedisDelay)
+		}
+	}
 	start := time.Now()
 
 	var ceiling []job
@@ -244,6 +266,7 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 		if err != nil {
 			return res, fmt.Errorf("%s: %w", j.label, err)
 		}
+		row.RedisDelayUs = us(o.RedisDelay)
 		if o.Progress != nil {
 			extra := ""
 			if row.LostUpdates != nil {
@@ -267,6 +290,8 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 	res.fillCeiling()
 	return res, nil
 }
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
 // Ceiling returns the best ceiling row's ops/s (0 without one).
 func Ceiling(rows []Row) float64 {
@@ -297,8 +322,12 @@ func (r *Results) fillCeiling() {
 // environment, in the form bench/RESULTS.md quotes.
 func (r *Results) WriteMarkdown(w io.Writer) {
 	o, e := r.Options, r.Env
-	fmt.Fprintf(w, "Taken %s on %d CPUs (GOMAXPROCS %d), %s, Redis %s at %s (loopback); load average before the run: %s; run time %.0f s.\n\n",
-		e.Started, e.NumCPU, e.GOMAXPROCS, e.Go, e.RedisVersion, e.Target, e.LoadAvg, e.ElapsedS)
+	via := "loopback"
+	if e.RedisDelayUs > 0 {
+		via = fmt.Sprintf("loopback through a proxy adding %.0f µs each way; median PING %.0f µs direct, %.0f µs through it", e.RedisDelayUs, e.PingDirectUs, e.PingProxyUs)
+	}
+	fmt.Fprintf(w, "Taken %s on %d CPUs (GOMAXPROCS %d), %s, Redis %s at %s (%s); load average before the run: %s; run time %.0f s.\n\n",
+		e.Started, e.NumCPU, e.GOMAXPROCS, e.Go, e.RedisVersion, e.Target, via, e.LoadAvg, e.ElapsedS)
 
 	var sum, peak float64
 	for _, row := range r.Rows {

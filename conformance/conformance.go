@@ -37,7 +37,7 @@ type Target struct {
 }
 
 // Properties the suite checks, in the order Run runs them. A heartbeat
-// strategy gets fencing, sequential, linearizable, users and seq; a metadata strategy
+// strategy gets fencing, sequential, linearizable, users, seq and reaper; a metadata strategy
 // gets cas, sequential and linearizable.
 const (
 	// PropFencing asserts docs/DESIGN.md §4's fencing invariants directly:
@@ -160,6 +160,7 @@ var (
 		{PropLinearizable, checkPresenceLinearizable},
 		{PropUsers, checkUsers},
 		{PropSeq, checkSeq},
+		{PropReaper, checkReaper},
 	}
 	metadataProps = []property{
 		{PropCAS, checkCAS},

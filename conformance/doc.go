@@ -21,6 +21,14 @@
 //   - seq: concurrent joins, patching heartbeats and leaves; each room's
 //     events carry seq growing by exactly one, and every snapshot equals
 //     the room rebuilt from the events up to its seq;
+//   - reaper: two nodes running the notify reaper (Config.Reaper "notify")
+//     with the backstop sweep minutes away: a conn that stops heartbeating
+//     leaves, exactly once, no sooner than the lookback and long before
+//     any sweep, on its expired-key event; a conn of the same room that
+//     heartbeats is never reaped; a rejoin is strictly newer than the
+//     reaped epoch. Where notify cannot run (a client without
+//     backend.NodeSubscriber, a server without CONFIG such as the embedded
+//     one), the nodes must report the fallback to sweeping and still reap;
 //
 // and for each metadata strategy cas (the compare-and-set rules, locks,
 // events, and a concurrent counter that must lose no increment),

@@ -32,7 +32,8 @@ type Options struct {
 	Specs map[string]string
 
 	// Properties restricts the properties checked (PropFencing, PropCAS,
-	// PropSequential, PropLinearizable). Default: all.
+	// PropSequential, PropLinearizable, PropUsers, PropSeq, PropReaper).
+	// Default: all.
 	Properties []string
 
 	// Clients is the number of concurrent client goroutines of the
@@ -135,10 +136,10 @@ func (o Options) resolve() (Options, error) {
 	o.Nodes = min(o.Nodes, o.Clients)
 	for _, p := range o.Properties {
 		switch p {
-		case PropFencing, PropCAS, PropSequential, PropLinearizable:
+		case PropFencing, PropCAS, PropSequential, PropLinearizable, PropUsers, PropSeq, PropReaper:
 		default:
-			err = errors.Join(err, fmt.Errorf("conformance: unknown property %q (known: %s, %s, %s, %s)",
-				p, PropFencing, PropCAS, PropSequential, PropLinearizable))
+			err = errors.Join(err, fmt.Errorf("conformance: unknown property %q (known: %s, %s, %s, %s, %s, %s, %s)",
+				p, PropFencing, PropCAS, PropSequential, PropLinearizable, PropUsers, PropSeq, PropReaper))
 		}
 	}
 	return o, err

@@ -86,12 +86,15 @@ func runProperty(t *testing.T, target Target, kind string, p property, spec stri
 // or the embedded one under -short or without redis-server; each client
 // reads slowly (slowReads) to widen race windows.
 func selfTestTarget(t *testing.T, delay time.Duration) Target {
-	var s *redistest.Server
 	if redistest.Available() && !testing.Short() {
-		s = redistest.Standalone(t)
-	} else {
-		s = redistest.Embedded(t)
+		return rueidisTarget(t, redistest.Standalone(t), delay)
 	}
+	return rueidisTarget(t, redistest.Embedded(t), delay)
+}
+
+// rueidisTarget is s through the rueidis adapter; with a delay, each
+// client reads slowly (slowReads).
+func rueidisTarget(t *testing.T, s *redistest.Server, delay time.Duration) Target {
 	return Target{
 		Name: "rueidis/" + s.Name,
 		NewClient: func(t testing.TB) backend.Client {

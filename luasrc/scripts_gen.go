@@ -56,7 +56,7 @@ var metaMutateSource string
 // remove) of a channel: lock check, majorRevision and item revision checks,
 // the write, majorRevision + 1 and the metadata event, atomically: one
 // round trip.
-var MetaMutate = &Script{Name: "meta_mutate", SHA1: "ac0e96f599c767b01ec8025928a89546911964a3", Source: metaMutateSource}
+var MetaMutate = &Script{Name: "meta_mutate", SHA1: "5524f581402f0c44cd38686f662dbf4234da93e3", Source: metaMutateSource}
 
 //go:embed reap.lua
 var reapSource string

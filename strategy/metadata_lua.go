@@ -107,7 +107,12 @@ func MetaMutateCall(k core.Keys, req MetaRequest) luacall.MetaMutate {
 func metaMutateResult(req MetaRequest, rep luacall.MetaMutateReply) (core.MetaRecord, error) {
 	switch rep.Case {
 	case luacall.MetaMutateDone:
-		return core.ParseMetaHash(rep.Hash)
+		// The hash as the script read it, before its write.
+		cur, err := core.ParseMetaHash(rep.Hash)
+		if err != nil || !rep.Written {
+			return cur, err
+		}
+		return written(req, cur), nil
 	case luacall.MetaMutateLocked:
 		return core.MetaRecord{}, errMetaLocked(req)
 	case luacall.MetaMutateHeld:
@@ -138,4 +143,59 @@ func metaMutateResult(req MetaRequest, rep luacall.MetaMutateReply) (core.MetaRe
 		return core.MetaRecord{}, errMetaEmpty(req)
 	}
 	return core.MetaRecord{}, fmt.Errorf("strategy: meta_mutate reply case %d not handled", rep.Case)
+}
+
+// written is the record meta_mutate.lua leaves after it wrote req against
+// cur, the hash it read (which the script returns instead of reading the
+// hash again); cur is changed in place. The rules are planMeta's, without
+// its checks (the script made them) and without building the event.
+func written(req MetaRequest, cur core.MetaRecord) core.MetaRecord {
+	stamp, author := "", ""
+	if req.AddTimestamp {
+		stamp = core.FormatMetaTime(req.NowMs)
+	}
+	if req.AddUserID {
+		author = req.Actor
+	}
+	stampAll := func(e core.MetaEntry) core.MetaEntry {
+		if stamp != "" {
+			e.Updated = stamp
+		}
+		if author != "" {
+			e.Author = author
+		}
+		return e
+	}
+	switch req.Op {
+	case OpSet:
+		cur.Items = make(map[string]core.MetaEntry, len(req.Items))
+		for _, it := range req.Items {
+			rev := int64(1)
+			if it.Revision > 0 {
+				rev = it.Revision
+			}
+			cur.Items[it.Key] = stampAll(core.MetaEntry{Value: it.Value, Revision: rev})
+		}
+	case OpUpdate:
+		// Every item's revision + 1 is taken from the hash as read, as
+		// the script does, even for a key named twice.
+		next := make([]core.MetaEntry, len(req.Items))
+		for i, it := range req.Items {
+			e := cur.Items[it.Key]
+			e.Value, e.Revision = it.Value, e.Revision+1
+			next[i] = stampAll(e)
+		}
+		for i, it := range req.Items {
+			cur.Items[it.Key] = next[i]
+		}
+	case OpRemove:
+		if len(req.Items) == 0 {
+			clear(cur.Items)
+		}
+		for _, it := range req.Items {
+			delete(cur.Items, it.Key)
+		}
+	}
+	cur.MajorRevision++
+	return cur
 }

@@ -32,6 +32,13 @@
 //     minute; each subscription here runs its own Receive loop instead.
 //     go-redis reconnects and resubscribes after a connection error on its
 //     own; a silently dead peer is noticed by TCP keep-alive (about 45s).
+//   - Channel subscriptions (channels.go). PubSub.Subscribe returns before
+//     the server confirms, so Add waits for the confirmation the reader
+//     receives. After a reconnect go-redis resubscribes every shard channel
+//     in one SSUBSCRIBE, which a cluster refuses (CROSSSLOT) when they span
+//     slots: they are sent again slot by slot. The SUNSUBSCRIBE a master
+//     pushes when a slot leaves it reaches Receive only (ReceiveMessage and
+//     Channel drop it), hence the readers use Receive.
 package goredis
 
 import (
@@ -59,8 +66,8 @@ type Client struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	mu   sync.Mutex // guards subs, and closed transitions against PSubscribe
-	subs map[*subscription]struct{}
+	mu   sync.Mutex                        // guards subs, and closed transitions against PSubscribe
+	subs map[backend.Subscription]struct{} // pattern and channel subscriptions, closed by Close
 
 	sink *logSink // where go-redis lines about this client go; nil: go-redis's own logger
 
@@ -75,7 +82,7 @@ var _ backend.Client = (*Client)(nil)
 // configured: set ContextTimeoutEnabled on it, or go-redis bounds socket
 // reads by its ReadTimeout instead of the context's deadline.
 func NewFromClient(rc redis.UniversalClient) *Client {
-	c := &Client{rc: rc, subs: make(map[*subscription]struct{})}
+	c := &Client{rc: rc, subs: make(map[backend.Subscription]struct{})}
 	c.cluster, _ = rc.(*redis.ClusterClient)
 	return c
 }
@@ -253,7 +260,7 @@ func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
 		c.mu.Lock()
 		c.closed.Store(true)
-		subs := make([]*subscription, 0, len(c.subs))
+		subs := make([]backend.Subscription, 0, len(c.subs))
 		for s := range c.subs {
 			subs = append(subs, s)
 		}

@@ -9,6 +9,9 @@
 // Transactions ([Client.Watch]) and subscriptions ([Client.PSubscribe]) each
 // take a dedicated connection from rueidis's pool, so nothing of anyone else
 // can slip between WATCH and EXEC, and a slow subscriber delays only itself.
+// A channel subscription ([Client.SubscribeChannels]) holds thousands of
+// channels on one dedicated connection (classic pub/sub), or on one per
+// master owning them (sharded pub/sub on a cluster).
 //
 // A Client is safe for concurrent use by many goroutines.
 package rueidis
@@ -135,9 +138,9 @@ type Client struct {
 
 	closed    atomic.Bool
 	closeOnce sync.Once
-	mu        sync.Mutex // guards subs, and closed against track
-	subs      map[*subscription]struct{}
-	wg        sync.WaitGroup // one per live subscription goroutine
+	mu        sync.Mutex                 // guards subs, and closed against track
+	subs      map[any]context.CancelFunc // live subscriptions and how to stop each
+	wg        sync.WaitGroup             // one per live subscription goroutine
 }
 
 // New connects to the server(s) of opt, detects standalone or cluster, and
@@ -242,15 +245,17 @@ func newClient(rc rueidis.Client, owned bool, log *slog.Logger) *Client {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Client{rc: rc, owned: owned, log: log, subs: make(map[*subscription]struct{})}
+	return &Client{rc: rc, owned: owned, log: log, subs: make(map[any]context.CancelFunc)}
 }
 
 // Raw returns the underlying rueidis client, for what the port does not
 // cover. Do not close it; do not use it after Close.
 func (c *Client) Raw() rueidis.Client { return c.rc }
 
-// Cluster reports whether the client talks to a Redis Cluster.
-func (c *Client) Cluster() bool { return c.rc.Mode() == rueidis.ClientModeCluster }
+// Cluster reports whether the client talks to a Redis Cluster. A Client
+// over no rueidis client (NewFromClient(nil), for code that never sends a
+// command) is not one: presence.New asks while choosing its pub/sub mode.
+func (c *Client) Cluster() bool { return c.rc != nil && c.rc.Mode() == rueidis.ClientModeCluster }
 
 // Close stops every subscription, waiting for its handler to return, then
 // closes the rueidis client (unless it came from NewFromClient). It is
@@ -260,13 +265,13 @@ func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
 		c.mu.Lock()
 		c.closed.Store(true)
-		subs := make([]*subscription, 0, len(c.subs))
-		for s := range c.subs {
-			subs = append(subs, s)
+		stops := make([]context.CancelFunc, 0, len(c.subs))
+		for _, stop := range c.subs {
+			stops = append(stops, stop)
 		}
 		c.mu.Unlock()
-		for _, s := range subs {
-			s.stop()
+		for _, stop := range stops {
+			stop()
 		}
 		c.wg.Wait()
 		if c.owned {
@@ -276,20 +281,41 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// track registers a subscription; false once the client is closed.
-func (c *Client) track(s *subscription) bool {
+// track registers a subscription (any comparable key) and the function
+// that stops it; false once the client is closed.
+func (c *Client) track(s any, stop context.CancelFunc) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed.Load() {
 		return false
 	}
-	c.subs[s] = struct{}{}
+	c.subs[s] = stop
 	c.wg.Add(1)
 	return true
 }
 
+// firstAttempt runs the first connection attempt of a tracked
+// subscription s. ctx bounds it, and so does the subscription's life, which
+// Close of the client ends. When it fails, s is stopped and untracked, and
+// the error is ErrClosed if the client closed meanwhile.
+func (c *Client) firstAttempt(ctx context.Context, s any, life context.Context, stop context.CancelFunc, attempt func(context.Context) error) error {
+	cctx, cancel := context.WithCancel(ctx)
+	unhook := context.AfterFunc(life, cancel)
+	err := attempt(cctx)
+	unhook()
+	cancel()
+	if err != nil {
+		stop()
+		c.untrack(s)
+		if c.closed.Load() {
+			return backend.ErrClosed
+		}
+	}
+	return err
+}
+
 // untrack is the last thing a subscription's goroutine does.
-func (c *Client) untrack(s *subscription) {
+func (c *Client) untrack(s any) {
 	c.mu.Lock()
 	delete(c.subs, s)
 	c.mu.Unlock()

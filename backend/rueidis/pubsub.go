@@ -74,22 +74,19 @@ func (c *Client) psubscribe(ctx context.Context, pattern string, h backend.Handl
 		done:     make(chan struct{}),
 	}
 	s.life, s.stop = context.WithCancel(context.Background())
-	if !c.track(s) {
+	if !c.track(s, s.stop) {
 		s.stop()
 		return nil, backend.ErrClosed
 	}
-	// Close of the client stops s.life; let that end the first attempt too.
-	cctx, cancel := context.WithCancel(ctx)
-	unhook := context.AfterFunc(s.life, cancel)
-	dc, lost, err := s.connect(cctx)
-	unhook()
-	cancel()
+	var (
+		dc   rueidis.DedicatedClient
+		lost <-chan error
+	)
+	err := c.firstAttempt(ctx, s, s.life, s.stop, func(ctx context.Context) (err error) {
+		dc, lost, err = s.connect(ctx)
+		return err
+	})
 	if err != nil {
-		s.stop()
-		c.untrack(s)
-		if c.closed.Load() {
-			return nil, backend.ErrClosed
-		}
 		return nil, err
 	}
 	go s.run(dc, lost)

@@ -144,7 +144,8 @@ func provideHTTP(io *socket.Server, b *socketio.Binding, svc *presence.Service, 
 	// /healthz answers 503 when this node cannot serve: shutting down, a
 	// master unreachable or the cluster down, or an event subscription lost
 	// (its sockets would miss other nodes' events). checks lists each one,
-	// so an operator sees which.
+	// so an operator sees which. status "degraded" (still 200) says a
+	// notify reaper sweeps instead, or misses a master's events.
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		status, code := "ok", http.StatusOK
 		var checks []presence.HealthCheck
@@ -158,21 +159,30 @@ func provideHTTP(io *socket.Server, b *socketio.Binding, svc *presence.Service, 
 				status, code = "unhealthy", http.StatusServiceUnavailable
 			}
 		}
-		var failed []string
+		var failed, degraded []string
 		for _, c := range checks {
-			if !c.OK {
+			switch {
+			case !c.OK:
 				failed = append(failed, c.Name+": "+c.Error)
+			case c.Degraded != "":
+				degraded = append(degraded, c.Name+": "+c.Degraded)
 			}
+		}
+		// Degraded serves (200): the node is correct, only slower to
+		// notice dead connections (presence.Service.Health).
+		if status == "ok" && len(degraded) > 0 {
+			status = "degraded"
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(code)
 		json.NewEncoder(w).Encode(struct {
-			Status  string                 `json:"status"`
-			Error   string                 `json:"error,omitempty"`
-			Sockets int                    `json:"sockets"`
-			Checks  []presence.HealthCheck `json:"checks,omitempty"`
-		}{status, strings.Join(failed, "; "), b.Connected(), checks})
+			Status   string                 `json:"status"`
+			Error    string                 `json:"error,omitempty"`
+			Degraded string                 `json:"degraded,omitempty"`
+			Sockets  int                    `json:"sockets"`
+			Checks   []presence.HealthCheck `json:"checks,omitempty"`
+		}{status, strings.Join(failed, "; "), strings.Join(degraded, "; "), b.Connected(), checks})
 	})
 	// net/http logs accept and handshake errors with the log package, plain
 	// text on stderr, unless given a logger.

@@ -22,13 +22,15 @@ import (
 )
 
 type healthz struct {
-	code   int
-	Status string `json:"status"`
-	Error  string `json:"error"`
-	Checks []struct {
-		Name  string `json:"name"`
-		OK    bool   `json:"ok"`
-		Error string `json:"error"`
+	code     int
+	Status   string `json:"status"`
+	Error    string `json:"error"`
+	Degraded string `json:"degraded"`
+	Checks   []struct {
+		Name     string `json:"name"`
+		OK       bool   `json:"ok"`
+		Error    string `json:"error"`
+		Degraded string `json:"degraded"`
 	} `json:"checks"`
 }
 
@@ -328,5 +330,40 @@ func TestJSONLogsThroughOutage(t *testing.T) {
 				t.Errorf("%d lines for %v of outage at %d heartbeats/s, want < 30:\n%s", during, outage, rate, strings.Join(lines[before:], "\n"))
 			}
 		})
+	}
+}
+
+// TestHealthzNotifyReaperDegraded: a notify reaper that sweeps instead,
+// on a server whose notify-keyspace-events lacks expired events, leaves
+// the node serving (200) but "degraded", naming the setting; told to
+// configure the server, it runs on notifications and the node is "ok".
+func TestHealthzNotifyReaperDegraded(t *testing.T) {
+	srv := redistest.NewStandalone(t) // its own server: notify-keyspace-events is ""
+	env := []string{"REDIS_URL=" + redisURL(srv), "PRESENCE_KEY_PREFIX=" + redistest.Prefix(t), "PRESENCE_REAPER=notify"}
+	reaper := func(h healthz) (string, bool) {
+		for _, c := range h.Checks {
+			if c.Name == "reaper" {
+				return c.Degraded, c.OK
+			}
+		}
+		return "", false
+	}
+	p := startServer(t, env...)
+	h := waitHealthz(t, p, 20*time.Second, "the reaper check degraded", func(h healthz) bool {
+		d, _ := reaper(h)
+		return strings.Contains(d, "fell back")
+	})
+	if d, ok := reaper(h); h.code != 200 || h.Status != "degraded" || !ok || !strings.Contains(d, "notify-keyspace-events") || !strings.Contains(h.Degraded, "reaper: ") {
+		t.Fatalf("/healthz: %d %+v: want 200, degraded, the reaper check passing and naming notify-keyspace-events", h.code, h)
+	}
+	p.stop(syscall.SIGTERM)
+
+	p = startServer(t, append(env, "PRESENCE_REAPER_CONFIGURE_NOTIFY=1")...)
+	h = waitHealthz(t, p, 20*time.Second, "the reaper check passing, not degraded", func(h healthz) bool {
+		d, ok := reaper(h)
+		return ok && d == ""
+	})
+	if h.code != 200 || h.Status != "ok" || h.Degraded != "" {
+		t.Fatalf("/healthz: %d %+v: want 200 ok", h.code, h)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -81,6 +82,17 @@ func (o *observedMastersChannels) SubscribeChannels(ctx context.Context, sharded
 }
 
 func (o *observedMasters) Cluster() bool { return o.mr.Cluster() }
+
+// PSubscribeEachMaster keeps backend.NodeSubscriber, which the notify
+// reaper needs, visible through the wrapper: hidden, the reaper would
+// always sweep (both adapters implement it with MasterRunner).
+func (o *observedMasters) PSubscribeEachMaster(ctx context.Context, pattern string, h backend.Handler) (backend.Subscription, error) {
+	ns, ok := o.Client.(backend.NodeSubscriber)
+	if !ok {
+		return nil, fmt.Errorf("the %T backend cannot subscribe on each master (backend.NodeSubscriber)", o.Client)
+	}
+	return ns.PSubscribeEachMaster(ctx, pattern, h)
+}
 
 func (o *observedMasters) EachMaster(ctx context.Context, cmds []backend.Cmd, fn func(string, []backend.Reply, error)) error {
 	return o.mr.EachMaster(ctx, cmds, fn)
@@ -286,3 +298,8 @@ func (s *observedSub) Resubscribed() uint64 {
 	}
 	return 0
 }
+
+var (
+	_ backend.MasterRunner   = (*observedMasters)(nil)
+	_ backend.NodeSubscriber = (*observedMasters)(nil)
+)

@@ -23,7 +23,9 @@ func openService(t testing.TB, addrs []string, cfg presence.Config) *presence.Se
 	if cfg.KeyPrefix == "" {
 		cfg.KeyPrefix = redistest.Prefix(t)
 	}
-	cfg.ReaperInterval = -1
+	if cfg.ReaperInterval == 0 {
+		cfg.ReaperInterval = -1 // no reaper unless the test asks for one
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}

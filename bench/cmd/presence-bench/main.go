@@ -9,12 +9,17 @@
 //	go run ./bench/cmd/presence-bench -out tables.md -svg bench/heartbeat.svg
 //	go run ./bench/cmd/presence-bench -reaper         # reaper modes only, about 10 minutes
 //	go run ./bench/cmd/presence-bench -user-index-only # the user index's cost alone
+//	go run ./bench/cmd/presence-bench -redis-delay 250us -ceiling=false -strategies "" -user-index-pairs 0 -metadata lua,watch
+//	                                                  # metadata CAS at a 0.5 ms RTT (a same-datacenter network)
 //
 // It starts its own redis-server (from PATH, in a private temporary
 // directory, on a free 127.0.0.1 port, killed at exit) unless REDIS_URL
 // names one: a redis:// URL or host:port. Nothing it writes there outlives
 // the run (every scenario uses keys under a prefix of its own and removes
-// them). Progress goes to stderr; tables (or JSON) to stdout.
+// them). With -redis-delay the clients reach that server through a proxy on
+// 127.0.0.1 that holds every chunk for the delay in each direction
+// (bench.DelayProxy); the CPU probe still talks to the server directly.
+// Progress goes to stderr; tables (or JSON) to stdout.
 package main
 
 import (
@@ -57,6 +62,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	meta := fs.String("metadata", "lua,watch,app-cas", "comma-separated metadata strategy specs (app-cas: the seed's application-level CAS, bench only)")
 	writers := fs.Int("writers", 20, "metadata writers")
 	metaRetry := fs.String("meta-retry", bench.RetryBackoff, "comma-separated metadata writer policies after a conflict, each run for every strategy: backoff (presence.ConflictBackoff), immediate")
+	delay := fs.Duration("redis-delay", 0, "reach Redis through a proxy on 127.0.0.1 that holds every chunk this long in each direction (e.g. 100us, 250us: a same-datacenter RTT of 0.2–0.5 ms); 0: no proxy")
 	ceiling := fs.Bool("ceiling", true, "measure the heartbeat ceiling (false: skip it, e.g. for metadata-only runs)")
 	conc := fs.String("concurrency", "16,64,256,1024", "comma-separated saturation concurrencies")
 	out := fs.String("out", "", "also write the Markdown tables to this file")
@@ -141,6 +147,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer srv.Stop()
 		o.Target = bench.Target{Addrs: srv.Addrs}
 		fmt.Fprintf(stderr, "started redis-server pid %d on %s\n", srv.Pid(), srv.Addr())
+	}
+	if *delay < 0 {
+		return fmt.Errorf("-redis-delay: %v is negative", *delay)
+	}
+	if *delay > 0 {
+		if *reaper {
+			return errors.New("-redis-delay applies to the library tables, not to -reaper")
+		}
+		if o.Target.URL != "" {
+			return errors.New("-redis-delay needs REDIS_URL as host:port, not a URL")
+		}
+		p, err := bench.StartDelayProxy(o.Target.Addrs[0], *delay)
+		if err != nil {
+			return err
+		}
+		defer p.Close()
+		o.Target = bench.Target{Addrs: []string{p.Addr()}, Direct: o.Target.Addrs[0]}
+		o.RedisDelay = *delay
+		fmt.Fprintf(stderr, "clients reach Redis through %s, %v added each way\n", p.Addr(), *delay)
 	}
 	if *reaper {
 		rs.Progress = stderr
