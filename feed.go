@@ -2,7 +2,6 @@ package presence
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -127,28 +126,62 @@ func (s *Service) NewFeed(ctx context.Context, h FeedHandlers) (*Feed, error) {
 	return f, nil
 }
 
+// route is one kind of event: its channels, by the id they carry, and
+// its handler, counted.
+type route struct {
+	what    string
+	pattern string // pattern mode's subscription
+	target  func(channel string) (string, bool)
+	h       func(RawEvent)
+}
+
+func (f *Feed) routes() []route {
+	s := f.s
+	counted := func(h func(RawEvent), n *atomic.Uint64) func(RawEvent) {
+		if h == nil {
+			return nil
+		}
+		return func(ev RawEvent) { n.Add(1); h(ev) }
+	}
+	return []route{
+		{"presence", s.keys.RoomEventsPattern(), s.roomTarget, counted(f.h.Presence, &f.presenceN)},
+		{"metadata", s.metaEventsPattern(), s.metaTargetFunc(), counted(f.h.Metadata, &f.metadataN)},
+		{"user", s.keys.UserEventsPattern(), s.userTarget, counted(f.h.User, &f.userN)},
+	}
+}
+
 func (f *Feed) open(ctx context.Context) error {
 	s := f.s
 	if s.pubsub == PubSubPattern {
-		add := func(pattern, what string, target func(string) (string, bool), h func(RawEvent), n *atomic.Uint64) error {
-			if h == nil {
-				return nil
+		for _, r := range f.routes() {
+			if r.h == nil {
+				continue
 			}
-			sub, err := subscribeRaw(ctx, s, pattern, what, target, func(ev RawEvent) {
-				n.Add(1)
-				h(ev)
-			})
+			sub, err := subscribeRaw(ctx, s, r.pattern, r.what, r.target, r.h)
 			if err != nil {
 				return err
 			}
 			f.patterns = append(f.patterns, sub)
-			return nil
 		}
-		return errors.Join(
-			add(s.keys.RoomEventsPattern(), "presence", s.roomTarget, f.h.Presence, &f.presenceN),
-			add(s.metaEventsPattern(), "metadata", s.metaTargetFunc(), f.h.Metadata, &f.metadataN),
-			add(s.keys.UserEventsPattern(), "user", s.userTarget, f.h.User, &f.userN),
-		)
+		return nil
+	}
+	// One handler per kind, picked by the channel's shape.
+	var hs []backend.Handler
+	var targets []func(string) (string, bool)
+	for _, r := range f.routes() {
+		if r.h != nil {
+			hs = append(hs, rawHandler(s, r.what, r.target, r.h))
+			targets = append(targets, r.target)
+		}
+	}
+	deliver := func(m backend.Message) {
+		for i, t := range targets {
+			if _, ok := t(m.Channel); ok {
+				hs[i](m)
+				return
+			}
+		}
+		s.log.Warn("presence: feed: event on an unexpected channel", "channel", m.Channel)
 	}
 	cs, ok := s.client.(backend.ChannelSubscriber)
 	if !ok { // unreachable: New checked the mode against the client
@@ -156,11 +189,11 @@ func (f *Feed) open(ctx context.Context) error {
 	}
 	sharded := s.pubsub == PubSubSharded
 	var err error
-	if f.events, err = cs.SubscribeChannels(ctx, sharded, f.deliver); err != nil {
+	if f.events, err = cs.SubscribeChannels(ctx, sharded, deliver); err != nil {
 		return fmt.Errorf("presence: feed: %w", err)
 	}
 	if sharded && f.h.Metadata != nil {
-		if f.meta, err = cs.SubscribeChannels(ctx, false, f.deliver); err != nil {
+		if f.meta, err = cs.SubscribeChannels(ctx, false, deliver); err != nil {
 			return fmt.Errorf("presence: feed: %w", err)
 		}
 	}
@@ -172,36 +205,6 @@ func (f *Feed) open(ctx context.Context) error {
 	}
 	s.subs[f.sub] = struct{}{}
 	return nil
-}
-
-// deliver dispatches a message of a channel subscription by its channel.
-func (f *Feed) deliver(m backend.Message) {
-	s := f.s
-	var (
-		h    func(RawEvent)
-		n    *atomic.Uint64
-		what string
-	)
-	t, ok := s.roomTarget(m.Channel)
-	if ok {
-		h, n, what = f.h.Presence, &f.presenceN, "presence"
-	} else if t, ok = s.roomMetaTarget(m.Channel); ok {
-		h, n, what = f.h.Metadata, &f.metadataN, "metadata"
-	} else if t, ok = s.userTarget(m.Channel); ok {
-		h, n, what = f.h.User, &f.userN, "user"
-	}
-	if !ok || h == nil {
-		s.log.Warn("presence: feed: event on an unexpected channel", "channel", m.Channel)
-		return
-	}
-	n.Add(1)
-	payload := []byte(m.Payload)
-	if !json.Valid(payload) {
-		s.log.Warn("presence: undecodable event", "kind", what, "channel", m.Channel)
-		return
-	}
-	defer recoverHandler(s, what)
-	h(RawEvent{Target: t, Payload: payload})
 }
 
 // FollowRoom follows room's presence and metadata events and returns once
