@@ -163,7 +163,8 @@ func TestConnRefValidatesIDs(t *testing.T) {
 	// client that is never used.
 	c := rueidis.NewFromClient(nil)
 	hooks := &hookLog{}
-	s, err := presence.New(c, presence.Config{ReaperInterval: -1, MaxIDBytes: 16, Hooks: presence.Hooks{Heartbeat: hooks.hook}})
+	s, err := presence.New(c, presence.Config{ReaperInterval: -1, MaxIDBytes: 16, Hooks: presence.Hooks{Heartbeat: hooks.hook},
+		PubSub: presence.PubSubPattern}) // auto would ask the nil client whether it is a cluster
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -56,8 +56,18 @@ func (sub *subscription) Close() error {
 // Subscribe delivers every presence event of every room (from every node)
 // to handler, sequentially, until the subscription or the Service is
 // closed. A handler that panics is logged and does not stop delivery.
+//
+// It is meant for tools that want everything (a dashboard, an observer);
+// a server node follows the rooms it serves with a Feed instead. With
+// PubSub sharded there is no pattern to subscribe to: the subscription
+// follows the active-rooms index, refreshed every second, so the first
+// events of a new room may be missed, and each room added after the first
+// listing counts in Resubscriptions.
 func (s *Service) Subscribe(ctx context.Context, handler func(Event)) (Subscription, error) {
-	return subscribeJSON(ctx, s, s.keys.RoomEventsPattern(), "presence", handler)
+	if handler == nil {
+		return subscribe(ctx, s, "", "presence", nil)
+	}
+	return s.subscribeRooms(ctx, "presence", jsonHandler(s, "presence", handler))
 }
 
 // RawEvent is an event as published, for forwarding it without decoding
@@ -79,13 +89,55 @@ type RawEvent struct {
 // Service's KeyPrefix are logged and dropped; a handler that panics is
 // logged and does not stop delivery.
 func (s *Service) SubscribeRaw(ctx context.Context, handler func(RawEvent)) (Subscription, error) {
-	return subscribeRaw(ctx, s, s.keys.RoomEventsPattern(), "presence", s.roomTarget, handler)
+	if handler == nil {
+		return subscribe(ctx, s, "", "presence", nil)
+	}
+	return s.subscribeRooms(ctx, "presence", rawHandler(s, "presence", s.roomTarget, handler))
+}
+
+// subscribeRooms subscribes h to the presence events of every room.
+func (s *Service) subscribeRooms(ctx context.Context, what string, h backend.Handler) (Subscription, error) {
+	if s.pubsub == PubSubSharded {
+		return s.followActiveRooms(ctx, h)
+	}
+	return subscribe(ctx, s, s.keys.RoomEventsPattern(), what, h)
 }
 
 // SubscribeMetadataRaw is SubscribeMetadata without decoding, as
 // SubscribeRaw is for presence events; Target is the event's channel name.
 func (s *Service) SubscribeMetadataRaw(ctx context.Context, handler func(RawEvent)) (Subscription, error) {
-	return subscribeRaw(ctx, s, s.keys.MetaEventsPattern(), "metadata", s.metaTarget, handler)
+	return subscribeRaw(ctx, s, s.metaEventsPattern(), "metadata", s.metaTargetFunc(), handler)
+}
+
+// metaEventsPattern matches every metadata event channel of this node's
+// PubSub mode: per channel in pattern mode, per room otherwise.
+func (s *Service) metaEventsPattern() string {
+	if s.pubsub == PubSubPattern {
+		return s.keys.MetaEventsPattern()
+	}
+	return s.keys.RoomMetaEventsPattern()
+}
+
+// metaTargetFunc reads the channel name from metadata event channels of
+// this node's PubSub mode.
+func (s *Service) metaTargetFunc() func(string) (string, bool) {
+	if s.pubsub == PubSubPattern {
+		return s.metaTarget
+	}
+	return s.roomMetaTarget
+}
+
+// roomMetaTarget returns N of "<prefix>:{room:N}:meta_events".
+func (s *Service) roomMetaTarget(channel string) (string, bool) {
+	rest, ok := strings.CutPrefix(channel, s.keys.Prefix+":{room:")
+	if !ok {
+		return "", false
+	}
+	room, ok := strings.CutSuffix(rest, "}:meta_events")
+	if !ok || room == "" || strings.ContainsAny(room, "{}") {
+		return "", false
+	}
+	return room, true
 }
 
 // roomTarget returns R of "<prefix>:{room:R}:events". Ids cannot contain
@@ -126,7 +178,12 @@ func subscribeRaw(ctx context.Context, s *Service, pattern, what string, target 
 	if handler == nil {
 		return subscribe(ctx, s, pattern, what, nil)
 	}
-	return subscribe(ctx, s, pattern, what, func(m backend.Message) {
+	return subscribe(ctx, s, pattern, what, rawHandler(s, what, target, handler))
+}
+
+// rawHandler checks each message and hands it to handler as a RawEvent.
+func rawHandler(s *Service, what string, target func(string) (string, bool), handler func(RawEvent)) backend.Handler {
+	return func(m backend.Message) {
 		t, ok := target(m.Channel)
 		if !ok {
 			s.log.Warn("presence: event on an unexpected channel", "kind", what, "channel", m.Channel)
@@ -139,7 +196,7 @@ func subscribeRaw(ctx context.Context, s *Service, pattern, what string, target 
 		}
 		defer recoverHandler(s, what)
 		handler(RawEvent{Target: t, Payload: payload})
-	})
+	}
 }
 
 // subscribeJSON pattern-subscribes and decodes each payload as T.
@@ -147,7 +204,12 @@ func subscribeJSON[T any](ctx context.Context, s *Service, pattern, what string,
 	if handler == nil {
 		return subscribe(ctx, s, pattern, what, nil)
 	}
-	return subscribe(ctx, s, pattern, what, func(m backend.Message) {
+	return subscribe(ctx, s, pattern, what, jsonHandler(s, what, handler))
+}
+
+// jsonHandler decodes each payload as T for handler.
+func jsonHandler[T any](s *Service, what string, handler func(T)) backend.Handler {
+	return func(m backend.Message) {
 		var ev T
 		if err := json.Unmarshal([]byte(m.Payload), &ev); err != nil {
 			s.log.Warn("presence: undecodable event", "kind", what, "channel", m.Channel, "err", err)
@@ -155,7 +217,7 @@ func subscribeJSON[T any](ctx context.Context, s *Service, pattern, what string,
 		}
 		defer recoverHandler(s, what)
 		handler(ev)
-	})
+	}
 }
 
 func recoverHandler(s *Service, what string) {
@@ -172,12 +234,16 @@ func subscribe(ctx context.Context, s *Service, pattern, what string, h backend.
 	if h == nil {
 		return nil, invalid("Subscribe: nil handler")
 	}
-	sub := &subscription{s: s}
 	bs, err := s.client.PSubscribe(ctx, pattern, h)
 	if err != nil {
 		return nil, fmt.Errorf("presence: subscribe: %w", err)
 	}
-	sub.sub = bs
+	return s.register(bs)
+}
+
+// register makes bs a subscription the Service closes with itself.
+func (s *Service) register(bs backend.Subscription) (Subscription, error) {
+	sub := &subscription{s: s, sub: bs}
 	s.mu.Lock()
 	if s.closed.Load() {
 		s.mu.Unlock()

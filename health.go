@@ -16,9 +16,9 @@ type HealthCheck struct {
 	// "cluster_state <addr>" (CLUSTER INFO on that master says
 	// cluster_state:ok), "redis" (PING through a backend that cannot name
 	// its nodes), "subscription <pattern>" (an event subscription of the
-	// service is connected and subscribed) or "reaper" (with
-	// Config.Reaper "notify": the notify reaper runs, subscribed on every
-	// master).
+	// service is connected and subscribed; "subscription channels" for
+	// per-channel ones, a Feed's) or "reaper" (with Config.Reaper
+	// "notify": the notify reaper runs, subscribed on every master).
 	Name  string `json:"name"`
 	OK    bool   `json:"ok"`
 	Error string `json:"error,omitempty"`
@@ -124,7 +124,11 @@ func (s *Service) subscriptionHealth() []HealthCheck {
 		if !ok {
 			continue // nothing to ask: a backend of its own
 		}
-		out = append(out, check("subscription "+st.Pattern(), st.Alive()))
+		name := st.Pattern()
+		if name == "" {
+			name = "channels" // a Feed's, or Subscribe's in sharded mode
+		}
+		out = append(out, check("subscription "+name, st.Alive()))
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out

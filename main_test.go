@@ -66,6 +66,12 @@ func newService(t testing.TB, c backend.Client, cfg presence.Config) *presence.S
 	if cfg.ReaperInterval == 0 {
 		cfg.ReaperInterval = -1
 	}
+	if _, ok := c.(backend.ChannelSubscriber); ok && cfg.PubSub == "" {
+		// Classic pub/sub unless a test asks otherwise: the tests observe
+		// with Subscribe*, which with sharded pub/sub subscribes new rooms
+		// late and refuses users-all (tests of sharded mode set it).
+		cfg.PubSub = presence.PubSubChannels
+	}
 	s, err := presence.New(c, cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -166,7 +166,7 @@ func (s *Service) GetMetadata(ctx context.Context, ch Channel) (*MetadataRespons
 // every node) to handler, sequentially, until the subscription or the
 // Service is closed. Events of one channel arrive in majorRevision order.
 func (s *Service) SubscribeMetadata(ctx context.Context, handler func(MetadataEvent)) (Subscription, error) {
-	return subscribeJSON(ctx, s, s.keys.MetaEventsPattern(), "metadata", handler)
+	return subscribeJSON(ctx, s, s.metaEventsPattern(), "metadata", handler)
 }
 
 func (s *Service) mutateMetadata(ctx context.Context, op strategy.MetaOp, ch Channel, items []Item, opts MetadataOptions) (*MetadataResponse, error) {

@@ -630,7 +630,11 @@ func TestMetadataEventsExactlyOnePerMutation(t *testing.T) {
 func rawMetaEvents(t *testing.T, s *presence.Service) func(n int) []string {
 	var mu sync.Mutex
 	var got []string
-	sub, err := s.Client().PSubscribe(ctxT(t), s.Keys().MetaEventsPattern(), func(m backend.Message) {
+	pattern := s.Keys().MetaEventsPattern()
+	if s.PubSub() != presence.PubSubPattern {
+		pattern = s.Keys().RoomMetaEventsPattern()
+	}
+	sub, err := s.Client().PSubscribe(ctxT(t), pattern, func(m backend.Message) {
 		mu.Lock()
 		got = append(got, m.Payload)
 		mu.Unlock()

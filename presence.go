@@ -69,6 +69,9 @@ func (s *Service) Join(ctx context.Context, room, conn, user string, state json.
 	if err != nil {
 		return JoinResult{}, err
 	}
+	if err := s.followJoined(ctx, room); err != nil {
+		return JoinResult{}, fmt.Errorf("presence: join: %w", err)
+	}
 	now := s.nowMs()
 	k := s.keys
 	// The room enters the reaper's work list before the script runs (in the

@@ -65,6 +65,9 @@ func (s *Service) sentinelKey(node string) string {
 // were not delivered, so a caller that sees it grow resynchronises. 0 for
 // a subscription whose adapter does not count.
 func Resubscriptions(sub Subscription) uint64 {
+	if f, ok := sub.(*Feed); ok {
+		return f.Resubscribed()
+	}
 	s, ok := sub.(*subscription)
 	if !ok || s.sub == nil {
 		return 0

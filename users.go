@@ -95,17 +95,31 @@ func userPresence(user string, entries map[string]string) UserPresence {
 
 // SubscribeUsers delivers every user event of every user (from every
 // node) to handler, sequentially, until the subscription or the Service
-// is closed. Events go out on one channel per user, so a later per-user
-// subscription needs no change in what is published; today one pattern
-// covers them all.
+// is closed. Events go out on one channel per user, which one pattern
+// covers; a server node follows the users it needs with a Feed instead.
+// With PubSub sharded user events are sharded and no pattern covers them:
+// SubscribeUsers fails with ErrInvalidArgument (use Feed.FollowUser).
 func (s *Service) SubscribeUsers(ctx context.Context, handler func(UserEvent)) (Subscription, error) {
+	if err := s.checkUsersAll(); err != nil {
+		return nil, err
+	}
 	return subscribeJSON(ctx, s, s.keys.UserEventsPattern(), "user", handler)
 }
 
 // SubscribeUsersRaw is SubscribeUsers without decoding; Target is the
 // user id, read from the channel name.
 func (s *Service) SubscribeUsersRaw(ctx context.Context, handler func(RawEvent)) (Subscription, error) {
+	if err := s.checkUsersAll(); err != nil {
+		return nil, err
+	}
 	return subscribeRaw(ctx, s, s.keys.UserEventsPattern(), "user", s.userTarget, handler)
+}
+
+func (s *Service) checkUsersAll() error {
+	if s.pubsub == PubSubSharded {
+		return invalid("SubscribeUsers: with PubSub %q user events are sharded and no pattern subscription receives them; follow users one by one (Feed.FollowUser)", PubSubSharded)
+	}
+	return nil
 }
 
 // userTarget returns U of "<prefix>:{user:U}:events".

@@ -374,7 +374,7 @@ func (f *fencer) events() {
 	// join's, which is strictly greater than any before it.
 	var joined atomic.Int64
 	joined.Store(math.MaxInt64)
-	sub, err := f.svc.Subscribe(f.ctx(), func(e presence.Event) {
+	sub, err := observe(f.ctx(), f.svc, []string{room}, nil, func(e presence.Event) {
 		if e.RoomID != room || e.ConnID != conn {
 			return
 		}
@@ -384,9 +384,9 @@ func (f *fencer) events() {
 		if e.Type == "leave" && e.Epoch >= joined.Load() {
 			once.Do(func() { close(done) })
 		}
-	})
+	}, nil)
 	if err != nil {
-		tb.Fatalf("Subscribe: %v", err)
+		tb.Fatalf("observe: %v", err)
 	}
 	defer sub.Close()
 	e := f.join(room, conn, `{"k0":1}`)

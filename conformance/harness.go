@@ -50,6 +50,8 @@ const numKeys = 3 // len(stateKeys) == len(itemKeys)
 type harness struct {
 	enforcedOnce sync.Once
 	enforced     bool // see enforcedOK
+	pubsubOnce   sync.Once
+	pubsubMode   string // see pubsub
 
 	t      testing.TB // the real test: clients and cleanups hang off it
 	target Target
@@ -143,7 +145,10 @@ func (h *harness) serviceWith(c backend.Client, prefix string, now func() time.T
 	if edit != nil {
 		edit(&cfg)
 	}
-	return presence.New(c, cfg)
+	if cfg.PubSub == "" {
+		cfg.PubSub = h.pubsub()
+	}
+	return presence.New(h.withSubscriber(c, cfg.PubSub), cfg)
 }
 
 // fresh builds a Service on c under a new key prefix with a fake clock;

@@ -131,7 +131,7 @@ func checkPresenceLinearizable(tb rapid.TB, h *harness) {
 	prefix := h.prefix()
 	nowMs := time.Now().UnixMilli()
 	svcs := h.services(tb, prefix, func() time.Time { return time.UnixMilli(nowMs) })
-	defer cleanup(svcs[0].Client().(faulty).Client, prefix)
+	defer cleanup(unfaulty(svcs[0].Client()), prefix)
 	hist := newHistory(h.opts)
 	var wg sync.WaitGroup
 	for i := range h.opts.Clients {
@@ -282,7 +282,7 @@ func checkMetadataLinearizable(tb rapid.TB, h *harness) {
 	nowMs := time.Now().UnixMilli()
 	now := func() time.Time { return time.UnixMilli(nowMs) }
 	advisory := h.services(tb, prefix, now)
-	defer cleanup(advisory[0].Client().(faulty).Client, prefix)
+	defer cleanup(unfaulty(advisory[0].Client()), prefix)
 	enforced := make([]*presence.Service, len(advisory))
 	for i, a := range advisory {
 		if !h.enforcedOK() {

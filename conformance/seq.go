@@ -67,19 +67,19 @@ func checkSeq(tb rapid.TB, h *harness) {
 	}
 	defer obs.Close()
 	svcs := h.services(tb, prefix, now)
-	defer cleanup(svcs[0].Client().(faulty).Client, prefix)
+	defer cleanup(unfaulty(svcs[0].Client()), prefix)
 
 	var mu sync.Mutex
 	events := map[string][]presence.Event{}
 	ctx, cancel := h.ctx()
-	sub, err := obs.Subscribe(ctx, func(ev presence.Event) {
+	sub, err := observe(ctx, obs, roomIDs, nil, func(ev presence.Event) {
 		mu.Lock()
 		events[ev.RoomID] = append(events[ev.RoomID], ev)
 		mu.Unlock()
-	})
+	}, nil)
 	cancel()
 	if err != nil {
-		tb.Fatalf("Subscribe: %v", err)
+		tb.Fatalf("observe: %v", err)
 	}
 	defer sub.Close()
 

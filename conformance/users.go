@@ -56,13 +56,13 @@ func checkUsers(tb rapid.TB, h *harness) {
 
 	var emu sync.Mutex
 	events := map[string][]string{}
-	sub, err := ref.SubscribeUsers(context.Background(), func(e presence.UserEvent) {
+	sub, err := observe(context.Background(), ref, nil, userIDs, nil, func(e presence.UserEvent) {
 		emu.Lock()
 		events[e.UserID] = append(events[e.UserID], e.Type)
 		emu.Unlock()
 	})
 	if err != nil {
-		tb.Fatalf("SubscribeUsers: %v", err)
+		tb.Fatalf("observe: %v", err)
 	}
 	defer sub.Close()
 

@@ -244,7 +244,9 @@ type Binding struct {
 	cleanups map[*conn]chan struct{} // disconnect cleanups in flight, closed when done
 	closing  atomic.Bool             // Shutdown started: refuse new sockets and events
 
-	subs      []presence.Subscription
+	// feed receives the events of the rooms local sockets are in and of
+	// the users they watch (feed.go).
+	feed      *presence.Feed
 	connected atomic.Int64
 	gates     sync.Map // engine.Socket → *connectGate (see connectgate.go)
 
@@ -277,9 +279,9 @@ func Bind(ctx context.Context, io *socket.Server, svc *presence.Service, opts Op
 		log:      opts.Logger,
 		conns:    map[socket.SocketId]*conn{},
 		rooms:    map[string]map[*conn]struct{}{},
-		watch:    newWatchers(),
 		cleanups: map[*conn]chan struct{}{},
 	}
+	b.watch = newWatchers(func(u string) { b.feed.UnfollowUser(u) })
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.failures = newFailureLog(b.log, b.opts.FailureLogInterval)
 	b.logDone = make(chan struct{})
@@ -288,19 +290,7 @@ func Bind(ctx context.Context, io *socket.Server, svc *presence.Service, opts Op
 		b.failures.run(b.ctx)
 	}()
 
-	sub, err := svc.SubscribeRaw(ctx, b.forwardPresence)
-	if err != nil {
-		b.cancel()
-		return nil, fmt.Errorf("socketio: subscribe to presence events: %w", err)
-	}
-	b.subs = append(b.subs, sub)
-	if err := b.subscribeMetadata(ctx); err != nil {
-		b.closeSubs()
-		b.cancel()
-		return nil, err
-	}
-	if err := b.subscribeUsers(ctx); err != nil {
-		b.closeSubs()
+	if err := b.openFeed(ctx); err != nil {
 		b.cancel()
 		return nil, err
 	}
@@ -569,10 +559,7 @@ func (b *Binding) waitCleanups(ctx context.Context) error {
 }
 
 func (b *Binding) closeSubs() {
-	for _, s := range b.subs {
-		if err := s.Close(); err != nil {
-			b.log.Warn("socketio: close subscription", "err", err)
-		}
+	if err := b.feed.Close(); err != nil {
+		b.log.Warn("socketio: close the event feed", "err", err)
 	}
-	b.subs = nil
 }

@@ -1,6 +1,7 @@
 package socketio
 
 import (
+	"context"
 	"encoding/json"
 	"strconv"
 
@@ -17,10 +18,29 @@ import (
 // events per recipient. Sockets on long-polling (or mid-upgrade) take the
 // library's path, so every client gets every event either way.
 
-// roomIndex is the binding's own record of which local sockets joined
-// which presence room (the Socket.IO room of the same name).
-func (b *Binding) enterRoom(c *conn, room string) {
+// enterRoom puts c in room: the Socket.IO room of the same name, the
+// binding's own index of local sockets per room, and a follow of the
+// room's events that has taken effect when it returns, so c gets every
+// event published from then on, its own join's included. Each enterRoom
+// that returned nil is undone by one exitRoom.
+func (b *Binding) enterRoom(ctx context.Context, c *conn, room string) error {
 	c.sock.Join(socket.Room(room))
+	b.index(c, room)
+	if err := b.feed.FollowRoom(ctx, room); err != nil {
+		c.sock.Leave(socket.Room(room))
+		b.unindex(c, room)
+		return err
+	}
+	return nil
+}
+
+func (b *Binding) exitRoom(c *conn, room string) {
+	c.sock.Leave(socket.Room(room))
+	b.unindex(c, room)
+	b.feed.UnfollowRoom(room)
+}
+
+func (b *Binding) index(c *conn, room string) {
 	b.rmu.Lock()
 	m := b.rooms[room]
 	if m == nil {
@@ -31,8 +51,7 @@ func (b *Binding) enterRoom(c *conn, room string) {
 	b.rmu.Unlock()
 }
 
-func (b *Binding) exitRoom(c *conn, room string) {
-	c.sock.Leave(socket.Room(room))
+func (b *Binding) unindex(c *conn, room string) {
 	b.rmu.Lock()
 	if m := b.rooms[room]; m != nil {
 		delete(m, c)

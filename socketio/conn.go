@@ -156,9 +156,12 @@ func (c *conn) join(ctx context.Context, payload any) (any, error) {
 		return nil, errWrongRoom
 	}
 	fresh := c.room == ""
-	// Join the room first, so the socket gets its own join event.
+	// Enter the room first, so the socket gets its own join event and
+	// every later one.
 	if fresh {
-		c.b.enterRoom(c, req.RoomID)
+		if err := c.b.enterRoom(ctx, c, req.RoomID); err != nil {
+			return nil, err
+		}
 	}
 	res, err := c.b.svc.Join(ctx, req.RoomID, c.id, req.UserID, req.State)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/realtime-message/presence"
 	"github.com/realtime-message/presence/backend"
 	_ "github.com/realtime-message/presence/backend/builtin" // presence.Open selects rueidis or goredis by name
+	"github.com/realtime-message/presence/internal/chandouble"
 	"github.com/realtime-message/presence/internal/redistest"
 	"github.com/realtime-message/presence/internal/siotest"
 	"github.com/realtime-message/presence/socketio"
@@ -36,6 +37,9 @@ type nodeConfig struct {
 	Wrap func(backend.Client) backend.Client
 	// DisableUserIndex turns the service's user index off.
 	DisableUserIndex bool
+	// PubSub is Config.PubSub; with channels or sharded, a client without
+	// backend.ChannelSubscriber gets the test double's.
+	PubSub string
 }
 
 // node is one in-process presence server: service, Socket.IO server,
@@ -81,6 +85,16 @@ func startNode(t testing.TB, srv *redistest.Server, nc nodeConfig) *node {
 	}
 	if nc.Reaper > 0 {
 		cfg.ReaperInterval = nc.Reaper
+	}
+	cfg.PubSub = nc.PubSub
+	if nc.PubSub == presence.PubSubChannels || nc.PubSub == presence.PubSubSharded {
+		wrap := nc.Wrap
+		nc.Wrap = func(c backend.Client) backend.Client {
+			if wrap != nil {
+				c = wrap(c)
+			}
+			return chandouble.Wrap(c)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -223,15 +223,9 @@ func (b *Binding) startWatch(ctx context.Context) {
 	}()
 }
 
-// resubscriptions sums how often the binding's event subscriptions
-// reconnected.
-func (b *Binding) resubscriptions() uint64 {
-	var n uint64
-	for _, s := range b.subs {
-		n += presence.Resubscriptions(s)
-	}
-	return n
-}
+// resubscriptions counts how often the binding's event subscriptions
+// were restored (lost connections, and sharded channels that moved).
+func (b *Binding) resubscriptions() uint64 { return presence.Resubscriptions(b.feed) }
 
 // rejoinAll joins every joined local socket again, a few at a time, each
 // within CallTimeout, and logs one line for the whole recovery.

@@ -156,17 +156,21 @@ func testHealAfterLoss(t *testing.T, srv *redistest.Server, lose func()) {
 // After the event subscriptions reconnected, local members are announced
 // again: events published while they were down are lost for good.
 func TestReannounceAfterResubscribe(t *testing.T) {
-	srv := redistest.NewStandalone(t)
-	n := startNode(t, srv, nodeConfig{Reaper: healReaper, TTL: time.Minute})
-	room := "room-" + redistest.Prefix(t)
-	a, b := dial(t, n.url), dial(t, n.url)
-	a.ok("presence:join", map[string]any{"roomId": room, "userId": "alice"})
-	b.ok("presence:join", map[string]any{"roomId": room, "userId": "bob"})
-	a.waitEvent("presence:event", presenceEvent("join", b.id()))
+	for _, mode := range []string{presence.PubSubPattern, presence.PubSubChannels} {
+		t.Run(mode, func(t *testing.T) {
+			srv := redistest.NewStandalone(t)
+			n := startNode(t, srv, nodeConfig{Reaper: healReaper, TTL: time.Minute, PubSub: mode})
+			room := "room-" + redistest.Prefix(t)
+			a, b := dial(t, n.url), dial(t, n.url)
+			a.ok("presence:join", map[string]any{"roomId": room, "userId": "alice"})
+			b.ok("presence:join", map[string]any{"roomId": room, "userId": "bob"})
+			a.waitEvent("presence:event", presenceEvent("join", b.id()))
 
-	redisDo(t, srv, "CLIENT", "KILL", "TYPE", "pubsub")
-	// Nothing but the binding's re-announcement publishes this.
-	a.waitEventFor(healDeadline, "presence:event", presenceEvent("join", b.id()))
+			redisDo(t, srv, "CLIENT", "KILL", "TYPE", "pubsub")
+			// Nothing but the binding's re-announcement publishes this.
+			a.waitEventFor(healDeadline, "presence:event", presenceEvent("join", b.id()))
+		})
+	}
 }
 
 // restartEmpty kills srv's redis-server and starts a new one on the same

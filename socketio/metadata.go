@@ -37,18 +37,6 @@ type (
 	}
 )
 
-// subscribeMetadata starts the bridge of metadata events: an event of any
-// node goes to the local sockets in the Socket.IO room named after the
-// channel (docs/PROTOCOL.md: room channelName).
-func (b *Binding) subscribeMetadata(ctx context.Context) error {
-	sub, err := b.svc.SubscribeMetadataRaw(ctx, b.forwardMetadata)
-	if err != nil {
-		return fmt.Errorf("socketio: subscribe to metadata events: %w", err)
-	}
-	b.subs = append(b.subs, sub)
-	return nil
-}
-
 func (b *Binding) bindMetadata(c *conn) {
 	b.handle(c, EventSetChannel, c.metadata, c.setChannel)
 	b.handle(c, EventUpdateChannel, c.metadata, c.updateChannel)

@@ -34,31 +34,34 @@ type (
 )
 
 // watchers is the binding's record of which local sockets watch which
-// users. A user event reaches each of them once: the node has one
-// subscription for every user, and a socket is in a user's set at most
-// once.
+// users. A user event reaches each of them once: the node subscribes to a
+// user once, and a socket is in a user's set at most once. Each watch
+// holds one follow of its user in the feed, taken before it is added
+// here and given back when it is removed.
 type watchers struct {
-	mu     sync.RWMutex
-	byUser map[string]map[*conn]struct{}
-	byConn map[*conn]map[string]struct{}
+	unfollow func(user string)
+	mu       sync.RWMutex
+	byUser   map[string]map[*conn]struct{}
+	byConn   map[*conn]map[string]struct{}
 }
 
-func newWatchers() *watchers {
-	return &watchers{byUser: map[string]map[*conn]struct{}{}, byConn: map[*conn]map[string]struct{}{}}
+func newWatchers(unfollow func(user string)) *watchers {
+	return &watchers{unfollow: unfollow, byUser: map[string]map[*conn]struct{}{}, byConn: map[*conn]map[string]struct{}{}}
 }
 
 var errTooManyWatches = errors.New("too many watched users")
 
-// add makes c watch user, unless c already watches max users.
-func (w *watchers) add(c *conn, user string, max int) error {
+// add makes c watch user, unless c already watches max users, and
+// reports whether the watch is new (it keeps the follow its caller took).
+func (w *watchers) add(c *conn, user string, max int) (bool, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	mine := w.byConn[c]
 	if _, ok := mine[user]; ok {
-		return nil
+		return false, nil
 	}
 	if len(mine) >= max {
-		return fmt.Errorf("%w: %w: the socket watches %d users already (the limit); unwatch one first", errPayload, errTooManyWatches, len(mine))
+		return false, tooMany(len(mine))
 	}
 	if mine == nil {
 		mine = map[string]struct{}{}
@@ -71,7 +74,22 @@ func (w *watchers) add(c *conn, user string, max int) error {
 		w.byUser[user] = set
 	}
 	set[c] = struct{}{}
+	return true, nil
+}
+
+// check returns add's error for c watching max users and not user.
+func (w *watchers) check(c *conn, user string, max int) error {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	mine := w.byConn[c]
+	if _, ok := mine[user]; !ok && len(mine) >= max {
+		return tooMany(len(mine))
+	}
 	return nil
+}
+
+func tooMany(n int) error {
+	return fmt.Errorf("%w: %w: the socket watches %d users already (the limit); unwatch one first", errPayload, errTooManyWatches, n)
 }
 
 func (w *watchers) remove(c *conn, user string) {
@@ -81,11 +99,14 @@ func (w *watchers) remove(c *conn, user string) {
 }
 
 func (w *watchers) removeLocked(c *conn, user string) {
-	if mine := w.byConn[c]; mine != nil {
-		delete(mine, user)
-		if len(mine) == 0 {
-			delete(w.byConn, c)
-		}
+	mine := w.byConn[c]
+	if _, ok := mine[user]; !ok {
+		return
+	}
+	w.unfollow(user)
+	delete(mine, user)
+	if len(mine) == 0 {
+		delete(w.byConn, c)
 	}
 	if set := w.byUser[user]; set != nil {
 		delete(set, c)
@@ -114,24 +135,13 @@ func (w *watchers) of(user string) []*conn {
 	return out
 }
 
-// subscribeUsers starts the bridge of user events to the sockets that
-// watch each user. A service without the user index publishes none.
-func (b *Binding) subscribeUsers(ctx context.Context) error {
-	if b.svc.Config().DisableUserIndex {
-		return nil
-	}
-	sub, err := b.svc.SubscribeUsersRaw(ctx, func(ev presence.RawEvent) {
-		for _, c := range b.watch.of(ev.Target) {
-			if err := c.sock.Emit(EventUserEvent, ev.Payload); err != nil {
-				b.log.Warn("socketio: forward user event", "userId", ev.Target, "err", err)
-			}
+// forwardUser sends a user event to the local sockets watching the user.
+func (b *Binding) forwardUser(ev presence.RawEvent) {
+	for _, c := range b.watch.of(ev.Target) {
+		if err := c.sock.Emit(EventUserEvent, ev.Payload); err != nil {
+			b.log.Warn("socketio: forward user event", "userId", ev.Target, "err", err)
 		}
-	})
-	if err != nil {
-		return fmt.Errorf("socketio: subscribe to user events: %w", err)
 	}
-	b.subs = append(b.subs, sub)
-	return nil
 }
 
 // bindUsers registers the user presence events; they are reads, limited
@@ -165,7 +175,24 @@ func (c *conn) watchUser(ctx context.Context, payload any) (any, error) {
 	if c.released.Load() {
 		return nil, errDisconnected
 	}
-	if err := c.b.watch.add(c, user, c.b.opts.MaxWatchedUsers); err != nil {
+	w := c.b.watch
+	if err := w.check(c, user, c.b.opts.MaxWatchedUsers); err != nil {
+		return nil, err
+	}
+	if c.b.svc.Config().DisableUserIndex {
+		_, err := c.b.svc.User(ctx, user) // the service's error
+		return nil, err
+	}
+	// The follow comes first, so that an event published after the read
+	// below is delivered.
+	if err := c.b.feed.FollowUser(ctx, user); err != nil {
+		return nil, err
+	}
+	added, err := w.add(c, user, c.b.opts.MaxWatchedUsers)
+	if !added {
+		c.b.feed.UnfollowUser(user) // watched already, or over the limit meanwhile
+	}
+	if err != nil {
 		return nil, err
 	}
 	p, err := c.b.svc.User(ctx, user)

@@ -255,6 +255,22 @@ func TestDefaultServer(t *testing.T) {
 		}
 	}
 
+	// The join's event reached this node, which follows its socket's room.
+	received := regexp.MustCompile(`(?m)^presence_pubsub_messages_received_total\{kind="presence"\} [1-9]`)
+	for deadline := time.Now().Add(10 * time.Second); !received.MatchString(body) && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		_, body = get(t, p.url+"/metrics")
+	}
+	for _, want := range []*regexp.Regexp{
+		received,
+		regexp.MustCompile(`(?m)^presence_pubsub_subscriptions\{kind="room"\} [01]$`), // 0 in pattern mode
+		regexp.MustCompile(`(?m)^presence_pubsub_subscriptions\{kind="user"\} 0$`),
+	} {
+		if !want.MatchString(body) {
+			t.Errorf("/metrics lacks %s:\n%s", want, grepLines(body, "presence_pubsub"))
+		}
+	}
+
 	if bi := regexp.MustCompile(`presence_build_info\{backend="rueidis",goversion="go[0-9.]+[^"]*",heartbeat="lua",locks="advisory",metadata="lua",version="[^"]+"\} 1`); !bi.MatchString(body) {
 		t.Errorf("/metrics lacks presence_build_info with backend, strategies and versions:\n%s", grepLines(body, "presence_build_info"))
 	}

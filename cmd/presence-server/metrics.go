@@ -38,6 +38,7 @@ type Metrics struct {
 	eventDuration *prometheus.HistogramVec
 	coalesced     prometheus.Counter
 	floodDrops    prometheus.Counter
+	received      *prometheus.CounterVec
 }
 
 func newMetrics() *Metrics {
@@ -95,7 +96,14 @@ func newMetrics() *Metrics {
 		Name: "presence_socketio_flood_disconnects_total",
 		Help: "Sockets disconnected for sending far over their rate limits.",
 	})
-	m.reg.MustRegister(m.heartbeat, m.batchSize, m.metaAttempts, m.metaRetries, m.metaConflicts, m.reaped,
+	m.received = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "presence_pubsub_messages_received_total",
+		Help: "Pub/sub messages this node received from Redis, by kind (presence, metadata, user): with per-room subscriptions only those of rooms and users its sockets need, with pattern subscriptions every one.",
+	}, []string{"kind"})
+	for _, k := range []string{msgPresence, msgMetadata, msgUser} {
+		m.received.WithLabelValues(k)
+	}
+	m.reg.MustRegister(m.received, m.heartbeat, m.batchSize, m.metaAttempts, m.metaRetries, m.metaConflicts, m.reaped,
 		m.events, m.eventDuration, m.coalesced, m.floodDrops, m.redisErrors, m.buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -133,13 +141,12 @@ func (m *Metrics) socketHooks() socketio.Hooks {
 // registers the pub/sub reconnect counter read from it.
 func (m *Metrics) observeRedis(c backend.Client) backend.Client {
 	oc := observeClient(c, func(kind string) { m.redisErrors.WithLabelValues(kind).Inc() })
-	var o *observedClient
-	switch v := oc.(type) {
-	case *observedClient:
-		o = v
-	case *observedMasters:
-		o = v.observedClient
+	o := oc.(interface{ observed() *observedClient }).observed()
+	counters := map[string]prometheus.Counter{}
+	for _, k := range []string{msgPresence, msgMetadata, msgUser} {
+		counters[k] = m.received.WithLabelValues(k)
 	}
+	o.received = func(kind string) { counters[kind].Inc() }
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "presence_redis_pubsub_reconnects_total",
 		Help: "Times an event subscription lost its connection and subscribed again; events published meanwhile were not delivered to this node.",
@@ -186,6 +193,15 @@ func (m *Metrics) attachBinding(b *socketio.Binding) {
 		Name: "presence_connected_sockets",
 		Help: "Socket.IO sockets connected to this node.",
 	}, func() float64 { return float64(b.Connected()) }))
+	const subsHelp = "Rooms (kind room) and users (kind user) this node has a subscription of their own for (per-room pub/sub; a room stays subscribed briefly after its last local socket left). 0 in pattern mode, where patterns cover every room."
+	for kind, n := range map[string]func(presence.FeedStats) int{
+		"room": func(s presence.FeedStats) int { return s.SubscribedRooms },
+		"user": func(s presence.FeedStats) int { return s.SubscribedUsers },
+	} {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "presence_pubsub_subscriptions", Help: subsHelp, ConstLabels: prometheus.Labels{"kind": kind},
+		}, func() float64 { return float64(n(b.FeedStats())) }))
+	}
 }
 
 // Handler serves the metrics in the Prometheus text format.

@@ -21,12 +21,14 @@ const (
 	errOther      = "other"
 )
 
-// observedClient counts a backend.Client's failed calls by kind and keeps
-// its subscriptions, whose reconnects the metrics read. The service cannot
-// tell these apart itself: to it, each is a failed event.
+// observedClient counts a backend.Client's failed calls by kind and the
+// pub/sub messages it receives, and keeps its subscriptions, whose
+// reconnects the metrics read. The service cannot tell failures apart
+// itself: to it, each is a failed event.
 type observedClient struct {
 	backend.Client
-	failed func(kind string)
+	failed   func(kind string)
+	received func(kind string) // nil: not counted; set before any subscription
 
 	mu   sync.Mutex
 	subs map[backend.Subscription]struct{}
@@ -36,18 +38,47 @@ type observedClient struct {
 }
 
 // The health check addresses each master through backend.MasterRunner,
-// so the wrapper must not hide it.
+// and the service picks its pub/sub mode from backend.MasterRunner and
+// backend.ChannelSubscriber, so the wrapper must hide neither.
 func observeClient(c backend.Client, failed func(kind string)) backend.Client {
 	o := &observedClient{Client: c, failed: failed, subs: map[backend.Subscription]struct{}{}}
-	if mr, ok := c.(backend.MasterRunner); ok {
+	mr, masters := c.(backend.MasterRunner)
+	cs, channels := c.(backend.ChannelSubscriber)
+	switch {
+	case masters && channels:
+		return &observedMastersChannels{&observedMasters{o, mr}, cs}
+	case masters:
 		return &observedMasters{o, mr}
+	case channels:
+		return &observedChannels{o, cs}
 	}
 	return o
 }
 
+// observed returns the observedClient under any of the wrappers.
+func (o *observedClient) observed() *observedClient { return o }
+
 type observedMasters struct {
 	*observedClient
 	mr backend.MasterRunner
+}
+
+type observedChannels struct {
+	*observedClient
+	cs backend.ChannelSubscriber
+}
+
+func (o *observedChannels) SubscribeChannels(ctx context.Context, sharded bool, h backend.Handler) (backend.ChannelSubscription, error) {
+	return o.subscribeChannels(ctx, o.cs, sharded, h)
+}
+
+type observedMastersChannels struct {
+	*observedMasters
+	cs backend.ChannelSubscriber
+}
+
+func (o *observedMastersChannels) SubscribeChannels(ctx context.Context, sharded bool, h backend.Handler) (backend.ChannelSubscription, error) {
+	return o.subscribeChannels(ctx, o.cs, sharded, h)
 }
 
 func (o *observedMasters) Cluster() bool { return o.mr.Cluster() }
@@ -134,15 +165,73 @@ func (o *observedClient) Publish(ctx context.Context, channel, payload string) e
 }
 
 func (o *observedClient) PSubscribe(ctx context.Context, pattern string, h backend.Handler) (backend.Subscription, error) {
-	s, err := o.Client.PSubscribe(ctx, pattern, h)
+	s, err := o.Client.PSubscribe(ctx, pattern, o.counted(h))
 	o.callFailed(err)
 	if err != nil {
 		return nil, err
 	}
+	o.keep(s)
+	return &observedSub{Subscription: s, o: o}, nil
+}
+
+func (o *observedClient) subscribeChannels(ctx context.Context, cs backend.ChannelSubscriber, sharded bool, h backend.Handler) (backend.ChannelSubscription, error) {
+	s, err := cs.SubscribeChannels(ctx, sharded, o.counted(h))
+	o.callFailed(err)
+	if err != nil {
+		return nil, err
+	}
+	o.keep(s)
+	return &observedChannelSub{ChannelSubscription: s, observedSub: observedSub{Subscription: s, o: o}}, nil
+}
+
+// Kinds of pub/sub messages, the label of
+// presence_pubsub_messages_received_total.
+const (
+	msgPresence = "presence"
+	msgMetadata = "metadata"
+	msgUser     = "user"
+)
+
+// messageKind tells the kind of an event by its channel's hash tag, the
+// last '{' of the name (ids cannot contain braces); "" for other
+// channels.
+func messageKind(channel string) string {
+	i := strings.LastIndexByte(channel, '{')
+	if i < 0 {
+		return ""
+	}
+	tag, suffix := channel[i:], ""
+	if j := strings.IndexByte(tag, '}'); j >= 0 {
+		tag, suffix = tag[:j], tag[j+1:]
+	}
+	switch {
+	case suffix == ":meta_events" && (strings.HasPrefix(tag, "{room:") || strings.HasPrefix(tag, "{chan:")):
+		return msgMetadata
+	case suffix == ":events" && strings.HasPrefix(tag, "{room:"):
+		return msgPresence
+	case suffix == ":events" && strings.HasPrefix(tag, "{user:"):
+		return msgUser
+	}
+	return ""
+}
+
+// counted counts h's messages by kind.
+func (o *observedClient) counted(h backend.Handler) backend.Handler {
+	if o.received == nil || h == nil {
+		return h
+	}
+	return func(m backend.Message) {
+		if k := messageKind(m.Channel); k != "" {
+			o.received(k)
+		}
+		h(m)
+	}
+}
+
+func (o *observedClient) keep(s backend.Subscription) {
 	o.mu.Lock()
 	o.subs[s] = struct{}{}
 	o.mu.Unlock()
-	return &observedSub{Subscription: s, o: o}, nil
 }
 
 // resubscribes sums the reconnects of every subscription made through o.
@@ -191,6 +280,17 @@ func (s *observedSub) Alive() error {
 	}
 	return nil
 }
+
+// observedChannelSub is observedSub for a channel subscription.
+type observedChannelSub struct {
+	backend.ChannelSubscription
+	observedSub
+}
+
+func (s *observedChannelSub) Close() error         { return s.observedSub.Close() }
+func (s *observedChannelSub) Pattern() string      { return "" }
+func (s *observedChannelSub) Alive() error         { return s.observedSub.Alive() }
+func (s *observedChannelSub) Resubscribed() uint64 { return s.observedSub.Resubscribed() }
 
 func (s *observedSub) Resubscribed() uint64 {
 	if r, ok := s.Subscription.(backend.Resubscriber); ok {

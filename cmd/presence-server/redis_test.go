@@ -53,3 +53,74 @@ func TestRedisErrorKinds(t *testing.T) {
 		}
 	}
 }
+
+// channelsClient is a client with backend.ChannelSubscriber whose
+// subscriptions hand each Add's channels a message at once.
+type channelsClient struct {
+	backend.Client
+}
+
+func (channelsClient) SubscribeChannels(_ context.Context, _ bool, h backend.Handler) (backend.ChannelSubscription, error) {
+	return &echoSub{h: h}, nil
+}
+
+type echoSub struct {
+	backend.Subscription
+	h backend.Handler
+}
+
+func (s *echoSub) Add(_ context.Context, channels ...string) error {
+	for _, ch := range channels {
+		s.h(backend.Message{Channel: ch, Payload: "{}"})
+	}
+	return nil
+}
+func (s *echoSub) Remove(context.Context, ...string) error { return nil }
+func (s *echoSub) Channels() int                           { return 0 }
+func (s *echoSub) Close() error                            { return nil }
+
+// The wrapper keeps backend.ChannelSubscriber visible exactly when the
+// client has it (the service picks its pub/sub mode by it), and counts
+// the messages of channel subscriptions by kind.
+func TestObservedChannels(t *testing.T) {
+	if _, ok := observeClient(&failingClient{}, func(string) {}).(backend.ChannelSubscriber); ok {
+		t.Fatal("a client without ChannelSubscriber gained one")
+	}
+	oc := observeClient(channelsClient{}, func(string) {})
+	cs, ok := oc.(backend.ChannelSubscriber)
+	if !ok {
+		t.Fatal("ChannelSubscriber hidden")
+	}
+	counts := map[string]int{}
+	oc.(interface{ observed() *observedClient }).observed().received = func(kind string) { counts[kind]++ }
+	delivered := 0
+	sub, err := cs.SubscribeChannels(context.Background(), true, func(backend.Message) { delivered++ })
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub.Add(context.Background(), "prs:{room:a}:events", "prs:{room:a}:meta_events", "prs:{user:u}:events", "prs:{chan:t:a:b}:meta_events", "__keyevent@0__:expired")
+	if want := map[string]int{msgPresence: 1, msgMetadata: 2, msgUser: 1}; fmt.Sprint(counts) != fmt.Sprint(want) || delivered != 5 {
+		t.Fatalf("counted %v, delivered %d; want %v and 5", counts, delivered, want)
+	}
+	if err := sub.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestMessageKind(t *testing.T) {
+	for ch, want := range map[string]string{
+		"prs:{room:a:b}:events":          msgPresence,
+		"my{pfx}:{room:r}:events":        msgPresence,
+		"prs:{room:r}:meta_events":       msgMetadata,
+		"prs:{chan:doc:r:x}:meta_events": msgMetadata,
+		"prs:{user:u}:events":            msgUser,
+		"prs:{user:u}:meta_events":       "",
+		"prs:{room:r}:conns":             "",
+		"prs:{node:n}:events":            "",
+		"__keyevent@0__:expired":         "",
+	} {
+		if got := messageKind(ch); got != want {
+			t.Errorf("messageKind(%q) = %q, want %q", ch, got, want)
+		}
+	}
+}
