@@ -9,6 +9,7 @@
 //	go run ./bench/cmd/presence-bench -out tables.md -svg bench/heartbeat.svg
 //	go run ./bench/cmd/presence-bench -reaper         # reaper modes only, about 10 minutes
 //	go run ./bench/cmd/presence-bench -user-index-only # the user index's cost alone
+//	go run ./bench/cmd/presence-bench -scaleout        # pub/sub modes on a 3-master cluster, 4 nodes (docs/SCALING.md)
 //	go run ./bench/cmd/presence-bench -redis-delay 250us -ceiling=false -strategies "" -user-index-pairs 0 -metadata lua,watch
 //	                                                  # metadata CAS at a 0.5 ms RTT (a same-datacenter network)
 //
@@ -72,6 +73,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	render := fs.String("render", "", "measure nothing: read the rows of an earlier -json run from this file and write its tables and -svg chart")
 	title := fs.String("title", "", "the chart's title (default: says the machine)")
 	reaper := fs.Bool("reaper", false, "measure the reaper modes (sweep, notify) instead: a dead node's leave latency, and Redis CPU with idle and expiring conns")
+	scaleout := fs.Bool("scaleout", false, "measure the pub/sub modes instead (pattern, channels, sharded): 4 server nodes on a 3-master cluster it starts (REDIS_URL: a cluster's masters, comma-separated), each serving its own rooms; events received per node and per master")
+	ss := bench.DefaultScaleScenario()
+	fs.StringVar(&ss.Backend, "scaleout-backend", ss.Backend, "with -scaleout: the backend")
+	fs.IntVar(&ss.Rooms, "scaleout-rooms", ss.Rooms, "with -scaleout: rooms (room i on node i mod 4)")
+	fs.IntVar(&ss.Receive, "scaleout-receive", ss.Receive, "with -scaleout: messages redis-benchmark publishes to measure the CPU per message received (0: skip)")
 	rs := bench.DefaultReaperScenario()
 	fs.StringVar(&rs.Backend, "reaper-backend", rs.Backend, "with -reaper: the backend")
 	fs.IntVar(&rs.IdleConns, "reaper-conns", rs.IdleConns, "with -reaper: idle conns")
@@ -136,6 +142,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	o.Progress = stderr
 
+	if *scaleout {
+		return runScaleout(ctx, ss, *asJSON, *out, args, stdout, stderr)
+	}
 	if u := os.Getenv("REDIS_URL"); u != "" {
 		o.Target = bench.TargetFromEnv(u)
 		fmt.Fprintf(stderr, "using REDIS_URL %s\n", o.Target)
@@ -290,4 +299,48 @@ func split(s string) []string {
 		}
 	}
 	return out
+}
+
+// runScaleout runs the pub/sub modes' scenario on a cluster: REDIS_URL's
+// masters, or a 3-master cluster it starts.
+func runScaleout(ctx context.Context, ss bench.ScaleScenario, asJSON bool, out string, args []string, stdout, stderr io.Writer) error {
+	var target bench.Target
+	if u := os.Getenv("REDIS_URL"); u != "" {
+		target = bench.TargetFromEnv(u)
+		fmt.Fprintf(stderr, "using REDIS_URL %s (every master of a cluster)\n", target)
+	} else {
+		srv, err := redistest.StartCluster()
+		if err != nil {
+			return err
+		}
+		defer srv.Stop()
+		target = bench.Target{Addrs: srv.Addrs}
+		fmt.Fprintf(stderr, "started a 3-master cluster on %s\n", strings.Join(srv.Addrs, ","))
+	}
+	ss.Progress = stderr
+	fmt.Fprintf(stderr, "load average %s\n", bench.LoadAvg())
+	rows, err := bench.RunScale(ctx, target, ss)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		for _, r := range rows {
+			if err := enc.Encode(r); err != nil {
+				return err
+			}
+		}
+	} else {
+		bench.WriteScaleTable(stdout, ss, rows)
+	}
+	if out != "" {
+		f, err := os.Create(out)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(f, "Command: `go run ./bench/cmd/presence-bench %s`\n\n", strings.Join(args, " "))
+		bench.WriteScaleTable(f, ss, rows)
+		return f.Close()
+	}
+	return nil
 }
