@@ -154,8 +154,10 @@ type chanEntry struct {
 	confirmed bool
 	// lost: it was confirmed, then its connection or its slot was lost;
 	// its resubscription counts in Resubscribed.
-	lost   bool
-	failed error         // the server refused it; Add again retries
+	lost bool
+	// failed: the server refused its first subscription (one subscribed
+	// before is retried instead); Add again retries.
+	failed error
 	ready  chan struct{} // closed once confirmed or failed (or removed)
 
 	calling bool          // the handler is running for it
@@ -843,7 +845,8 @@ func (s *chanSub) sendAll(ctx context.Context, batches map[*chanConn]*batch) []e
 // subscribes of a round, in commands of at most channelBatch channels of
 // one slot (sharded on a cluster: the server refuses a command spanning
 // slots). A channel whose subscribe failed goes back to pending, or is
-// marked failed when the server refuses it for good.
+// marked failed when the server refuses it for good and it was never
+// subscribed (its Add reports the refusal).
 func (s *chanSub) send(ctx context.Context, cc *chanConn, unsubs, subs []*chanEntry) (uerr, serr error) {
 	var cmds []rueidis.Completed
 	var groups [][]*chanEntry // the entries of each subscribe command
@@ -906,10 +909,22 @@ func (s *chanSub) send(ctx context.Context, cc *chanConn, unsubs, subs []*chanEn
 				continue
 			}
 			e.conn = nil
-			if permanent {
+			switch {
+			case e.lost:
+				// Subscribed before: its Add returned long ago and nobody
+				// will Add it again, so however final the refusal looks
+				// (an ACL, a password), retry it until the server takes
+				// it, and stay down meanwhile, saying why. Marked failed,
+				// it would leave pending, and the round would count the
+				// subscription restored.
+				s.pending[e] = struct{}{}
+				if isRedis {
+					s.down = fmt.Errorf("resubscribing %q: %w", e.name, err)
+				}
+			case permanent:
 				e.failed = err
 				close(e.ready)
-			} else {
+			default:
 				s.pending[e] = struct{}{}
 			}
 		}

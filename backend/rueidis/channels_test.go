@@ -441,3 +441,110 @@ func TestChannelsChurnIsNotALoss(t *testing.T) {
 		}
 	}
 }
+
+// TestChannelsResubscribeRefused: a channel lost with its connection and
+// refused by the server when subscribed again (an ACL took SUBSCRIBE away,
+// as a password would) is not given up on: the subscription stays down,
+// saying why, without counting a recovery, and keeps retrying until the
+// server accepts the channel again; then it is subscribed, counted once.
+// Nobody calls Add for such a channel, so giving up would leave it
+// unsubscribed for good while Alive reported the subscription healthy.
+func TestChannelsResubscribeRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		server  func(testing.TB) *redistest.Server // private: its ACL changes
+		sharded bool
+	}{
+		{"standalone/classic", redistest.NewStandalone, false},
+		{"standalone/sharded", redistest.NewStandalone, true},
+		{"cluster/sharded", redistest.NewCluster, true}, // a connection per master
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkLeaks(t)
+			s := tc.server(t)
+			c := newClient(t, s, rb.Options{Logger: quietLog})
+			got := make(chan backend.Message, 100)
+			sub := subscribeChannels(t, c, tc.sharded, func(m backend.Message) { got <- m })
+			if err := sub.Add(testCtx(t), "acl:a"); err != nil {
+				t.Fatal(err)
+			}
+			cmd := "subscribe"
+			if tc.sharded {
+				cmd = "ssubscribe"
+			}
+			eachNode(t, s, "ACL", "SETUSER", "default", "-"+cmd)
+			if n := eachNode(t, s, "CLIENT", "KILL", "TYPE", "pubsub"); n != 1 {
+				t.Fatalf("CLIENT KILL TYPE pubsub killed %d connections, want 1", n)
+			}
+			// The second refusal is a retry: the round of the first one is
+			// over, and whatever it concluded is in Alive.
+			st := sub.(backend.SubscriptionState)
+			for deadline := time.Now().Add(20 * time.Second); aclDenials(t, s, cmd) < 2; time.Sleep(20 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the refused resubscription was not retried: %d refusals; Alive() = %v, Resubscribed() = %d",
+						aclDenials(t, s, cmd), st.Alive(), sub.(backend.Resubscriber).Resubscribed())
+				}
+			}
+			if err := st.Alive(); err == nil || !strings.Contains(err.Error(), "NOPERM") {
+				t.Errorf("Alive() = %v while the server refuses %s, want the refusal", err, cmd)
+			}
+			if r := sub.(backend.Resubscriber).Resubscribed(); r != 0 {
+				t.Errorf("Resubscribed() = %d while the channel is refused, want 0", r)
+			}
+			if n := sub.Channels(); n != 1 {
+				t.Errorf("Channels() = %d, want 1", n)
+			}
+			eachNode(t, s, "ACL", "SETUSER", "default", "+"+cmd)
+			waitFor(t, "Alive once the server accepts "+cmd, func() bool { return st.Alive() == nil })
+			if r := sub.(backend.Resubscriber).Resubscribed(); r != 1 {
+				t.Errorf("Resubscribed() = %d after one loss, want 1", r)
+			}
+			publishUntil(t, c, tc.sharded, "acl:a", got)
+		})
+	}
+}
+
+// eachNode sends a command to every node of s and sums their integer
+// replies.
+func eachNode(t *testing.T, s *redistest.Server, args ...string) int64 {
+	t.Helper()
+	var n int64
+	for i := range s.Addrs {
+		r := s.DoNode(t, i, args...)
+		if r.Error() != nil {
+			t.Fatalf("%v on %s: %v", args, s.Addrs[i], r.Err)
+		}
+		n += r.Int
+	}
+	return n
+}
+
+// aclDenials counts, over the nodes of s, the commands named cmd refused
+// for want of permission (ACL LOG, which aggregates repeats in an entry's
+// count).
+func aclDenials(t *testing.T, s *redistest.Server, cmd string) int64 {
+	t.Helper()
+	var n int64
+	for i := range s.Addrs {
+		r := s.DoNode(t, i, "ACL", "LOG")
+		if r.Error() != nil {
+			t.Fatalf("ACL LOG: %v", r.Err)
+		}
+		for _, entry := range r.Elems {
+			var object string
+			var count int64
+			for j := 0; j+1 < len(entry.Elems); j += 2 {
+				switch entry.Elems[j].Str {
+				case "object":
+					object = entry.Elems[j+1].Str
+				case "count":
+					count = entry.Elems[j+1].Int
+				}
+			}
+			if object == cmd {
+				n += count
+			}
+		}
+	}
+	return n
+}

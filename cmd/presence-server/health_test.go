@@ -212,7 +212,7 @@ func TestHealthzSubscriptionLost(t *testing.T) {
 func testHealthzSubscriptionLost(t *testing.T, mode string) {
 	srv := redistest.NewStandalone(t)
 	if mode == "channels" {
-		for _, b := range []string{"goredis"} {
+		for _, b := range []string{"rueidis", "goredis"} {
 			c, err := presence.NewClient(context.Background(), presence.Config{Backend: b, Addrs: srv.Addrs})
 			if err != nil {
 				t.Fatal(err)
@@ -224,15 +224,8 @@ func testHealthzSubscriptionLost(t *testing.T, mode string) {
 			}
 		}
 	}
-	backends := []string{"rueidis", "goredis"}
-	if mode == "channels" {
-		// rueidis's channel subscription intermittently stays healthy
-		// after CLIENT KILL with SUBSCRIBE refused (1 run in ~8 of this
-		// test): left to the adapter's owner.
-		backends = []string{"goredis"}
-	}
 	var procs []*proc
-	for _, b := range backends {
+	for _, b := range []string{"rueidis", "goredis"} {
 		procs = append(procs, startServer(t, "REDIS_URL="+redisURL(srv), "PRESENCE_BACKEND="+b, "PRESENCE_PUBSUB="+mode))
 	}
 	for _, p := range procs {
