@@ -231,12 +231,17 @@ func (sc ScaleScenario) run(ctx context.Context, t Target, mode, prefix string) 
 	for r := range sc.Rooms {
 		row.Own[r%sc.Nodes] += perRoom
 	}
-	// Wait for the deliveries: every node receives at least its own rooms'.
+	// Wait for the deliveries: every node receives its own rooms' events,
+	// and in pattern mode everyone's.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		done := true
 		for i, n := range nodes {
-			if n.presence.Load()+n.metadata.Load() < row.Own[i] {
+			want := row.Own[i]
+			if mode == presence.PubSubPattern {
+				want = row.Presence + row.Metadata
+			}
+			if n.presence.Load()+n.metadata.Load() < want {
 				done = false
 			}
 		}
@@ -247,7 +252,7 @@ func (sc ScaleScenario) run(ctx context.Context, t Target, mode, prefix string) 
 			return row, err
 		}
 	}
-	if err := sleep(ctx, 500*time.Millisecond); err != nil { // stragglers of other rooms
+	if err := sleep(ctx, 500*time.Millisecond); err != nil { // events a node should not get
 		return row, err
 	}
 	row.Seconds = time.Since(start).Seconds()
