@@ -231,7 +231,8 @@ func (c Config) withDefaults() (Config, error) {
 // PRESENCE_REAPER_LOOKBACK_MS, PRESENCE_WAIT_REPLICAS, PRESENCE_WAIT_TIMEOUT_MS,
 // PRESENCE_REAPER (sweep|notify), PRESENCE_REAPER_BACKSTOP_MS and
 // PRESENCE_REAPER_CONFIGURE_NOTIFY (1|0), PRESENCE_PUBSUB
-// (auto|pattern|channels|sharded). Unset variables leave defaults. REDIS_URL may
+// (auto|pattern|channels|sharded), PRESENCE_USER_INDEX (1|0; 0 sets
+// DisableUserIndex). Unset variables leave defaults. REDIS_URL may
 // also be a comma-separated host:port list (a cluster's seeds).
 func ConfigFromEnv() (Config, error) {
 	var c Config
@@ -255,6 +256,13 @@ func ConfigFromEnv() (Config, error) {
 	}
 	c.Reaper = os.Getenv("PRESENCE_REAPER")
 	c.PubSub = os.Getenv("PRESENCE_PUBSUB")
+	if v := strings.TrimSpace(os.Getenv("PRESENCE_USER_INDEX")); v != "" {
+		on, err := strconv.ParseBool(v)
+		if err != nil {
+			return c, invalid("PRESENCE_USER_INDEX=%q: want 1 or 0", v)
+		}
+		c.DisableUserIndex = !on
+	}
 	if v := os.Getenv("PRESENCE_REAPER_CONFIGURE_NOTIFY"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {

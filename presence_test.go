@@ -631,6 +631,17 @@ func TestConfigFromEnv(t *testing.T) {
 			t.Errorf("REDIS_URL=%q: %v", bad, err)
 		}
 	}
+	t.Setenv("REDIS_URL", "")
+	for v, off := range map[string]bool{"": false, "1": false, "0": true, "false": true} {
+		t.Setenv("PRESENCE_USER_INDEX", v)
+		if c, err := presence.ConfigFromEnv(); err != nil || c.DisableUserIndex != off {
+			t.Errorf("PRESENCE_USER_INDEX=%q: DisableUserIndex %v, %v; want %v", v, c.DisableUserIndex, err, off)
+		}
+	}
+	t.Setenv("PRESENCE_USER_INDEX", "off-ish")
+	if _, err := presence.ConfigFromEnv(); !errors.Is(err, presence.ErrInvalidArgument) {
+		t.Errorf("PRESENCE_USER_INDEX=off-ish: %v", err)
+	}
 }
 
 func TestClosedServiceReturnsErrClosed(t *testing.T) {

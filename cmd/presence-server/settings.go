@@ -144,6 +144,11 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	env("PRESENCE_METADATA", func(v string) error { s.Presence.Metadata = v; return nil })
 	env("PRESENCE_LOCKS", func(v string) error { s.Presence.Locks = v; return nil })
 	env("PRESENCE_PUBSUB", func(v string) error { s.Presence.PubSub = v; return nil })
+	env("PRESENCE_USER_INDEX", func(v string) error {
+		on, err := strconv.ParseBool(v)
+		s.Presence.DisableUserIndex = !on
+		return err
+	})
 	env("PRESENCE_TTL_MS", msInto(&s.Presence.TTL))
 	env("PRESENCE_REAPER_INTERVAL_MS", msInto(&s.Presence.ReaperInterval))
 	env("PRESENCE_REAPER_LOOKBACK_MS", msInto(&s.Presence.ReaperLookback))
@@ -221,6 +226,7 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	fs.StringVar(&s.Presence.Metadata, "metadata", s.Presence.Metadata, "metadata strategy spec: lua, watch?retries=5 (PRESENCE_METADATA; default lua)")
 	fs.StringVar(&s.Presence.Locks, "locks", s.Presence.Locks, "channel locks: advisory (bind only mutations naming them) or enforced (a held lock refuses every other mutation) (PRESENCE_LOCKS; default advisory)")
 	fs.StringVar(&s.Presence.PubSub, "pubsub", s.Presence.PubSub, "how events travel between nodes: auto, pattern (every node hears every room), channels (a node subscribes to the rooms it serves) or sharded (channels with SPUBLISH/SSUBSCRIBE, Redis Cluster 7+); auto picks sharded on a Redis 7 cluster, channels otherwise, pattern when the backend cannot subscribe per channel. Every node of a deployment must agree (PRESENCE_PUBSUB; default auto)")
+	userIndex := fs.Bool("user-index", !s.Presence.DisableUserIndex, "keep the user index: presence:user, presence:watchUser and user:event online/offline; false skips its writes on every join and leave. Every node of a deployment must agree (PRESENCE_USER_INDEX=0 turns it off)")
 	fs.Var(durationFlag{&s.Presence.TTL}, "ttl", "connection TTL without heartbeats (PRESENCE_TTL_MS; default 30s)")
 	fs.Var(durationFlag{&s.Presence.ReaperInterval}, "reaper-interval", "reaper period, negative disables (PRESENCE_REAPER_INTERVAL_MS; default 3s)")
 	fs.Var(durationFlag{&s.Presence.ReaperLookback}, "reaper-lookback", "reap conns silent this long (PRESENCE_REAPER_LOOKBACK_MS; default TTL: a dead node's conns leave within TTL + interval)")
@@ -265,6 +271,7 @@ func loadSettings(args []string, stderr io.Writer) (Settings, error) {
 	if fs.NArg() > 0 {
 		return s, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	s.Presence.DisableUserIndex = !*userIndex
 	if *redisURL != "" {
 		var err error
 		if s.Presence.RedisURL, s.Presence.Addrs, err = splitRedisURL(*redisURL); err != nil {
