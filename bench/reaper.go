@@ -71,9 +71,12 @@ type ReaperRow struct {
 	Expired       int     `json:"expired"`
 }
 
-func (sc ReaperScenario) logf(format string, args ...any) {
-	if sc.Progress != nil {
-		fmt.Fprintf(sc.Progress, format+"\n", args...)
+func (sc ReaperScenario) logf(format string, args ...any) { progressf(sc.Progress, format, args...) }
+
+// progressf writes one progress line to w, if any.
+func progressf(w io.Writer, format string, args ...any) {
+	if w != nil {
+		fmt.Fprintf(w, format+"\n", args...)
 	}
 }
 

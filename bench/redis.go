@@ -139,6 +139,11 @@ func (p *Probe) info(ctx context.Context, section string) (map[string]string, er
 	if err != nil {
 		return nil, err
 	}
+	return parseInfo(s), nil
+}
+
+// parseInfo reads the "key:value" lines of INFO or CLUSTER INFO.
+func parseInfo(s string) map[string]string {
 	m := map[string]string{}
 	sc := bufio.NewScanner(strings.NewReader(s))
 	for sc.Scan() {
@@ -146,5 +151,5 @@ func (p *Probe) info(ctx context.Context, section string) (map[string]string, er
 			m[k] = v
 		}
 	}
-	return m, nil
+	return m
 }

@@ -12,8 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/realtime-message/presence"
 	"github.com/realtime-message/presence/backend"
 )
@@ -90,11 +88,7 @@ type ShardStat struct {
 	Channels int64 `json:"channels"`
 }
 
-func (sc ScaleScenario) logf(format string, args ...any) {
-	if sc.Progress != nil {
-		fmt.Fprintf(sc.Progress, format+"\n", args...)
-	}
-}
+func (sc ScaleScenario) logf(format string, args ...any) { progressf(sc.Progress, format, args...) }
 
 // RunScale runs the scenario on a cluster whose masters are t.Addrs.
 func RunScale(ctx context.Context, t Target, sc ScaleScenario) ([]ScaleRow, error) {
@@ -293,7 +287,7 @@ func (sc ScaleScenario) receiveCost(ctx context.Context, t Target, probes shardP
 	addr := t.Addrs[0]
 	if mode == presence.PubSubSharded {
 		cmd = "SPUBLISH"
-		owner, err := slotOwner(ctx, t.Addrs[0], backend.KeySlot(channel))
+		owner, err := probes.slotOwner(ctx, backend.KeySlot(channel))
 		if err != nil {
 			return err
 		}
@@ -348,8 +342,8 @@ func (sc ScaleScenario) receiveCost(ctx context.Context, t Target, probes shardP
 	return nil
 }
 
-// shardProbes read each master's counters.
-type shardProbes []*redis.Client
+// shardProbes read each master's counters, a Probe per master.
+type shardProbes []*Probe
 
 type shardCounters struct {
 	publish, spublish, bus int64
@@ -359,35 +353,39 @@ type shardCounters struct {
 func newShardProbes(addrs []string) (shardProbes, error) {
 	var p shardProbes
 	for _, a := range addrs {
-		p = append(p, redis.NewClient(&redis.Options{Addr: a, PoolSize: 1, Protocol: 2}))
+		pr, err := NewProbe(Target{Addrs: []string{a}})
+		if err != nil {
+			p.close()
+			return nil, err
+		}
+		p = append(p, pr)
 	}
 	return p, nil
 }
 
 func (p shardProbes) close() {
-	for _, c := range p {
-		c.Close()
+	for _, pr := range p {
+		pr.Close()
 	}
 }
 
 func (p shardProbes) snapshot(ctx context.Context) ([]shardCounters, error) {
 	out := make([]shardCounters, len(p))
-	for i, c := range p {
-		info, err := c.Info(ctx, "commandstats", "cpu").Result()
+	for i, pr := range p {
+		m, err := pr.info(ctx, "commandstats")
 		if err != nil {
 			return nil, err
 		}
-		m := fields(info, ":")
 		out[i].publish = statCalls(m["cmdstat_publish"])
 		out[i].spublish = statCalls(m["cmdstat_spublish"])
-		cs, _ := strconv.ParseFloat(m["used_cpu_sys"], 64)
-		cu, _ := strconv.ParseFloat(m["used_cpu_user"], 64)
-		out[i].cpu = cs + cu
-		ci, err := c.ClusterInfo(ctx).Result()
+		if out[i].cpu, err = pr.CPU(ctx); err != nil {
+			return nil, err
+		}
+		ci, err := pr.rdb.ClusterInfo(ctx).Result()
 		if err != nil {
 			return nil, err
 		}
-		cm := fields(ci, ":")
+		cm := parseInfo(ci)
 		a, _ := strconv.ParseInt(cm["cluster_stats_messages_publish_sent"], 10, 64)
 		b, _ := strconv.ParseInt(cm["cluster_stats_messages_publishshard_sent"], 10, 64)
 		out[i].bus = a + b
@@ -400,17 +398,17 @@ func (p shardProbes) snapshot(ctx context.Context) ([]shardCounters, error) {
 func (p shardProbes) subscriptions(ctx context.Context) (int64, []int64, error) {
 	var numpat int64
 	var chans []int64
-	for _, c := range p {
-		n, err := c.PubSubNumPat(ctx).Result()
+	for _, pr := range p {
+		n, err := pr.rdb.PubSubNumPat(ctx).Result()
 		if err != nil {
 			return 0, nil, err
 		}
 		numpat += n
-		classic, err := c.PubSubChannels(ctx, "*").Result()
+		classic, err := pr.rdb.PubSubChannels(ctx, "*").Result()
 		if err != nil {
 			return 0, nil, err
 		}
-		sharded, err := c.PubSubShardChannels(ctx, "*").Result()
+		sharded, err := pr.rdb.PubSubShardChannels(ctx, "*").Result()
 		if err != nil {
 			return 0, nil, err
 		}
@@ -419,14 +417,19 @@ func (p shardProbes) subscriptions(ctx context.Context) (int64, []int64, error) 
 	return numpat, chans, nil
 }
 
-func fields(s, sep string) map[string]string {
-	m := map[string]string{}
-	for _, line := range strings.Split(s, "\n") {
-		if k, v, ok := strings.Cut(strings.TrimSpace(line), sep); ok {
-			m[k] = v
+// slotOwner returns the master serving slot, per the first master's
+// CLUSTER SLOTS.
+func (p shardProbes) slotOwner(ctx context.Context, slot int) (string, error) {
+	slots, err := p[0].rdb.ClusterSlots(ctx).Result()
+	if err != nil {
+		return "", err
+	}
+	for _, s := range slots {
+		if slot >= int(s.Start) && slot <= int(s.End) && len(s.Nodes) > 0 {
+			return s.Nodes[0].Addr, nil
 		}
 	}
-	return m
+	return "", fmt.Errorf("no master serves slot %d", slot)
 }
 
 // statCalls reads calls=N of an INFO commandstats line.
@@ -438,22 +441,6 @@ func statCalls(v string) int64 {
 		}
 	}
 	return 0
-}
-
-// slotOwner returns the master serving slot, per addr's CLUSTER SLOTS.
-func slotOwner(ctx context.Context, addr string, slot int) (string, error) {
-	c := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 1, Protocol: 2})
-	defer c.Close()
-	slots, err := c.ClusterSlots(ctx).Result()
-	if err != nil {
-		return "", err
-	}
-	for _, s := range slots {
-		if slot >= int(s.Start) && slot <= int(s.End) && len(s.Nodes) > 0 {
-			return s.Nodes[0].Addr, nil
-		}
-	}
-	return "", fmt.Errorf("no master serves slot %d", slot)
 }
 
 // WriteScaleTable writes the rows as markdown.

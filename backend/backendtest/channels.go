@@ -521,7 +521,7 @@ func testChannelsSlotMoved(t *testing.T, s *suite, sharded bool) {
 	moving := channels[0]
 	from := s.nodeOf(t, moving)
 	to := (from + 1) % len(s.target.Addrs)
-	s.moveSlot(t, backend.KeySlot(moving), from, to)
+	s.srv.MoveSlot(t, backend.KeySlot(moving), from, to)
 	if sharded {
 		r := sub.(backend.Resubscriber)
 		deadline := time.Now().Add(wait)
@@ -539,97 +539,4 @@ func testChannelsSlotMoved(t *testing.T, s *suite, sharded bool) {
 			t.Errorf("PUBSUB SHARDNUMSUB %s on the new owner: %v, want 1", moving, n)
 		}
 	}
-}
-
-// moveSlot gives an empty slot of the target cluster from node from to
-// node to, as a resharding's last step does, and gives it back when the
-// test ends (other tests of the suite use the static slot layout).
-func (s *suite) moveSlot(t *testing.T, slot, from, to int) {
-	t.Helper()
-	if r := s.srv.DoNode(t, from, "CLUSTER", "COUNTKEYSINSLOT", strconv.Itoa(slot)); r.Int != 0 {
-		t.Fatalf("slot %d holds %v keys: only an empty slot moves without MIGRATE", slot, r)
-	}
-	s.setSlot(t, slot, from, to)
-	t.Cleanup(func() { s.setSlot(t, slot, to, from) })
-}
-
-// setSlot moves slot from node from to node to: IMPORTING and MIGRATING,
-// then NODE on the importer (which bumps its epoch so the change wins),
-// the former owner (which drops the slot's shard channels, pushing
-// SUNSUBSCRIBE) and the others; then waits until every node routes the
-// slot to its new owner.
-func (s *suite) setSlot(t *testing.T, slot, from, to int) {
-	t.Helper()
-	id := func(i int) string {
-		r := s.srv.DoNode(t, i, "CLUSTER", "MYID")
-		if r.Error() != nil {
-			t.Fatalf("CLUSTER MYID: %v", r.Err)
-		}
-		return r.Str
-	}
-	sl := strconv.Itoa(slot)
-	toID, fromID := id(to), id(from)
-	steps := []struct {
-		node int
-		args []string
-	}{
-		{to, []string{"CLUSTER", "SETSLOT", sl, "IMPORTING", fromID}},
-		{from, []string{"CLUSTER", "SETSLOT", sl, "MIGRATING", toID}},
-		{to, []string{"CLUSTER", "SETSLOT", sl, "NODE", toID}},
-		{from, []string{"CLUSTER", "SETSLOT", sl, "NODE", toID}},
-	}
-	for i := range s.target.Addrs {
-		if i != to && i != from {
-			steps = append(steps, struct {
-				node int
-				args []string
-			}{i, []string{"CLUSTER", "SETSLOT", sl, "NODE", toID}})
-		}
-	}
-	for _, st := range steps {
-		if r := s.srv.DoNode(t, st.node, st.args...); r.Error() != nil {
-			t.Fatalf("%v on %s: %v", st.args, s.target.Addrs[st.node], r.Err)
-		}
-	}
-	deadline := time.Now().Add(wait)
-	for {
-		ok := true
-		for i := range s.target.Addrs {
-			if s.slotOwner(t, i, slot) != s.target.Addrs[to] {
-				ok = false
-			}
-		}
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("slot %d: the nodes do not all route it to %s within %v", slot, s.target.Addrs[to], wait)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// slotOwner returns host:port of the master node i's CLUSTER SLOTS names
-// for slot.
-func (s *suite) slotOwner(t *testing.T, i, slot int) string {
-	t.Helper()
-	r := s.srv.DoNode(t, i, "CLUSTER", "SLOTS")
-	if r.Error() != nil {
-		t.Fatalf("CLUSTER SLOTS: %v", r.Err)
-	}
-	for _, rng := range r.Elems {
-		if len(rng.Elems) < 3 {
-			continue
-		}
-		lo, hi := rng.Elems[0].Int, rng.Elems[1].Int
-		if int64(slot) < lo || int64(slot) > hi {
-			continue
-		}
-		m := rng.Elems[2].Elems
-		if len(m) < 2 {
-			continue
-		}
-		return m[0].Str + ":" + strconv.FormatInt(m[1].Int, 10)
-	}
-	return ""
 }

@@ -96,8 +96,9 @@ func manySlots(p string, n int) []string {
 // TestChannelsShardedEmbedded: the embedded server has no SSUBSCRIBE, and
 // says so when the subscription opens, not at the first Add.
 func TestChannelsShardedEmbedded(t *testing.T) {
+	emb := redistest.Embedded(t) // started before checkLeaks: the server's goroutines are not the client's
 	checkLeaks(t)
-	c := newClient(t, redistest.Embedded(t), Options{})
+	c := newClient(t, emb, Options{})
 	_, err := c.SubscribeChannels(testContext(t), true, func(backend.Message) {})
 	if !errors.Is(err, ErrShardedUnsupported) {
 		t.Fatalf("SubscribeChannels(sharded) on the embedded server: %v, want ErrShardedUnsupported", err)
@@ -150,8 +151,8 @@ func TestChannelsReconnectManySlots(t *testing.T) {
 // slots share one connection per master, and each one is subscribed on
 // its slot's master only.
 func TestChannelsShardedOneConnectionPerMaster(t *testing.T) {
+	s := redistest.Cluster(t) // started before checkLeaks: a shared server's goroutines are not the client's
 	checkLeaks(t)
-	s := redistest.Cluster(t)
 	c := newClient(t, s, Options{})
 	col := newCollector()
 	sub := channelSubscription(t, c, true, col.handle)
@@ -183,8 +184,8 @@ func TestChannelsShardedOneConnectionPerMaster(t *testing.T) {
 // published right after it returns is delivered), without counting a
 // resubscription (nothing was lost).
 func TestChannelsMovedWhileAdding(t *testing.T) {
+	s := redistest.Cluster(t) // started before checkLeaks: a shared server's goroutines are not the client's
 	checkLeaks(t)
-	s := redistest.Cluster(t)
 	c := newClient(t, s, Options{})
 	ch := "{" + redistest.Prefix(t) + "}:events"
 	slot := backend.KeySlot(ch)
@@ -193,7 +194,7 @@ func TestChannelsMovedWhileAdding(t *testing.T) {
 	if _, err := c.Do(testContext(t), backend.K("GET", ch)); err != nil { // loads the slot map
 		t.Fatal(err)
 	}
-	moveSlot(t, s, slot, from, to)
+	s.MoveSlot(t, slot, from, to)
 	col := newCollector()
 	sub := channelSubscription(t, c, true, col.handle)
 	if err := sub.Add(testContext(t), ch); err != nil {
@@ -220,8 +221,8 @@ func TestChannelsSlotMovedKeepsOthers(t *testing.T) {
 // testSlotMovedKeepsOthers runs TestChannelsSlotMovedKeepsOthers with one
 // protocol: with RESP3 the SUNSUBSCRIBE comes as a push message.
 func testSlotMovedKeepsOthers(t *testing.T, proto int) {
+	s := redistest.Cluster(t) // started before checkLeaks: a shared server's goroutines are not the client's
 	checkLeaks(t)
-	s := redistest.Cluster(t)
 	c := newClient(t, s, Options{Protocol: proto})
 	col := newCollector()
 	sub := channelSubscription(t, c, true, col.handle)
@@ -239,7 +240,7 @@ func testSlotMovedKeepsOthers(t *testing.T, proto int) {
 		t.Fatal(err)
 	}
 	to := (from + 1) % len(s.Addrs)
-	moveSlot(t, s, backend.KeySlot(moving), from, to)
+	s.MoveSlot(t, backend.KeySlot(moving), from, to)
 	deadline := time.Now().Add(testTimeout)
 	for sub.Resubscribed() == 0 {
 		if time.Now().After(deadline) {
@@ -267,8 +268,8 @@ func testSlotMovedKeepsOthers(t *testing.T, proto int) {
 // confirmation, which the reader takes after the running handler call:
 // with the handler stuck, Add honours its context's deadline.
 func TestChannelsAddWaitsForConfirmation(t *testing.T) {
+	s := redistest.Standalone(t) // started before checkLeaks: a shared server's goroutines are not the client's
 	checkLeaks(t)
-	s := redistest.Standalone(t)
 	c := newClient(t, s, Options{})
 	release := make(chan struct{})
 	entered := make(chan struct{}, 1)
@@ -306,8 +307,9 @@ func TestChannelsAddWaitsForConfirmation(t *testing.T) {
 // TestChannelsBadInput: an empty channel name is refused before anything
 // is sent.
 func TestChannelsBadInput(t *testing.T) {
+	emb := redistest.Embedded(t) // started before checkLeaks: the server's goroutines are not the client's
 	checkLeaks(t)
-	c := newClient(t, redistest.Embedded(t), Options{})
+	c := newClient(t, emb, Options{})
 	sub := channelSubscription(t, c, false, func(backend.Message) {})
 	if err := sub.Add(testContext(t), "ok", ""); err == nil {
 		t.Error("Add of an empty channel name: no error")
@@ -389,68 +391,6 @@ func TestChannelsScale(t *testing.T) {
 			})
 		}
 	}
-}
-
-// moveSlot gives an empty slot from node from to node to, as a
-// resharding's last step does (the former owner drops the slot's shard
-// channels and pushes SUNSUBSCRIBE), waits until every node agrees, and
-// gives it back when the test ends.
-func moveSlot(t *testing.T, s *redistest.Server, slot, from, to int) {
-	t.Helper()
-	if r := s.DoNode(t, from, "CLUSTER", "COUNTKEYSINSLOT", strconv.Itoa(slot)); r.Int != 0 {
-		t.Fatalf("slot %d holds %v keys: only an empty slot moves without MIGRATE", slot, r)
-	}
-	setSlot(t, s, slot, from, to)
-	t.Cleanup(func() { setSlot(t, s, slot, to, from) })
-}
-
-func setSlot(t *testing.T, s *redistest.Server, slot, from, to int) {
-	t.Helper()
-	sl := strconv.Itoa(slot)
-	toID := s.DoNode(t, to, "CLUSTER", "MYID").Str
-	fromID := s.DoNode(t, from, "CLUSTER", "MYID").Str
-	steps := [][]string{
-		{strconv.Itoa(to), "CLUSTER", "SETSLOT", sl, "IMPORTING", fromID},
-		{strconv.Itoa(from), "CLUSTER", "SETSLOT", sl, "MIGRATING", toID},
-		{strconv.Itoa(to), "CLUSTER", "SETSLOT", sl, "NODE", toID},
-		{strconv.Itoa(from), "CLUSTER", "SETSLOT", sl, "NODE", toID},
-	}
-	for i := range s.Addrs {
-		if i != from && i != to {
-			steps = append(steps, []string{strconv.Itoa(i), "CLUSTER", "SETSLOT", sl, "NODE", toID})
-		}
-	}
-	for _, st := range steps {
-		i, _ := strconv.Atoi(st[0])
-		if r := s.DoNode(t, i, st[1:]...); r.Error() != nil {
-			t.Fatalf("%v on node %d: %v", st[1:], i, r.Err)
-		}
-	}
-	deadline := time.Now().Add(testTimeout)
-	for i := 0; i < len(s.Addrs); {
-		if slotServedBy(t, s, i, slot) == s.Addrs[to] {
-			i++
-			continue
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("slot %d: node %d does not route it to %s", slot, i, s.Addrs[to])
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// slotServedBy returns the address node i's CLUSTER SLOTS gives for slot.
-func slotServedBy(t *testing.T, s *redistest.Server, i, slot int) string {
-	t.Helper()
-	for _, rng := range s.DoNode(t, i, "CLUSTER", "SLOTS").Elems {
-		if len(rng.Elems) < 3 || int64(slot) < rng.Elems[0].Int || int64(slot) > rng.Elems[1].Int {
-			continue
-		}
-		if m := rng.Elems[2].Elems; len(m) >= 2 {
-			return m[0].Str + ":" + strconv.FormatInt(m[1].Int, 10)
-		}
-	}
-	return ""
 }
 
 // TestChannelsFailover: sharded channels follow their shard to the
