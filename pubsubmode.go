@@ -3,6 +3,7 @@ package presence
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/realtime-message/presence/backend"
@@ -12,7 +13,7 @@ import (
 // asks the server only on a cluster, and fails rather than guesses when
 // it cannot tell: two nodes that guessed differently would not hear each
 // other's room events.
-func resolvePubSub(client backend.Client, mode string) (string, error) {
+func resolvePubSub(client backend.Client, mode string, log *slog.Logger) (string, error) {
 	_, channels := client.(backend.ChannelSubscriber)
 	switch mode {
 	case PubSubPattern:
@@ -20,6 +21,11 @@ func resolvePubSub(client backend.Client, mode string) (string, error) {
 	case PubSubChannels, PubSubSharded:
 		if !channels {
 			return "", invalid("config: PubSub %q needs a backend that subscribes to channels (backend.ChannelSubscriber); %T does not", mode, client)
+		}
+		if mode == PubSubSharded {
+			if err := checkShardedServer(client, log); err != nil {
+				return "", err
+			}
 		}
 		return mode, nil
 	}
@@ -40,6 +46,23 @@ func resolvePubSub(client backend.Client, mode string) (string, error) {
 		return PubSubSharded, nil
 	}
 	return PubSubChannels, nil
+}
+
+// checkShardedServer refuses a forced sharded mode on a server without
+// SPUBLISH (Redis before 7, the embedded server), whose scripts would
+// refuse every join. When the server cannot be asked, New goes on: the
+// scripts check again before writing anything.
+func checkShardedServer(client backend.Client, log *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ok, err := supportsSharded(ctx, client)
+	switch {
+	case err != nil:
+		log.Warn("presence: PubSub sharded: cannot ask the server whether it supports SPUBLISH", "err", err)
+	case !ok:
+		return invalid("config: PubSub %q needs sharded pub/sub (SPUBLISH, Redis 7 or later), which the server does not support; use %q or %q", PubSubSharded, PubSubChannels, PubSubPattern)
+	}
+	return nil
 }
 
 // supportsSharded reports whether the server knows SPUBLISH (Redis 7+).

@@ -60,14 +60,9 @@ func New(client backend.Client, cfg Config) (*Service, error) {
 	if client == nil {
 		return nil, invalid("New: nil backend client")
 	}
-	mode, err := resolvePubSub(client, cfg.PubSub)
+	mode, err := resolvePubSub(client, cfg.PubSub, cfg.Logger)
 	if err != nil {
 		return nil, err
-	}
-	if cfg.PubSub == PubSubSharded {
-		if err := checkShardedServer(client, cfg.Logger); err != nil {
-			return nil, err
-		}
 	}
 	s := &Service{
 		pubsub:  mode,
@@ -123,23 +118,6 @@ func (s *Service) Config() Config { return s.cfg }
 // PubSub returns how this node's events travel: PubSubPattern,
 // PubSubChannels or PubSubSharded (Config.PubSub with auto resolved).
 func (s *Service) PubSub() string { return s.pubsub }
-
-// checkShardedServer refuses a forced sharded mode on a server without
-// SPUBLISH (Redis before 7, the embedded server), whose scripts would
-// refuse every join. When the server cannot be asked, New goes on: the
-// scripts check again before writing anything.
-func checkShardedServer(client backend.Client, log *slog.Logger) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	ok, err := supportsSharded(ctx, client)
-	switch {
-	case err != nil:
-		log.Warn("presence: PubSub sharded: cannot ask the server whether it supports SPUBLISH", "err", err)
-	case !ok:
-		return invalid("config: PubSub %q needs sharded pub/sub (SPUBLISH, Redis 7 or later), which the server does not support; use %q or %q", PubSubSharded, PubSubChannels, PubSubPattern)
-	}
-	return nil
-}
 
 // publishCmd is the command room and user events are published with:
 // SPUBLISH in sharded mode, where each room's channel lives on its slot's
