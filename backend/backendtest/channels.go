@@ -516,9 +516,9 @@ func testChannelsSlotMoved(t *testing.T, s *suite, sharded bool) {
 	p := redistest.Prefix(t)
 	in := newInbox(t)
 	sub := channelSub(t, c, sharded, in.handle)
-	channels := thirds(p)
+	moving := s.srv.EmptySlotName(t, p, "moving")
+	channels := append(thirds(p), moving)
 	add(t, sub, channels...)
-	moving := channels[0]
 	from := s.nodeOf(t, moving)
 	to := (from + 1) % len(s.target.Addrs)
 	s.srv.MoveSlot(t, backend.KeySlot(moving), from, to)

@@ -187,7 +187,7 @@ func TestChannelsMovedWhileAdding(t *testing.T) {
 	s := redistest.Cluster(t) // started before checkLeaks: a shared server's goroutines are not the client's
 	checkLeaks(t)
 	c := newClient(t, s, Options{})
-	ch := "{" + redistest.Prefix(t) + "}:events"
+	ch := s.EmptySlotName(t, redistest.Prefix(t), "events")
 	slot := backend.KeySlot(ch)
 	from := s.NodeForSlot(slot)
 	to := (from + 1) % len(s.Addrs)
@@ -227,7 +227,7 @@ func testSlotMovedKeepsOthers(t *testing.T, proto int) {
 	col := newCollector()
 	sub := channelSubscription(t, c, true, col.handle)
 	p := redistest.Prefix(t)
-	moving := "{" + p + "}:events"
+	moving := s.EmptySlotName(t, p, "events")
 	from := s.NodeForSlot(backend.KeySlot(moving))
 	var stay []string
 	for i := 0; len(stay) < 5; i++ {

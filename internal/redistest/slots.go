@@ -4,6 +4,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/realtime-message/presence/backend"
 )
 
 // MoveSlot gives an empty slot of cluster s from its master Addrs[from] to
@@ -84,5 +86,21 @@ func (s *Server) SlotOwner(t testing.TB, i, slot int) string {
 			return m[0].Str + ":" + strconv.FormatInt(m[1].Int, 10)
 		}
 	}
+	return ""
+}
+
+// EmptySlotName returns "{prefix-N}:" + suffix for the smallest N whose
+// slot holds no key on its master, so MoveSlot can move it: tests sharing
+// the cluster leave keys in random slots (nothing is flushed).
+func (s *Server) EmptySlotName(t testing.TB, prefix, suffix string) string {
+	t.Helper()
+	for n := 0; n < 1000; n++ {
+		name := "{" + prefix + "-" + strconv.Itoa(n) + "}:" + suffix
+		slot := backend.KeySlot(name)
+		if s.DoNode(t, s.NodeForSlot(slot), "CLUSTER", "COUNTKEYSINSLOT", strconv.Itoa(slot)).Int == 0 {
+			return name
+		}
+	}
+	t.Fatalf("redistest: no empty slot among 1000 names of %q", prefix)
 	return ""
 }
