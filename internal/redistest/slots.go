@@ -45,6 +45,11 @@ func (s *Server) setSlot(t testing.TB, slot, from, to int) {
 		{to, []string{"CLUSTER", "SETSLOT", sl, "IMPORTING", fromID}},
 		{from, []string{"CLUSTER", "SETSLOT", sl, "MIGRATING", toID}},
 		{to, []string{"CLUSTER", "SETSLOT", sl, "NODE", toID}},
+		// The importer's claim must carry the cluster's highest epoch, or
+		// gossip can hand the slot back to the former owner (SETSLOT NODE
+		// bumps it only when the importer is not already the one holding
+		// the greatest epoch, which a previous move may have left tied).
+		{to, []string{"CLUSTER", "BUMPEPOCH"}},
 		{from, []string{"CLUSTER", "SETSLOT", sl, "NODE", toID}},
 	}
 	for i := range s.Addrs {
